@@ -1,0 +1,61 @@
+"""Backends: from TF-IDF + logistic regression to fine-tuning a transformer.
+
+Each module in this package registers its backend with :data:`BACKENDS`. Backends whose optional
+dependencies are missing still register; their :meth:`~Backend.check` names the pip extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._registry import Registry, validate_options
+from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+if TYPE_CHECKING:
+    from ..config import ExperimentSpec
+
+BACKENDS: Registry[Backend] = Registry("backend", key="backend.name")
+BACKENDS.plan("embed", "finetune")
+
+_loaded = False
+
+
+def _load_builtin_backends() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in {"base"}:
+            importlib.import_module(f"{__name__}.{mod.name}")
+    _loaded = True
+
+
+def get_backend_class(name: str) -> type[Backend]:
+    """The backend class registered as ``name``; the error lists the valid names."""
+    _load_builtin_backends()
+    return BACKENDS.get(name)
+
+
+def make_backend(spec: ExperimentSpec, *, n_classes: int, cache_dir: Path) -> Backend:
+    """Instantiate the spec's backend with its validated options."""
+    cls = get_backend_class(spec.backend.name)
+    options = validate_options(
+        cls.Options, spec.backend_options(), where=f"[backend] of backend '{cls.name}'"
+    )
+    context = BackendContext(train=spec.train, n_classes=n_classes, cache_dir=cache_dir)
+    return cls(options, context)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendContext",
+    "BackendOptions",
+    "FitOutput",
+    "Predictor",
+    "get_backend_class",
+    "make_backend",
+]

@@ -1,0 +1,438 @@
+"""The experiment spec: TOML loading, validation, ``--set`` overrides and the fingerprint.
+
+An :class:`ExperimentSpec` is frozen and fully validated before any work starts. Its
+:meth:`~ExperimentSpec.fingerprint` hashes every field that changes a cell's result (dataset, noise
+model and options, backend and options, training and evaluation settings) and nothing that does
+not (the store path, the executor, progress options, and the grid's lists: a cell's result does not
+depend on which *other* cells are in the grid, so growing a grid reuses the cells already done).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+FINGERPRINT_VERSION = 1
+"""Bumped whenever the meaning of a stored result changes for the same spec."""
+
+NOISE_RATE_DECIMALS = 6
+"""Noise rates are rounded to this many decimals, so 0.025 * 3 and 0.075 are the same cell."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _OpenSection(BaseModel):
+    """A section whose extra keys are validated later by a plug-in (backend or noise model)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def options(self, *, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """Return the section's keys as a plain dict (plug-in options)."""
+        data = self.model_dump()
+        return {k: v for k, v in data.items() if k not in exclude}
+
+
+class DatasetSpec(_Section):
+    """``[dataset]``: where the corpus comes from and which columns to read."""
+
+    source: str = "imdb"
+    """A Hugging Face hub name (``imdb``), a local folder of split files, or an aclImdb folder."""
+    config_name: str | None = None
+    """Hugging Face dataset configuration name, for hub datasets that have several."""
+    text_column: str = "text"
+    label_column: str = "label"
+    train_split: str = "train"
+    test_split: str = "test"
+
+    @model_validator(mode="after")
+    def _distinct_splits(self) -> DatasetSpec:
+        if self.train_split == self.test_split:
+            raise ValueError(
+                f"train_split and test_split are both '{self.train_split}'; the test sample must "
+                "come from a different split than the training data"
+            )
+        return self
+
+
+class GridSpec(_Section):
+    """``[grid]``: the cells to run (train size × noise rate × seed) and the noise model."""
+
+    sizes: tuple[int, ...] = Field(min_length=1)
+    noise_rates: tuple[float, ...] = Field(min_length=1)
+    seeds: tuple[int, ...] = (0,)
+    repeats: int | None = Field(default=None, ge=1)
+    """Shortcut for ``seeds = [0, 1, ..., repeats - 1]``."""
+    noise_model: str | tuple[str, ...] = "uniform"
+    """One noise model, or several: the grid then runs once under each (see
+    :meth:`ExperimentSpec.variants`)."""
+
+    @field_validator("noise_model")
+    @classmethod
+    def _noise_models(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(v, str):
+            return v
+        if not v:
+            raise ValueError('give at least one noise model, e.g. noise_model = "uniform"')
+        names = tuple(dict.fromkeys(v))
+        return names[0] if len(names) == 1 else names
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [s for s in v if s < 2]
+        if bad:
+            raise ValueError(f"every size must be an integer >= 2; got {bad}")
+        return tuple(sorted(set(v)))
+
+    @field_validator("noise_rates")
+    @classmethod
+    def _rates(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [r for r in v if not 0.0 <= r < 1.0]
+        if bad:
+            raise ValueError(f"every noise rate must be a fraction in [0, 1); got {bad}")
+        return tuple(sorted({round(float(r), NOISE_RATE_DECIMALS) for r in v}))
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("seeds must not be empty; use e.g. seeds = [0]")
+        bad = [s for s in v if s < 0]
+        if bad:
+            raise ValueError(f"seeds must be non-negative integers; got {bad}")
+        return tuple(sorted(set(v)))
+
+    @model_validator(mode="after")
+    def _repeats(self) -> GridSpec:
+        if self.repeats is not None:
+            if "seeds" in self.model_fields_set:
+                raise ValueError("give either seeds or repeats, not both")
+            object.__setattr__(self, "seeds", tuple(range(self.repeats)))
+        return self
+
+    @property
+    def noise_models(self) -> tuple[str, ...]:
+        return (self.noise_model,) if isinstance(self.noise_model, str) else self.noise_model
+
+    @property
+    def n_cells(self) -> int:
+        """Cells per noise model: sizes × noise rates × seeds."""
+        return len(self.sizes) * len(self.noise_rates) * len(self.seeds)
+
+
+class NoiseSpec(_OpenSection):
+    """``[noise]``: options of the grid's noise model (validated by that model)."""
+
+
+class BackendSpec(_OpenSection):
+    """``[backend]``: ``name`` plus that backend's options (validated by that backend)."""
+
+    name: str
+
+
+class TrainSpec(_Section):
+    """``[train]``: the training budget and hyper-parameters a backend reads.
+
+    Defaults are the reference experiment's (distilbert fine-tuning: lr 2e-5, batch 16, 2 epochs,
+    weight decay 0.01). The budget is ``epochs`` (default) or a fixed number of ``steps``; giving
+    ``steps`` switches to a step budget, and giving both is an error.
+    """
+
+    epochs: float = Field(default=2.0, gt=0)
+    steps: int | None = Field(default=None, ge=1)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    max_length: int | None = Field(default=None, ge=8)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    eval_batch_size: int = Field(default=128, ge=1)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainSpec:
+        if self.steps is not None and "epochs" in self.model_fields_set:
+            raise ValueError(
+                "give either epochs or steps as the training budget, not both "
+                f"(got epochs = {self.epochs}, steps = {self.steps})"
+            )
+        return self
+
+    @property
+    def budget(self) -> str:
+        """``"epochs"`` or ``"steps"``: which budget this spec fixes."""
+        return "steps" if self.steps is not None else "epochs"
+
+
+class EvalSpec(_Section):
+    """``[eval]``: the held-out test sample (class-balanced, drawn once per seed)."""
+
+    test_size: int = Field(default=2000, ge=2)
+
+
+class RunSpec(_Section):
+    """``[run]``: where results go and how cells are executed. Never part of the fingerprint."""
+
+    store: str = "runs/noisegrid.sqlite"
+    executor: str = "local"
+    workers: int = Field(default=1, ge=1)
+    """Parallel worker processes for the local executor."""
+    cache_dir: str | None = None
+    """Where tokenisations and embeddings are cached; default ``$NOISEGRID_CACHE`` or
+    ``~/.cache/noisegrid``."""
+    address: str | None = None
+    """Ray only: ``auto``, ``ray://host:port``, or none to start a local instance."""
+    resources: dict[str, float] = Field(default_factory=lambda: {"cpu": 1.0})
+    """Per-cell resources for Ray: ``{cpu = 1, gpu = 0.5}``; fractional GPUs share a device."""
+    max_retries: int = Field(default=3, ge=0)
+    """How many times a cell whose worker died is retried (a cell that raises is not retried)."""
+
+
+class ExperimentSpec(_Section):
+    """A complete, validated experiment. Build with :func:`load_spec` or :meth:`from_dict`.
+
+    Examples
+    --------
+    >>> spec = ExperimentSpec.from_dict({
+    ...     "grid": {"sizes": [100, 200], "noise_rates": [0.0, 0.1]},
+    ...     "backend": {"name": "tfidf"},
+    ... })
+    >>> spec.grid.n_cells
+    4
+    >>> len(spec.fingerprint())
+    16
+    """
+
+    name: str | None = None
+    description: str | None = None
+    dataset: DatasetSpec = DatasetSpec()
+    grid: GridSpec
+    noise: NoiseSpec = NoiseSpec()
+    backend: BackendSpec
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    run: RunSpec = RunSpec()
+
+    @model_validator(mode="after")
+    def _plugins(self) -> ExperimentSpec:
+        # Plug-in options are checked here so a typo under [backend] or [noise] fails at load time.
+        from ._registry import validate_options
+        from .backends import get_backend_class
+        from .executors import check_executor
+        from .noise import get_noise_model_class
+
+        name = self.backend.name
+        validate_options(
+            get_backend_class(name).Options,
+            self.backend_options(),
+            where=f"[backend] of backend '{name}'",
+        )
+        noise_options = self.noise.options()
+        known: set[str] = set()
+        for model in self.grid.noise_models:
+            fields = get_noise_model_class(model).Options.model_fields
+            known.update(fields)
+            validate_options(
+                get_noise_model_class(model).Options,
+                {k: v for k, v in noise_options.items() if k in fields},
+                where=f"[noise] of noise model '{model}'",
+            )
+        unknown = sorted(set(noise_options) - known)
+        if unknown:
+            models = ", ".join(self.grid.noise_models)
+            raise ConfigError(
+                f"unknown key '{unknown[0]}' in [noise]: no noise model of this grid ({models}) "
+                f"reads it; valid keys: {', '.join(sorted(known)) or '(none)'}"
+            )
+        check_executor(self.run.executor)
+        return self
+
+    @property
+    def is_variant(self) -> bool:
+        """True when the spec has exactly one noise model (it can be run and fingerprinted)."""
+        return isinstance(self.grid.noise_model, str)
+
+    def variants(self) -> list[ExperimentSpec]:
+        """One spec per noise model, each with only the ``[noise]`` keys that model reads.
+
+        A spec with one noise model is its own only variant. Each variant has its own fingerprint,
+        so the uniform variant of a multi-model grid reuses a plain uniform grid's cells.
+        """
+        from .noise import get_noise_model_class
+
+        out = []
+        options = self.noise.options()
+        for model in self.grid.noise_models:
+            fields = get_noise_model_class(model).Options.model_fields
+            grid = self.grid.model_copy(update={"noise_model": model})
+            noise = NoiseSpec(**{k: v for k, v in options.items() if k in fields})
+            out.append(self.model_copy(update={"grid": grid, "noise": noise}))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> ExperimentSpec:
+        """Validate a nested mapping (as parsed from TOML); raise :class:`ConfigError`."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, source)) from None
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a cell's result; 16 hex characters.
+
+        A spec with several noise models hashes its variants' fingerprints.
+        """
+        if not self.is_variant:
+            joined = ",".join(v.fingerprint() for v in self.variants())
+            return hashlib.sha256(joined.encode()).hexdigest()[:16]
+        payload = {
+            "version": FINGERPRINT_VERSION,
+            "dataset": self.dataset.model_dump(),
+            "noise_model": self.grid.noise_model,
+            "noise": self.noise.model_dump(),
+            "backend": self.backend.model_dump(),
+            "train": self.train.model_dump(),
+            "eval": self.eval.model_dump(),
+        }
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (round-trips through :meth:`from_dict`)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["grid"].pop("repeats", None)
+        return data
+
+    def backend_options(self) -> dict[str, Any]:
+        return self.backend.options(exclude=("name",))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse one ``--set section.key=value`` item into a key path and a value.
+
+    The value is read as a TOML literal (``[1000, 2000]``, ``0.1``, ``true``, ``"text"``); a value
+    that is not valid TOML is taken as a plain string, so ``--set dataset.source=../data`` works
+    without quotes.
+
+    Examples
+    --------
+    >>> parse_override("grid.sizes=[100, 200]")
+    (['grid', 'sizes'], [100, 200])
+    >>> parse_override("dataset.source=../shared/data/imdb")
+    (['dataset', 'source'], '../shared/data/imdb')
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(
+            f"--set expects section.key=value, got '{item}'; e.g. --set grid.seeds=[0,1,2]"
+        )
+    path = key.split(".")
+    if any(not part for part in path):
+        raise ConfigError(f"--set key '{key}' has an empty part; write it as section.key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``section.key=value`` override applied."""
+    out = json.loads(json.dumps(data))  # deep copy of plain TOML data
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_spec(
+    path: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    store: str | Path | None = None,
+) -> ExperimentSpec:
+    """Load, override and validate an experiment TOML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The experiment's TOML file.
+    overrides : sequence of str, default ()
+        ``section.key=value`` items applied after loading (values are TOML literals).
+    store : str or Path, optional
+        Results database path; overrides ``[run] store``.
+
+    Returns
+    -------
+    ExperimentSpec
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not valid TOML, a key is unknown, or a value is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass the path of an experiment TOML")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data = apply_overrides(data, overrides)
+    if store is not None:
+        data.setdefault("run", {})["store"] = str(store)
+    return ExperimentSpec.from_dict(data, source=str(path))
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        where = _where(loc)
+        if err["type"] == "extra_forbidden":
+            parent = _SECTIONS.get(loc[0]) if len(loc) > 1 else ExperimentSpec
+            valid = ", ".join(parent.model_fields) if parent else ""
+            parts.append(f"unknown key {where}; valid keys here: {valid}")
+        elif err["type"] == "missing":
+            parts.append(f"missing required key {where}")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            given = err.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            parts.append(f"{where}: {msg}{shown}")
+    return f"invalid config {source}: " + "; ".join(parts)
+
+
+def _where(loc: list[str]) -> str:
+    if not loc:
+        return "(top level)"
+    if len(loc) == 1:
+        return f"'{loc[0]}'" if loc[0] not in _SECTIONS else f"[{loc[0]}]"
+    return f"'{loc[1]}' in [{loc[0]}]" + ("".join(f"[{p}]" for p in loc[2:]))
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "dataset": DatasetSpec,
+    "grid": GridSpec,
+    "noise": NoiseSpec,
+    "backend": BackendSpec,
+    "train": TrainSpec,
+    "eval": EvalSpec,
+    "run": RunSpec,
+}

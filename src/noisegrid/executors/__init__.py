@@ -1,0 +1,48 @@
+"""Executors: where cells run (this process, worker processes, a Ray cluster)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING
+
+from .._registry import Registry
+from .base import Executor
+
+if TYPE_CHECKING:
+    from ..config import ExperimentSpec
+
+EXECUTORS: Registry[Executor] = Registry("executor", key="run.executor")
+EXECUTORS.plan("ray")
+
+_loaded = False
+
+
+def _load_builtin_executors() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
+    _loaded = True
+
+
+def get_executor_class(name: str) -> type[Executor]:
+    _load_builtin_executors()
+    return EXECUTORS.get(name)
+
+
+def check_executor(name: str) -> None:
+    """Raise a ConfigError if ``name`` is not a known executor (called during spec validation)."""
+    get_executor_class(name)
+
+
+def make_executor(spec: ExperimentSpec) -> Executor:
+    """The spec's executor, after its own checks (e.g. the ray extra is installed)."""
+    cls = get_executor_class(spec.run.executor)
+    cls.check(spec)
+    return cls()
+
+
+__all__ = ["EXECUTORS", "Executor", "check_executor", "get_executor_class", "make_executor"]

@@ -1,0 +1,1 @@
+"""Noise models beyond ``uniform``; each module registers itself with ``noise.NOISE_MODELS``."""

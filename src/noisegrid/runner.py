@@ -1,0 +1,343 @@
+"""Running an experiment: the fixed per-cell sequence and the driver loop.
+
+Per cell, always in this order (:meth:`Worker.run_cell`):
+
+1. subsample the training split (class-balanced, nested across sizes);
+2. inject noise (exact count, nested across rates; clean labels kept);
+3. ``backend.fit`` on the texts and noisy labels;
+4. evaluate on the seed's test sample → :class:`CellResult`.
+
+The driver (:func:`run_experiment`) validates everything before any work, hands pending cells to an
+executor, and is the only writer of the store: it stores each result the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback as tb
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, get_backend_class, make_backend
+from .config import ExperimentSpec
+from .data import Corpus, check_corpus, describe_corpus, load_corpus, texts_at
+from .evaluation import draw_test_sample, score
+from .executors.base import Executor
+from .grid import Cell, expand_grid
+from .noise import NoiseModel, apply_plan, make_noise_model
+from .sampling import subsample_per_class
+from .store import ResultStore
+
+log = logging.getLogger("noisegrid")
+
+
+@dataclass
+class CellResult:
+    """The outcome of one cell, as a worker returns it to the driver."""
+
+    cell: Cell
+    status: str
+    noise_model: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    realized_noise: float | None = None
+    n_flipped: int | None = None
+    test_size: int | None = None
+    fit_seconds: float | None = None
+    predict_seconds: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    traceback: str = ""
+    host: str = ""
+    attempts: int = 1
+    finished_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+def default_cache_dir(spec: ExperimentSpec) -> Path:
+    """``[run] cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
+    if spec.run.cache_dir:
+        return Path(spec.run.cache_dir).expanduser()
+    env = os.environ.get("NOISEGRID_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
+
+
+class Worker:
+    """Everything needed to run cells of one experiment, built once per worker process.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+    corpus : Corpus, optional
+        Already loaded corpus (the driver passes its own); loaded from the spec otherwise.
+    """
+
+    def __init__(self, spec: ExperimentSpec, *, corpus: Corpus | None = None) -> None:
+        self.spec = spec
+        self.corpus = corpus if corpus is not None else load_corpus(spec.dataset)
+        k = self.corpus.n_classes
+        self.noise_model: NoiseModel = make_noise_model(spec, n_classes=k)
+        self.backend: Backend = make_backend(spec, n_classes=k, cache_dir=default_cache_dir(spec))
+        seeds = spec.grid.seeds
+        self.test_indices = {
+            s: draw_test_sample(self.corpus, spec.eval.test_size, seed=s) for s in seeds
+        }
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Heavy one-time work (noise-model reference models, backend caches)."""
+        if self._prepared:
+            return
+        k, seeds = self.corpus.n_classes, self.spec.grid.seeds
+        largest = max(self.spec.grid.sizes)
+        train_rows = np.unique(
+            np.concatenate(
+                [subsample_per_class(self.corpus.train.labels, largest, seed=s, n_classes=k)
+                 for s in seeds]
+            )
+        )
+        test_rows = np.unique(np.concatenate(list(self.test_indices.values())))
+        self.noise_model.prepare(self.corpus, seeds=seeds)
+        self.backend.prepare(self.corpus, train_indices=train_rows, test_indices=test_rows)
+        self._prepared = True
+
+    def run_cell(self, cell: Cell) -> CellResult:
+        """Run one cell; an exception inside it becomes a ``failed`` result with its traceback."""
+        try:
+            self.prepare()
+            return self._run(cell)
+        except Exception as exc:
+            return CellResult(
+                cell=cell,
+                status="failed",
+                noise_model=self.spec.grid.noise_model,
+                error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                traceback=tb.format_exc(),
+                host=socket.gethostname(),
+                finished_at=_now(),
+            )
+
+    def _run(self, cell: Cell) -> CellResult:
+        corpus, k = self.corpus, self.corpus.n_classes
+        rows = subsample_per_class(corpus.train.labels, cell.train_size, seed=cell.seed, n_classes=k)
+        clean = corpus.train.labels[rows]
+        plan = self.noise_model.plan(clean, indices=rows, seed=cell.seed)
+        noisy = apply_plan(clean, cell.noise_rate, plan)
+
+        t0 = time.perf_counter()
+        fitted = self.backend.fit(texts_at(corpus.train, rows), noisy.labels, seed=cell.train_seed())
+        fit_seconds = time.perf_counter() - t0
+
+        test_rows = self.test_indices[cell.seed]
+        t0 = time.perf_counter()
+        proba = fitted.predictor.predict_proba(texts_at(corpus.test, test_rows))
+        predict_seconds = time.perf_counter() - t0
+        metrics = score(corpus.test.labels[test_rows], proba, n_classes=k)
+        info = dict(fitted.info)
+        info["flipped_per_class"] = np.bincount(clean[noisy.flipped], minlength=k).tolist()
+        return CellResult(
+            cell=cell,
+            status="done",
+            noise_model=self.spec.grid.noise_model,
+            metrics=metrics,
+            realized_noise=noisy.realized_rate,
+            n_flipped=noisy.n_flipped,
+            test_size=len(test_rows),
+            fit_seconds=fit_seconds,
+            predict_seconds=predict_seconds,
+            info=info,
+            host=socket.gethostname(),
+            finished_at=_now(),
+        )
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_experiment` did."""
+
+    fingerprint: str
+    store: Path
+    n_cells: int
+    n_skipped: int
+    n_done: int = 0
+    n_failed: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    failures: list[CellResult] = field(default_factory=list)
+
+    @property
+    def n_pending(self) -> int:
+        return self.n_cells - self.n_skipped - self.n_done - self.n_failed
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.n_done} cells done",
+            f"{self.n_failed} failed",
+            f"{self.n_skipped} already stored",
+        ]
+        if self.n_pending:
+            parts.append(f"{self.n_pending} not run")
+        return f"{', '.join(parts)} in {self.seconds:.1f}s; results in {self.store}"
+
+
+ProgressCallback = Callable[[CellResult], None]
+
+
+def prepare_run(spec: ExperimentSpec) -> Corpus:
+    """Every check that can fail before expensive work: data, grid, noise models, backend.
+
+    Returns the loaded corpus. Never touches the store.
+    """
+    get_backend_class(spec.backend.name).check(spec)
+    corpus = load_corpus(spec.dataset)
+    check_corpus(corpus, spec)
+    for variant in spec.variants():
+        make_noise_model(variant, n_classes=corpus.n_classes).check(corpus, variant)
+    log.info("%s", describe_corpus(corpus))
+    return corpus
+
+
+def pending_cells(
+    spec: ExperimentSpec, store: ResultStore, *, retry_failed: bool = False
+) -> tuple[list[Cell], int]:
+    """Cells of a one-noise-model spec still to run, and how many are skipped.
+
+    Done cells are always skipped; failed cells too, unless ``retry_failed``.
+    """
+    statuses = store.statuses(spec.fingerprint())
+    todo, skipped = [], 0
+    for cell in expand_grid(spec):
+        status = statuses.get(cell.key)
+        if status == "done" or (status == "failed" and not retry_failed):
+            skipped += 1
+        else:
+            todo.append(cell)
+    return todo, skipped
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    retry_failed: bool = False,
+    fail_fast: bool = False,
+    on_result: ProgressCallback | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+) -> RunSummary:
+    """Run every pending cell of ``spec`` and store each result as it arrives.
+
+    A spec with several noise models runs the grid once per model (its variants).
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+    retry_failed : bool, default False
+        Re-run cells stored as failed (done cells are never re-run).
+    fail_fast : bool, default False
+        Stop at the first failed cell (it is stored first).
+    on_result : callable, optional
+        Called with each :class:`CellResult` after it is stored (progress display).
+    on_start : callable, optional
+        Called with (n_pending, n_skipped) once the pending cells are known.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    noisegrid.errors.NoisegridError
+        Invalid data or grid (before the store is created or touched), or the store is locked.
+    """
+    from .executors import make_executor
+
+    t_start = time.perf_counter()
+    corpus = prepare_run(spec)
+    executor = make_executor(spec)
+    variants = spec.variants()
+    with ResultStore(spec.run.store) as store, store.writer():
+        work = []
+        skipped = 0
+        for variant in variants:
+            store.register_experiment(variant)
+            todo, n_skip = pending_cells(variant, store, retry_failed=retry_failed)
+            work.append((variant, todo))
+            skipped += n_skip
+        summary = RunSummary(
+            fingerprint=spec.fingerprint(),
+            store=Path(spec.run.store),
+            n_cells=spec.grid.n_cells * len(variants),
+            n_skipped=skipped,
+        )
+        if on_start is not None:
+            on_start(sum(len(todo) for _, todo in work), skipped)
+        for variant, todo in work:
+            if not todo:
+                continue
+            if _run_variant(variant, todo, corpus, executor, store, summary,
+                            fail_fast=fail_fast, on_result=on_result):
+                break
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _run_variant(
+    spec: ExperimentSpec,
+    todo: list[Cell],
+    corpus: Corpus,
+    executor: Executor,
+    store: ResultStore,
+    summary: RunSummary,
+    *,
+    fail_fast: bool,
+    on_result: ProgressCallback | None,
+) -> bool:
+    """Run one variant's pending cells, storing each; return True if stopped early."""
+    fingerprint = spec.fingerprint()
+    results = executor.run(spec, todo, corpus=corpus)
+    try:
+        for result in results:
+            store.write(fingerprint, result)
+            if result.ok:
+                summary.n_done += 1
+            else:
+                summary.n_failed += 1
+                summary.failures.append(result)
+                log.warning("cell %s failed: %s", result.cell.label(), result.error)
+            if on_result is not None:
+                on_result(result)
+            if fail_fast and not result.ok:
+                summary.stopped_early = True
+                return True
+    finally:
+        _close(results)
+    return False
+
+
+def _close(results: Iterable[CellResult]) -> None:
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+__all__ = [
+    "CellResult",
+    "RunSummary",
+    "Worker",
+    "pending_cells",
+    "prepare_run",
+    "run_experiment",
+]
