@@ -157,8 +157,10 @@ def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> 
 
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
-    typer.echo(f"ok: {spec.grid.n_cells * len(spec.grid.noise_models)} cells, fingerprint "
-               f"{spec.fingerprint()}; {describe_corpus(corpus)}")
+    typer.echo(
+        f"ok: {spec.grid.n_cells * len(spec.grid.noise_models)} cells, fingerprint "
+        f"{spec.fingerprint()}; {describe_corpus(corpus)}"
+    )
 
 
 class _Progress:
@@ -215,5 +217,5 @@ class _Progress:
             logging.getLogger("noisegrid").info("%s %s", result.status, last)
 
 
-def main() -> None:  # pragma: no cover - console entry point alternative
+if __name__ == "__main__":  # pragma: no cover - python -m noisegrid.cli
     app()

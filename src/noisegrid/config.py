@@ -121,6 +121,13 @@ class GridSpec(_Section):
         return self
 
     @property
+    def noise_model_name(self) -> str:
+        """The noise model of a one-model grid (a variant); raises for several."""
+        if not isinstance(self.noise_model, str):
+            raise ValueError("this grid has several noise models; use ExperimentSpec.variants()")
+        return self.noise_model
+
+    @property
     def noise_models(self) -> tuple[str, ...]:
         return (self.noise_model,) if isinstance(self.noise_model, str) else self.noise_model
 
@@ -389,7 +396,9 @@ def load_spec(
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist; pass the path of an experiment TOML")
+        raise ConfigError(
+            f"config file '{path}' does not exist; pass the path of an experiment TOML"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

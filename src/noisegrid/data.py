@@ -8,10 +8,11 @@ problem and the fix, every dataset that cannot serve the experiment, before any 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def load_corpus(spec: DatasetSpec) -> Corpus:
             frames = {s: _read_aclimdb_split(path / s) for s in (spec.train_split, spec.test_split)}
         else:
             frames = {s: _read_split_file(path, s) for s in (spec.train_split, spec.test_split)}
-    elif path.suffix in SPLIT_FILE_SUFFIXES or os.sep in spec.source or spec.source.startswith("."):
+    elif path.suffix in SPLIT_FILE_SUFFIXES or spec.source.startswith((".", "/", "~")):
         raise DataError(
             f"dataset.source '{spec.source}' does not exist; point it at a folder holding "
             f"{spec.train_split}.parquet/.csv/.jsonl and {spec.test_split}.* files, an aclImdb "
@@ -135,9 +136,11 @@ _ACLIMDB_NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
 def _read_aclimdb_split(folder: Path) -> pd.DataFrame:
     """Read aclImdb's ``<split>/{neg,pos}/<id>_<rating>.txt`` layout (``unsup`` is ignored)."""
     if not folder.is_dir():
-        raise DataError(f"aclImdb split folder {folder} does not exist; expected {folder}/pos, /neg")
+        raise DataError(
+            f"aclImdb split folder {folder} does not exist; expected {folder}/pos, /neg"
+        )
     rows: list[dict[str, Any]] = []
-    for label, name in enumerate(("neg", "pos")):
+    for _label, name in enumerate(("neg", "pos")):
         for file in sorted((folder / name).glob("*.txt")):
             match = _ACLIMDB_NAME.match(file.name)
             rating = int(match.group(2)) if match else None
@@ -172,14 +175,9 @@ def _load_hub(spec: DatasetSpec) -> dict[str, pd.DataFrame]:
     except ImportError:  # pragma: no cover - datasets is a core dependency
         raise MissingDependencyError("loading hub datasets needs: pip install datasets") from None
     online = hub_reachable()
-    if not online:
-        # Offline: a dataset already in the local Hugging Face cache still loads.
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        datasets.config.HF_DATASETS_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
     try:
-        dsd = datasets.load_dataset(spec.source, spec.config_name)
+        with _offline(datasets, enabled=not online):
+            dsd = datasets.load_dataset(spec.source, spec.config_name)
     except Exception as exc:
         if not online:
             raise DataError(
@@ -204,10 +202,36 @@ def _load_hub(spec: DatasetSpec) -> dict[str, pd.DataFrame]:
         feature = ds.features.get(spec.label_column)
         names = getattr(feature, "names", None)
         if names is not None and spec.label_column in frame:
-            frame[spec.label_column] = [names[i] if i >= 0 else None for i in frame[spec.label_column]]
+            frame[spec.label_column] = [
+                names[i] if i >= 0 else None for i in frame[spec.label_column]
+            ]
             frame.attrs["label_names"] = list(names)
         frames[split] = frame
     return frames
+
+
+@contextlib.contextmanager
+def _offline(datasets_module: Any, *, enabled: bool) -> Iterator[None]:
+    """Offline mode for one load: a dataset already in the local cache loads without retries."""
+    if not enabled:
+        yield
+        return
+    config = datasets_module.config
+    saved = {k: getattr(config, k, None) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    saved_env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    try:
+        for key in saved:
+            setattr(config, key, True)
+            os.environ[key] = "1"
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)
+        for key, env in saved_env.items():
+            if env is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = env
 
 
 def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
@@ -216,7 +240,8 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
         missing = [c for c in (spec.text_column, spec.label_column) if c not in df.columns]
         if missing:
             raise DataError(
-                f"split '{split}' of '{spec.source}' has no column {', '.join(map(repr, missing))}; "
+                f"split '{split}' of '{spec.source}' has no column "
+                f"{', '.join(map(repr, missing))}; "
                 f"its columns are: {', '.join(map(str, df.columns))}; set dataset.text_column / "
                 "dataset.label_column"
             )
@@ -285,14 +310,19 @@ def _label_key(value: Any) -> str:
     return str(value)
 
 
-def _label_names(train_df: pd.DataFrame, test_df: pd.DataFrame, spec: DatasetSpec) -> tuple[str, ...]:
+def _label_names(
+    train_df: pd.DataFrame, test_df: pd.DataFrame, spec: DatasetSpec
+) -> tuple[str, ...]:
     declared = train_df.attrs.get("label_names")
     present = {_label_key(v) for v in train_df[spec.label_column]}
     if declared:
         # Keep the dataset's declared class order, minus classes the training split never uses.
         return tuple(n for n in map(str, declared) if n in present)
     values = pd.unique(train_df[spec.label_column])
-    if all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer()) for v in values):
+    if all(
+        isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
+        for v in values
+    ):
         return tuple(str(v) for v in sorted({int(v) for v in values}))
     return tuple(sorted(present))
 
@@ -319,7 +349,8 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
     if not_multiple:
         s = not_multiple[0]
         raise DataError(
-            f"grid size {s} cannot be split evenly over {k} classes; sizes must be multiples of {k} "
+            f"grid size {s} cannot be split evenly over {k} classes; sizes must be multiples "
+            f"of {k} "
             f"(e.g. {s - s % k} or {s - s % k + k})"
         )
     max_size = corpus.max_train_size()
@@ -356,12 +387,13 @@ def describe_corpus(corpus: Corpus) -> str:
     """One line: sizes and class balance, for logs."""
     k = corpus.n_classes
     counts = ", ".join(
-        f"{name}={n}" for name, n in zip(corpus.label_names, corpus.train.class_counts(k), strict=True)
+        f"{name}={n}"
+        for name, n in zip(corpus.label_names, corpus.train.class_counts(k), strict=True)
     )
-    return (
-        f"{corpus.source}: {len(corpus.train)} train ({counts}), {len(corpus.test)} test"
-        + (f", {corpus.n_test_dropped_overlap} test rows dropped as duplicates of train"
-           if corpus.n_test_dropped_overlap else "")
+    return f"{corpus.source}: {len(corpus.train)} train ({counts}), {len(corpus.test)} test" + (
+        f", {corpus.n_test_dropped_overlap} test rows dropped as duplicates of train"
+        if corpus.n_test_dropped_overlap
+        else ""
     )
 
 

@@ -40,7 +40,7 @@ def n_flips(noise_rate: float, n: int) -> int:
     >>> n_flips(0.025, 1000), n_flips(0.25, 10), n_flips(0.0, 50)
     (25, 3, 0)
     """
-    return int(math.floor(noise_rate * n + 0.5 + 1e-9))
+    return math.floor(noise_rate * n + 0.5 + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -160,11 +160,18 @@ class NoiseModel(ABC):
         self.options = options
         self.n_classes = n_classes
 
-    def check(self, corpus: Corpus, spec: ExperimentSpec) -> None:  # noqa: B027 - optional hook
+    def check(self, corpus: Corpus, spec: ExperimentSpec) -> None:
         """Refuse, with a :class:`~noisegrid.errors.DataError`, a grid this model cannot serve."""
 
-    def prepare(self, corpus: Corpus, *, seeds: tuple[int, ...]) -> None:  # noqa: B027
-        """One-time work before cells run (per worker)."""
+    def prepare(
+        self, corpus: Corpus, *, seeds: tuple[int, ...], train_size: int | None = None
+    ) -> None:
+        """One-time work before cells run (per worker).
+
+        ``train_size`` is the grid's largest size: the rows any cell of seed ``s`` can use are
+        ``subsample_per_class(corpus.train.labels, train_size, seed=s)`` (None: the largest
+        class-balanced size of the corpus).
+        """
 
     @abstractmethod
     def plan(self, labels: np.ndarray, *, indices: np.ndarray, seed: int) -> FlipPlan:
@@ -182,7 +189,6 @@ class NoiseModel(ABC):
 
 
 NOISE_MODELS: Registry[NoiseModel] = Registry("noise model", key="grid.noise_model")
-NOISE_MODELS.plan("class_conditional", "instance", "real")
 
 
 def get_noise_model_class(name: str) -> type[NoiseModel]:
@@ -195,7 +201,7 @@ def make_noise_model(spec: ExperimentSpec, *, n_classes: int) -> NoiseModel:
     """Instantiate the spec's noise model with its validated ``[noise]`` options."""
     from ._registry import validate_options
 
-    cls = get_noise_model_class(spec.grid.noise_model)
+    cls = get_noise_model_class(spec.grid.noise_model_name)
     options = validate_options(
         cls.Options, spec.noise.options(), where=f"[noise] of noise model '{cls.name}'"
     )

@@ -102,12 +102,14 @@ class Worker:
         largest = max(self.spec.grid.sizes)
         train_rows = np.unique(
             np.concatenate(
-                [subsample_per_class(self.corpus.train.labels, largest, seed=s, n_classes=k)
-                 for s in seeds]
+                [
+                    subsample_per_class(self.corpus.train.labels, largest, seed=s, n_classes=k)
+                    for s in seeds
+                ]
             )
         )
         test_rows = np.unique(np.concatenate(list(self.test_indices.values())))
-        self.noise_model.prepare(self.corpus, seeds=seeds)
+        self.noise_model.prepare(self.corpus, seeds=seeds, train_size=largest)
         self.backend.prepare(self.corpus, train_indices=train_rows, test_indices=test_rows)
         self._prepared = True
 
@@ -120,7 +122,7 @@ class Worker:
             return CellResult(
                 cell=cell,
                 status="failed",
-                noise_model=self.spec.grid.noise_model,
+                noise_model=self.spec.grid.noise_model_name,
                 error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                 traceback=tb.format_exc(),
                 host=socket.gethostname(),
@@ -129,13 +131,17 @@ class Worker:
 
     def _run(self, cell: Cell) -> CellResult:
         corpus, k = self.corpus, self.corpus.n_classes
-        rows = subsample_per_class(corpus.train.labels, cell.train_size, seed=cell.seed, n_classes=k)
+        rows = subsample_per_class(
+            corpus.train.labels, cell.train_size, seed=cell.seed, n_classes=k
+        )
         clean = corpus.train.labels[rows]
         plan = self.noise_model.plan(clean, indices=rows, seed=cell.seed)
         noisy = apply_plan(clean, cell.noise_rate, plan)
 
         t0 = time.perf_counter()
-        fitted = self.backend.fit(texts_at(corpus.train, rows), noisy.labels, seed=cell.train_seed())
+        fitted = self.backend.fit(
+            texts_at(corpus.train, rows), noisy.labels, seed=cell.train_seed()
+        )
         fit_seconds = time.perf_counter() - t0
 
         test_rows = self.test_indices[cell.seed]
@@ -148,7 +154,7 @@ class Worker:
         return CellResult(
             cell=cell,
             status="done",
-            noise_model=self.spec.grid.noise_model,
+            noise_model=self.spec.grid.noise_model_name,
             metrics=metrics,
             realized_noise=noisy.realized_rate,
             n_flipped=noisy.n_flipped,
@@ -283,8 +289,16 @@ def run_experiment(
         for variant, todo in work:
             if not todo:
                 continue
-            if _run_variant(variant, todo, corpus, executor, store, summary,
-                            fail_fast=fail_fast, on_result=on_result):
+            if _run_variant(
+                variant,
+                todo,
+                corpus,
+                executor,
+                store,
+                summary,
+                fail_fast=fail_fast,
+                on_result=on_result,
+            ):
                 break
     summary.seconds = time.perf_counter() - t_start
     return summary

@@ -1,9 +1,9 @@
 """Class-balanced, nested subsampling (the coupled design).
 
 For one repeat seed, one random order per class decides which examples are in every subsample: a
-subsample of size ``n`` takes the first ``n / K`` examples of each class's order, so the 1,000-example
-set is a subset of the 2,000-example set. Neighbouring cells then differ only in what the grid
-changes (common random numbers).
+subsample of size ``n`` takes the first ``n / K`` examples of each class's order, so the
+1,000-example set is a subset of the 2,000-example set. Neighbouring cells then differ only in
+what the grid changes (common random numbers).
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ class ResultStore:
             ).fetchone()
             if int(version) != SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.path} has store schema {version}, this noisegrid reads {SCHEMA_VERSION}; "
+                    f"{self.path} has store schema {version}, this noisegrid reads "
+                    f"{SCHEMA_VERSION}; "
                     "use a new --store path"
                 )
             self._conn = conn
@@ -226,7 +227,7 @@ class ResultStore:
         if self._lock_fd is None:
             raise RuntimeError("only the driver holding the writer lock may write the store")
 
-    # -- reads --------------------------------------------------------------------------------------
+    # -- reads ----------------------------------------------------------------------------------
     def statuses(self, fingerprint: str) -> dict[CellKey, str]:
         """Stored status of every cell of one experiment, keyed by (size, noise_rate, seed)."""
         if not self.exists():

@@ -74,7 +74,7 @@ class Backend(ABC):
         self.context = context
 
     @classmethod
-    def check(cls, spec: ExperimentSpec) -> None:  # noqa: B027 - optional hook
+    def check(cls, spec: ExperimentSpec) -> None:
         """Cheap checks before any work (dependencies, model exists); raise NoisegridError."""
 
     @classmethod
@@ -82,7 +82,9 @@ class Backend(ABC):
         """The model this backend trains, for results and reports ('' when not applicable)."""
         return str(getattr(options, "model", "") or "")
 
-    def prepare(self, corpus: Corpus, *, train_indices: np.ndarray, test_indices: np.ndarray) -> None:  # noqa: B027
+    def prepare(
+        self, corpus: Corpus, *, train_indices: np.ndarray, test_indices: np.ndarray
+    ) -> None:
         """One-time work per worker before its cells run.
 
         ``train_indices`` are the training rows any cell of the grid can use (the largest subsample

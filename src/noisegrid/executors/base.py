@@ -25,7 +25,7 @@ class Executor(ABC):
     extra: ClassVar[str | None] = None
 
     @classmethod
-    def check(cls, spec: ExperimentSpec) -> None:  # noqa: B027 - optional hook
+    def check(cls, spec: ExperimentSpec) -> None:
         """Cheap checks before any work (dependencies installed, options consistent)."""
 
     @abstractmethod

@@ -1,0 +1,5 @@
+"""``python -m noisegrid`` runs the CLI."""
+
+from .cli import app
+
+app()
