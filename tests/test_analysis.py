@@ -1,0 +1,486 @@
+"""Tests for noisegrid.analysis: synthetic tables drawn from known accuracy surfaces."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from noisegrid.analysis import (
+    Analysis,
+    analyze,
+    cell_summary,
+    reference_regression,
+    tradeoff,
+)
+from noisegrid.errors import AnalysisError, NoisegridError
+
+SIZES = tuple(range(1000, 16000, 1000))
+NOISE = tuple(round(0.025 * i, 4) for i in range(11))
+
+Surface = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Accuracy in percent from sizes (examples) and noise (fractions)."""
+
+
+def published(n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """The reference article's fitted plane: 89.68 + 0.226 per 1k − 0.103 per noise point."""
+    return 89.68 + 0.226 * n / 1000 - 0.103 * eta * 100
+
+
+def effective_size(n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """A power-law learning curve in n·(1 − 2η)²; its exchange rate is 0.04·n/(1 − 2η)."""
+    return 93.0 - 8.0 * (n * (1 - 2 * eta) ** 2 / 1000) ** -0.5
+
+
+def log_interaction(n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    p = eta * 100
+    return 70 + 3.0 * np.log(n) - 0.9 * p + 0.06 * p * np.log(n)
+
+
+def log_interaction_rate(n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    p = eta * 100
+    return -(-0.9 + 0.06 * np.log(n)) * n / (3.0 + 0.06 * p)
+
+
+def make_table(
+    surface: Surface = published,
+    *,
+    sizes: Sequence[int] = SIZES,
+    noise: Sequence[float] = NOISE,
+    seeds: Sequence[int] = (0,),
+    sd: float = 0.2,
+    noise_model: str = "uniform",
+    failed: Sequence[tuple[int, float, int]] = (),
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """A tidy results table (all schema columns) drawn from ``surface`` plus Gaussian noise."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for seed in seeds:
+        for n in sizes:
+            for eta in noise:
+                ok = (n, eta, seed) not in set(failed)
+                acc = float(surface(np.array([n]), np.array([eta]))[0]) + rng.normal(0, sd)
+                rows.append(
+                    {
+                        "fingerprint": "f00d",
+                        "train_size": n,
+                        "noise_level": eta,
+                        "seed": seed,
+                        "noise_model": noise_model,
+                        "status": "done" if ok else "failed",
+                        "realized_noise": eta,
+                        "n_flipped": round(eta * n),
+                        "eval_accuracy": acc / 100 if ok else math.nan,
+                        "eval_macro_f1": acc / 100 if ok else math.nan,
+                        "eval_log_loss": 0.3 if ok else math.nan,
+                        "test_size": 10000,
+                        "fit_seconds": 0.1,
+                        "predict_seconds": 0.01,
+                        "backend": "tfidf",
+                        "model": "",
+                        "dataset": "imdb",
+                        "info": "{}",
+                        "error": "" if ok else "RuntimeError: out of memory",
+                        "finished_at": "2024-05-01T12:00:00+00:00",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def reference_data(table: pd.DataFrame) -> pd.DataFrame:
+    done = table[table["status"] == "done"]
+    return pd.DataFrame(
+        {
+            "eval_accuracy_pct": done["eval_accuracy"] * 100,
+            "train_size_1k": done["train_size"] / 1000,
+            "noise_level_pct": done["noise_level"] * 100,
+            "seed": done["seed"],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def published_table() -> pd.DataFrame:
+    return make_table(published, sd=0.3)
+
+
+@pytest.fixture(scope="module")
+def effective_analysis() -> Analysis:
+    return analyze(make_table(effective_size, seeds=(0, 1), sd=0.15), n_bootstrap=100)
+
+
+# --- the reference regression ---------------------------------------------------------------
+
+
+def test_reference_regression_equals_statsmodels_run_directly(published_table):
+    ref = reference_regression(published_table)
+    direct = smf.ols(
+        "eval_accuracy_pct ~ train_size_1k + noise_level_pct", data=reference_data(published_table)
+    ).fit()
+    np.testing.assert_allclose(ref.table["coef"], direct.params, rtol=1e-12)
+    np.testing.assert_allclose(ref.table["std_err"], direct.bse, rtol=1e-10)
+    np.testing.assert_allclose(ref.table["p_value"], direct.pvalues, rtol=1e-8, atol=1e-300)
+    np.testing.assert_allclose(ref.table[["ci_low", "ci_high"]], direct.conf_int(), rtol=1e-10)
+    assert ref.r_squared == pytest.approx(direct.rsquared, rel=1e-12)
+    assert ref.n_obs == len(published_table)
+    assert ref.cov_type == "nonrobust"
+
+
+def test_reference_regression_recovers_published_coefficients(published_table):
+    ref = reference_regression(published_table)
+    assert ref.coef("Intercept") == pytest.approx(89.68, abs=0.15)
+    assert ref.coef("train_size_1k") == pytest.approx(0.226, abs=0.01)
+    assert ref.coef("noise_level_pct") == pytest.approx(-0.103, abs=0.005)
+    rate = ref.exchange_rate
+    assert rate is not None
+    assert rate.estimate == pytest.approx(1000 * 0.103 / 0.226, rel=0.06)  # ≈ 456
+    assert rate.low < 1000 * 0.103 / 0.226 < rate.high
+
+
+def test_exchange_rate_interval_is_the_delta_method(published_table):
+    ref = reference_regression(published_table)
+    fit = smf.ols(
+        "eval_accuracy_pct ~ train_size_1k + noise_level_pct", data=reference_data(published_table)
+    ).fit()
+    bs, bn = fit.params["train_size_1k"], fit.params["noise_level_pct"]
+    cov = fit.cov_params().loc[["train_size_1k", "noise_level_pct"]].values[:, 1:]
+    grad = np.array([1000 * bn / bs**2, -1000 / bs])
+    se = math.sqrt(grad @ cov @ grad)
+    from scipy import stats
+
+    q = stats.t.ppf(0.975, fit.df_resid)
+    rate = ref.exchange_rate
+    assert rate is not None and rate.method == "delta method"
+    assert rate.estimate == pytest.approx(-1000 * bn / bs)
+    assert rate.low == pytest.approx(rate.estimate - q * se)
+    assert rate.high == pytest.approx(rate.estimate + q * se)
+
+
+def test_several_seeds_cluster_standard_errors_by_seed():
+    table = make_table(published, seeds=(0, 1, 2), sizes=SIZES[::2], sd=0.3)
+    ref = reference_regression(table)
+    data = reference_data(table)
+    direct = smf.ols("eval_accuracy_pct ~ train_size_1k + noise_level_pct", data=data).fit(
+        cov_type="cluster", cov_kwds={"groups": data["seed"]}, use_t=True
+    )
+    assert ref.cov_type == "cluster(seed)" and ref.n_clusters == 3
+    np.testing.assert_allclose(ref.table["std_err"], direct.bse, rtol=1e-10)
+    np.testing.assert_allclose(ref.table[["ci_low", "ci_high"]], direct.conf_int(), rtol=1e-10)
+    assert ref.exchange_rate_iid is not None  # the published (non-clustered) version too
+    iid = reference_regression(table, cov_type="nonrobust")
+    assert iid.cov_type == "nonrobust"
+    assert iid.exchange_rate is not None
+    assert iid.exchange_rate.low == pytest.approx(ref.exchange_rate_iid.low)
+
+
+def test_cluster_needs_several_seeds(published_table):
+    with pytest.raises(AnalysisError, match="cov_type='cluster' needs at least two repeat seeds"):
+        reference_regression(published_table, cov_type="cluster")
+    with pytest.raises(AnalysisError, match="cov_type must be"):
+        reference_regression(published_table, cov_type="robust")  # type: ignore[arg-type]
+
+
+# --- candidate surfaces and local exchange rates ------------------------------------------
+
+
+def test_effective_size_surface_is_chosen_and_rates_recovered(effective_analysis):
+    nma = effective_analysis.by_noise_model["uniform"]
+    assert nma.best is not None
+    assert nma.best.name in {"effective_size_power", "power_size_signal"}
+    table = nma.surfaces.set_index("name")
+    # The reference plane is clearly worse than the true form, by cross-validated error.
+    assert table.loc["linear", "cv_rmse"] > 2 * table.loc[nma.best.name, "cv_rmse"]
+    lr = nma.local_rates
+    truth = 0.04 * lr["train_size"] / (1 - 2 * lr["noise_level"])
+    np.testing.assert_allclose(lr["rate"], truth, rtol=0.1)
+    # Correcting one label is worth rate·100/n new labels.
+    np.testing.assert_allclose(lr["labels_per_correction"], lr["rate"] * 100 / lr["train_size"])
+
+
+def test_local_rates_recovered_with_intervals_for_a_log_interaction_surface():
+    table = make_table(log_interaction, sizes=SIZES[::2], seeds=(0, 1), sd=0.1)
+    nma = analyze(table, n_bootstrap=200, seed=3).by_noise_model["uniform"]
+    assert nma.best is not None
+    lr = nma.local_rates
+    truth = log_interaction_rate(
+        lr["train_size"].to_numpy(float), lr["noise_level"].to_numpy(float)
+    )
+    np.testing.assert_allclose(lr["rate"], truth, rtol=0.15)
+    covered = (lr["rate_low"] <= truth) & (truth <= lr["rate_high"])
+    assert covered.mean() >= 0.8
+    assert (lr["rate_low"] <= lr["rate"]).all() and (lr["rate"] <= lr["rate_high"]).all()
+    # One constant rate is wrong at the edges: the local rate varies a lot across the grid.
+    assert lr["rate"].max() > 3 * lr["rate"].min()
+
+
+def test_surface_comparison_reports_every_candidate(effective_analysis):
+    surfaces = effective_analysis.by_noise_model["uniform"].surfaces
+    assert {"linear", "log_size", "log_size_interaction", "effective_size_log"} <= set(
+        surfaces["name"]
+    )
+    assert surfaces["selected"].sum() == 1
+    fitted = surfaces[surfaces["skipped"].isna()]
+    assert fitted["cv_rmse"].notna().all()
+    assert (fitted["cv_rmse"] >= fitted["rmse"] - 1e-9).all()  # held-out error ≥ in-sample
+
+
+def test_effective_size_candidates_skip_when_noise_reaches_chance():
+    table = make_table(published, sizes=(1000, 2000, 4000), noise=(0.0, 0.25, 0.5))
+    surfaces = analyze(table, n_bootstrap=0).by_noise_model["uniform"].surfaces
+    skipped = surfaces.set_index("name")["skipped"]
+    assert "needs noise below 50%" in skipped["effective_size_log"]
+    assert pd.isna(skipped["linear"])
+
+
+# --- cells, seeds, partial grids, failures -------------------------------------------------
+
+
+def test_cell_summary_over_seeds_and_with_one_seed():
+    table = make_table(published, sizes=(1000, 2000), noise=(0.0, 0.1), seeds=(0, 1, 2))
+    cells = cell_summary(table)
+    one = cells[(cells["train_size"] == 1000) & (cells["noise_level"] == 0.1)].iloc[0]
+    acc = table[(table["train_size"] == 1000) & (table["noise_level"] == 0.1)]["eval_accuracy"]
+    acc = acc.to_numpy() * 100
+    assert one["n_done"] == 3
+    assert one["accuracy_pct"] == pytest.approx(acc.mean())
+    assert one["sd_pct"] == pytest.approx(acc.std(ddof=1))
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 2) * acc.std(ddof=1) / math.sqrt(3)
+    assert one["ci_low_pct"] == pytest.approx(acc.mean() - half)
+    assert one["ci_method"] == "t over seeds"
+
+    single = cell_summary(make_table(published, sizes=(1000,), noise=(0.1,))).iloc[0]
+    assert math.isnan(single["sd_pct"])
+    assert single["ci_method"] == "Wilson (test sample)"
+    assert single["ci_low_pct"] < single["accuracy_pct"] < single["ci_high_pct"]
+
+
+def test_failed_cells_are_excluded_and_counted():
+    failed = [(2000, 0.1, 0), (3000, 0.2, 1)]
+    table = make_table(
+        published, sizes=(1000, 2000, 3000, 4000), noise=(0.0, 0.1, 0.2), seeds=(0, 1),
+        failed=failed,
+    )  # fmt: skip
+    result = analyze(table, n_bootstrap=20)
+    nma = result.by_noise_model["uniform"]
+    assert nma.coverage.n_failed == 2 and nma.coverage.n_done == 22
+    assert nma.reference.n_obs == 22
+    assert set(map(tuple, nma.coverage.failed[["train_size", "noise_level", "seed"]].values)) == {
+        (2000, 0.1, 0),
+        (3000, 0.2, 1),
+    }
+    assert any("2 failed run(s) are excluded" in n for n in nma.notes)
+    assert "2 failed" in nma.coverage.describe()
+    cell = nma.cells[(nma.cells["train_size"] == 2000) & (nma.cells["noise_level"] == 0.1)]
+    assert int(cell["n_done"].iloc[0]) == 1 and int(cell["n_failed"].iloc[0]) == 1
+
+
+def test_partial_grid_says_what_is_missing():
+    table = make_table(published, sizes=(1000, 2000, 3000), noise=(0.0, 0.1, 0.2))
+    table = table[~((table["train_size"] == 3000) & (table["noise_level"] == 0.2))]
+    grid = {"sizes": [1000, 2000, 3000, 4000], "noise_rates": [0.0, 0.1, 0.2], "seeds": [0]}
+    nma = analyze(table, grid=grid, n_bootstrap=20).by_noise_model["uniform"]
+    cov = nma.coverage
+    assert cov.n_expected == 12 and cov.n_done == 8 and cov.n_missing == 4
+    text = cov.describe()
+    assert "size 4,000 at every noise level" in text
+    assert "3,000 @ 20%" in text
+    assert nma.best is not None  # the analysis still uses what is there
+    assert not nma.local_rates.loc[nma.local_rates["train_size"] == 4000, "observed"].any()
+
+
+def test_single_size_skips_what_needs_two_sizes():
+    table = make_table(published, sizes=(5000,), noise=(0.0, 0.1, 0.2), seeds=(0, 1))
+    result = analyze(table, n_bootstrap=20)
+    nma = result.by_noise_model["uniform"]
+    assert nma.reference.skipped is not None
+    assert "at least two training sizes" in nma.reference.skipped
+    assert nma.best is None and "single training size" in (nma.surface_skipped or "")
+    assert nma.local_rates.empty
+    assert "Reference regression skipped" in result.summary()
+    with pytest.raises(AnalysisError, match="single training size"):
+        tradeoff(result, size=5000, noise=0.1)
+
+
+def test_single_noise_level_skips_what_needs_two_noise_levels():
+    table = make_table(published, sizes=(1000, 2000, 4000), noise=(0.1,))
+    nma = analyze(table, n_bootstrap=20).by_noise_model["uniform"]
+    assert nma.reference.skipped is not None
+    assert "at least two noise levels" in nma.reference.skipped
+    assert "single noise level" in (nma.surface_skipped or "")
+
+
+def test_one_seed_and_several_seeds_give_the_right_notes():
+    one = analyze(make_table(published, sizes=SIZES[::3], noise=NOISE[::2]), n_bootstrap=10)
+    assert any("One repeat seed" in n for n in one.by_noise_model["uniform"].notes)
+    several = analyze(
+        make_table(published, sizes=SIZES[::3], noise=NOISE[::2], seeds=(0, 1, 2)), n_bootstrap=10
+    )
+    assert any("clustered by seed" in n for n in several.by_noise_model["uniform"].notes)
+
+
+# --- several noise models ------------------------------------------------------------------
+
+
+def test_several_noise_models_are_analysed_separately_and_compared():
+    uniform = make_table(published, sizes=SIZES[::3], noise=NOISE[::2])
+    steeper = make_table(
+        lambda n, e: 89.68 + 0.226 * n / 1000 - 0.2 * e * 100,
+        sizes=SIZES[::3],
+        noise=NOISE[::2],
+        noise_model="class_conditional",
+        rng_seed=1,
+    )
+    result = analyze(pd.concat([steeper, uniform]), n_bootstrap=20)
+    assert result.noise_models == ["uniform", "class_conditional"]
+    comp = result.noise_model_comparison
+    assert comp is not None
+    rates = comp.set_index("noise_model")["reference_rate"]
+    assert rates["uniform"] == pytest.approx(456, rel=0.1)
+    assert rates["class_conditional"] == pytest.approx(1000 * 0.2 / 0.226, rel=0.1)
+    with pytest.raises(AnalysisError, match="several noise models"):
+        reference_regression(pd.concat([steeper, uniform]))
+    with pytest.raises(AnalysisError, match="several noise models"):
+        tradeoff(result, size=5000, noise=0.1)
+    t = tradeoff(result, size=5000, noise=0.1, noise_model="class_conditional")
+    assert t.noise_model == "class_conditional"
+    with pytest.raises(AnalysisError, match="'instance' is not in the table"):
+        tradeoff(result, size=5000, noise=0.1, noise_model="instance")
+
+
+# --- tradeoff ------------------------------------------------------------------------------
+
+
+def test_tradeoff_in_labels_to_correct_and_to_collect(effective_analysis):
+    t = tradeoff(effective_analysis, size=10000, noise=0.1)
+    truth = 0.04 * 10000 / 0.8  # 500 examples per noise point
+    assert t.examples_per_noise_point.estimate == pytest.approx(truth, rel=0.1)
+    assert t.labels_per_noise_point == 100
+    assert t.labels_per_correction.estimate == pytest.approx(
+        t.examples_per_noise_point.estimate / 100
+    )
+    assert t.in_grid
+    text = str(t)
+    assert "At 10,000 examples and 10% noise" in text
+    assert "Correcting 100 labels is worth about" in text
+    far = tradeoff(effective_analysis, size=100000, noise=0.1)
+    assert not far.in_grid and "extrapolated" in far.notes[0]
+
+
+def test_tradeoff_from_a_table_matches_tradeoff_from_its_analysis():
+    table = make_table(published, sizes=SIZES[::3], noise=NOISE[::2])
+    direct = tradeoff(table, size=8000, noise=0.1, n_bootstrap=30, seed=5)
+    via = tradeoff(analyze(table, n_bootstrap=30, seed=5), size=8000, noise=0.1)
+    assert direct == via
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size": 0, "noise": 0.1}, "size must be a positive number of examples; got 0"),
+        ({"size": 1000, "noise": 10}, r"did you mean 0\.1 \(10%\)"),
+        ({"size": 1000, "noise": -0.1}, r"noise must be a fraction in \[0, 1\)"),
+        ({"size": 1000, "noise": "0.1"}, "noise must be a fraction"),
+    ],
+)
+def test_tradeoff_rejects_bad_arguments(effective_analysis, kwargs, match):
+    with pytest.raises(AnalysisError, match=match):
+        tradeoff(effective_analysis, **kwargs)
+
+
+def test_tradeoff_rejects_noise_where_the_surface_has_no_signal(effective_analysis):
+    with pytest.raises(AnalysisError, match="ask about a lower noise rate"):
+        tradeoff(effective_analysis, size=1000, noise=0.6)
+
+
+# --- input validation, determinism ---------------------------------------------------------
+
+
+def test_bad_tables_get_actionable_errors():
+    with pytest.raises(AnalysisError, match=r"lacks column.*eval_accuracy.*it has train_size"):
+        analyze(
+            pd.DataFrame({"train_size": [1], "noise_level": [0.0], "seed": [0], "status": ["done"]})
+        )
+    with pytest.raises(AnalysisError, match="must be a pandas DataFrame"):
+        analyze([1, 2, 3])  # type: ignore[arg-type]
+    with pytest.raises(AnalysisError, match="has no rows"):
+        analyze(make_table(published).iloc[:0])
+    percent = make_table(published, sizes=(1000, 2000)).assign(
+        eval_accuracy=lambda d: d["eval_accuracy"] * 100
+    )
+    with pytest.raises(AnalysisError, match="divide by 100"):
+        analyze(percent)
+    with pytest.raises(AnalysisError, match="n_classes must be an integer >= 2"):
+        analyze(make_table(published), n_classes=1)
+    with pytest.raises(AnalysisError, match="confidence must be in"):
+        analyze(make_table(published), confidence=95)
+    with pytest.raises(AnalysisError, match="n_bootstrap must be an integer >= 0"):
+        analyze(make_table(published), n_bootstrap=-1)
+    with pytest.raises(AnalysisError, match="grid must be a mapping like the spec's"):
+        analyze(make_table(published), grid=[1000, 2000])  # type: ignore[arg-type]
+    gaps = make_table(published, sizes=(1000, 2000)).astype({"seed": object})
+    gaps.loc[0, "seed"] = None
+    with pytest.raises(AnalysisError, match=r"column 'seed' .* must be numeric with no gaps"):
+        analyze(gaps)
+    assert issubclass(AnalysisError, NoisegridError)
+
+
+def test_analysis_is_deterministic_and_leaves_global_rng_alone():
+    table = make_table(log_interaction, sizes=SIZES[::3], noise=NOISE[::2])
+    state = np.random.get_state()[1].copy()
+    a = analyze(table, n_bootstrap=40, seed=7).by_noise_model["uniform"].local_rates
+    b = analyze(table, n_bootstrap=40, seed=7).by_noise_model["uniform"].local_rates
+    pd.testing.assert_frame_equal(a, b)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_missing_noise_model_column_means_uniform():
+    table = make_table(published, sizes=SIZES[::4], noise=NOISE[::3]).drop(columns="noise_model")
+    assert analyze(table, n_bootstrap=0).noise_models == ["uniform"]
+
+
+def test_summary_names_a_cell_inside_the_grid(effective_analysis):
+    size, noise = effective_analysis.focus  # type: ignore[misc]
+    assert size in SIZES and noise in NOISE and noise > 0
+    text = effective_analysis.summary()
+    assert f"At {size:,} examples and {noise * 100:g}% noise, correcting 100 labels" in text
+    assert "reference regression" in text
+
+
+def test_number_of_classes_comes_from_the_info_column():
+    table = make_table(published, sizes=SIZES[::4], noise=NOISE[::3])
+    assert analyze(table, n_bootstrap=0).n_classes == 2
+    assert any(
+        "number of classes is not recorded" in n for n in analyze(table, n_bootstrap=0).notes()
+    )
+    three = table.assign(info='{"flipped_per_class": [3, 3, 4], "epochs": 2}')
+    result = analyze(three, n_bootstrap=0)
+    assert result.n_classes == 3 and result.notes() == [
+        n for n in result.notes() if "number of classes" not in n
+    ]
+    expressions = result.by_noise_model["uniform"].surfaces.set_index("name")["expression"]
+    assert "1 − η·3/2" in expressions["effective_size_log"]
+    assert analyze(three, n_classes=2, n_bootstrap=0).n_classes == 2
+
+
+def test_constant_accuracy_and_no_done_runs_are_explained_not_crashes():
+    flat = make_table(
+        lambda n, e: np.full_like(n, 100.0, dtype=float), sizes=(20, 40), noise=(0, 0.1), sd=0
+    )
+    nma = analyze(flat, n_bootstrap=10).by_noise_model["uniform"]
+    assert "accuracy is 100% in every done run" in (nma.reference.skipped or "")
+    assert "same in every done run" in (nma.surface_skipped or "")
+    cells = [(n, e, 0) for n in (20, 40) for e in (0, 0.1)]
+    none_done = make_table(published, sizes=(20, 40), noise=(0, 0.1), failed=cells)
+    result = analyze(none_done, n_bootstrap=10)
+    nma = result.by_noise_model["uniform"]
+    assert nma.reference.skipped == "no runs are done yet"
+    assert nma.surface_skipped == "no runs are done yet"
+    assert nma.coverage.n_failed == 4 and nma.coverage.n_done == 0
+    assert "0 of 4 runs done; 4 failed" in result.summary()
