@@ -28,6 +28,8 @@ from .errors import DataError
 from .sampling import STREAM_NOISE, rng_for
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .config import ExperimentSpec
     from .data import Corpus
 
@@ -164,13 +166,19 @@ class NoiseModel(ABC):
         """Refuse, with a :class:`~noisegrid.errors.DataError`, a grid this model cannot serve."""
 
     def prepare(
-        self, corpus: Corpus, *, seeds: tuple[int, ...], train_size: int | None = None
+        self,
+        corpus: Corpus,
+        *,
+        seeds: tuple[int, ...],
+        train_size: int | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         """One-time work before cells run (per worker).
 
         ``train_size`` is the grid's largest size: the rows any cell of seed ``s`` can use are
         ``subsample_per_class(corpus.train.labels, train_size, seed=s)`` (None: the largest
-        class-balanced size of the corpus).
+        class-balanced size of the corpus). ``cache_dir`` is where slow results may be cached,
+        keyed by content (None: no disk cache).
         """
 
     @abstractmethod
