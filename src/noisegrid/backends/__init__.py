@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
 
 BACKENDS: Registry[Backend] = Registry("backend", key="backend.name")
-BACKENDS.plan("embed", "finetune")
 
 _loaded = False
 

@@ -1,0 +1,284 @@
+"""``embed``: a frozen pretrained encoder's embeddings + a logistic-regression head per cell.
+
+The encoder (``[backend] model``, default ``sentence-transformers/all-MiniLM-L6-v2``) turns each
+text into one vector — the mean of its token states (``pooling = "mean"``, default) or the first
+token's (``"cls"``) — and each cell trains only a logistic regression on those vectors
+(``C`` sets its inverse regularisation strength). Transformer-quality features, minutes per grid
+on a laptop CPU.
+
+Embeddings are cached on disk under the backend's ``cache_dir``, keyed by content: the model's
+identity (a hash of its files, or hub id and revision), ``[train] max_length``, pooling, the
+compute precision and a hash of each text. Every cell, worker and later run reuses them. A grid
+encodes only the texts it can use — the largest subsample of each seed plus the test sample — once,
+in length-sorted batches (:meth:`EmbedBackend.prepare`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from .._registry import validate_options
+from . import BACKENDS
+from . import _hf as hf
+from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import ExperimentSpec
+    from ..data import Corpus
+
+PURPOSE = "the 'embed' backend"
+LOG_EVERY_S = 30.0
+"""Seconds between progress lines while encoding."""
+
+
+class EmbedOptions(BackendOptions):
+    """``[backend]`` options of ``embed``."""
+
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """Hugging Face hub id or local folder of the encoder."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """``mean``: average of the token states (attention-masked); ``cls``: the first token's."""
+    normalize: bool = True
+    """L2-normalise each embedding before the head (as sentence-transformers models expect)."""
+    C: float = Field(default=0.01, gt=0)
+    """Inverse regularisation strength of the logistic regression on standardised features. The
+    default was chosen by 5-fold cross-validation on IMDB training subsamples of 1,000 and 5,000
+    (MiniLM embeddings), where it beat C = 1 by 1-5 accuracy points."""
+    max_iter: int = Field(default=1000, ge=1)
+    class_weight: Literal["balanced"] | None = None
+
+
+@dataclass
+class _Setup:
+    info: hf.ModelInfo
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype | None
+    store: hf.ArrayCache
+
+
+@BACKENDS.register("embed")
+class EmbedBackend(Backend):
+    """Frozen encoder (embeddings cached on disk) + logistic regression per cell."""
+
+    Options = EmbedOptions
+    options: EmbedOptions
+    extra = hf.EXTRA
+
+    def __init__(self, options: BackendOptions, context: BackendContext) -> None:
+        super().__init__(options, context)
+        self._setup: _Setup | None = None
+        self._encoder: Any = None
+        self.n_encoded = 0
+        """Texts this instance ran through the encoder (0 when everything was cached)."""
+
+    @classmethod
+    def check(cls, spec: ExperimentSpec) -> None:
+        """Dependencies, the model (exists, is an encoder), ``max_length`` within its limit."""
+        options = validate_options(
+            cls.Options, spec.backend_options(), where=f"[backend] of backend '{cls.name}'"
+        )
+        hf.inspect_model(
+            options.model,  # type: ignore[attr-defined]
+            need="encode",
+            max_length=spec.train.max_length,
+            purpose=PURPOSE,
+        )
+
+    def setup(self) -> _Setup:
+        """Resolve the model, load its tokenizer and open the embedding cache (once per worker)."""
+        if self._setup is None:
+            train = self.context.train
+            info = hf.inspect_model(
+                self.options.model, need="encode", max_length=train.max_length, purpose=PURPOSE
+            )
+            device = hf.choose_device()
+            dtype = hf.autocast_dtype(device, train.precision)
+            identity = hf.model_identity(info.ref)
+            parts = {
+                "kind": "embeddings",
+                "model": identity,
+                "max_length": info.max_length,
+                "pooling": self.options.pooling,
+                "precision": hf.precision_name(dtype),
+            }
+            store = hf.ArrayCache(
+                self.context.cache_dir / "embeddings" / hf.cache_key(**parts),
+                ragged=False,
+                meta={**parts, "name": self.options.model},
+            )
+            self._setup = _Setup(
+                info=info,
+                tokenizer=hf.load_tokenizer(info.ref),
+                device=device,
+                dtype=dtype,
+                store=store,
+            )
+        return self._setup
+
+    def prepare(
+        self, corpus: Corpus, *, train_indices: np.ndarray, test_indices: np.ndarray
+    ) -> None:
+        """Encode (or find in the cache) every text the grid can use, once."""
+        texts = [corpus.train.texts[int(i)] for i in train_indices]
+        texts += [corpus.test.texts[int(i)] for i in test_indices]
+        before = self.n_encoded
+        t0 = time.perf_counter()
+        self.embed(texts)
+        hf.log.info(
+            "embed: %d texts ready (%d encoded, the rest cached) in %.1fs",
+            len(texts),
+            self.n_encoded - before,
+            time.perf_counter() - t0,
+        )
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``, shape (n, dim), float32; encodes only what is not cached."""
+        setup = self.setup()
+        keys = [hf.text_digest(t) for t in texts]
+        self.n_encoded += setup.store.ensure(
+            keys, lambda pos: self._encode([texts[i] for i in pos])
+        )
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([setup.store.get(k) for k in keys]).astype(np.float32, copy=False)
+
+    def _load_encoder(self) -> Any:
+        if self._encoder is None:
+            from transformers import AutoModel
+
+            setup = self.setup()
+            # The encoder's own weights, no randomness: seeded only so nothing global is consumed.
+            with hf.seeded(0, setup.device):
+                model = hf.load_pretrained(AutoModel, setup.info.ref)
+            self._encoder = model.to(setup.device).eval()
+        return self._encoder
+
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        import torch
+
+        setup = self.setup()
+        model = self._load_encoder()
+        enc = setup.tokenizer(
+            texts,
+            truncation=True,
+            max_length=setup.info.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        out = np.zeros((len(ids), 0), dtype=np.float32)
+        pad_id = int(setup.tokenizer.pad_token_id)
+        multiple = 8 if setup.device.type == "cuda" else 1
+        hf.log.info(
+            "embed: encoding %d texts (%d tokens) with '%s' on %s (%s)",
+            len(ids),
+            int(lengths.sum()),
+            self.options.model,
+            setup.device,
+            hf.precision_name(setup.dtype),
+        )
+        t0 = last_log = time.perf_counter()
+        done = 0
+        with torch.inference_mode():
+            for batch in hf.sorted_batches(lengths, self.context.train.eval_batch_size):
+                input_ids, mask = hf.pad_batch(
+                    [ids[i] for i in batch], pad_id=pad_id, multiple_of=multiple
+                )
+                x = torch.from_numpy(input_ids).to(setup.device)
+                m = torch.from_numpy(mask).to(setup.device)
+                with hf.autocast(setup.device, setup.dtype):
+                    hidden = model(input_ids=x, attention_mask=m).last_hidden_state
+                vectors = pool(hidden.float(), m, how=self.options.pooling).cpu().numpy()
+                if out.shape[1] == 0:
+                    out = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
+                out[batch] = vectors
+                done += len(batch)
+                now = time.perf_counter()
+                if now - last_log > LOG_EVERY_S:
+                    hf.log.info("embed: %d/%d texts (%.0f/s)", done, len(ids), done / (now - t0))
+                    last_log = now
+        return list(out)
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
+        """Train a logistic regression on the (cached) embeddings of one cell's texts."""
+        before = self.n_encoded
+        x = self.features(texts)
+        o = self.options
+        pipeline = Pipeline(
+            [
+                ("scale", StandardScaler()),
+                (
+                    "clf",
+                    LogisticRegression(
+                        C=o.C, max_iter=o.max_iter, class_weight=o.class_weight, random_state=seed
+                    ),
+                ),
+            ]
+        )
+        with _head_threads():
+            pipeline.fit(x, np.asarray(labels))
+        setup = self.setup()
+        info = {
+            "dim": int(x.shape[1]),
+            "pooling": o.pooling,
+            "max_length": setup.info.max_length,
+            "encoded_in_fit": self.n_encoded - before,
+            "device": str(setup.device),
+            "precision": hf.precision_name(setup.dtype),
+            "model_source": setup.info.ref.source,
+        }
+        return FitOutput(predictor=_EmbedPredictor(self, pipeline), info=info)
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """What the head sees: embeddings, L2-normalised if ``normalize``."""
+        x = self.embed(texts)
+        if self.options.normalize and len(x):
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+
+def _head_threads() -> Any:
+    """One BLAS thread for the head: for a few thousand rows × a few hundred features, extra
+    threads cost more in synchronisation than they save (several times slower on a busy machine)."""
+    return threadpool_limits(limits=1)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, *, how: str) -> torch.Tensor:
+    """One vector per text from token states (batch, seq, dim): masked mean or first token."""
+    if how == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class _EmbedPredictor(Predictor):
+    def __init__(self, backend: EmbedBackend, pipeline: Pipeline) -> None:
+        self.backend = backend
+        self.pipeline = pipeline
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        x = self.backend.features(texts)
+        with _head_threads():
+            proba = self.pipeline.predict_proba(x)
+        classes = self.pipeline.classes_
+        n_classes = self.backend.context.n_classes
+        if len(classes) == n_classes:
+            return np.asarray(proba)
+        # A cell whose noisy labels miss a class: put its columns back (probability 0).
+        full = np.zeros((len(texts), n_classes))
+        full[:, classes] = proba
+        return full
