@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
 
 EXECUTORS: Registry[Executor] = Registry("executor", key="run.executor")
-EXECUTORS.plan("ray")
 
 _loaded = False
 

@@ -1,0 +1,435 @@
+"""Worker processes for the ``local`` executor, and the thread limits every worker applies.
+
+Each worker process builds one :class:`~noisegrid.runner.Worker` (corpus, noise model, backend and
+its caches) when it starts and then runs one cell at a time, so heavy assets load once per process,
+never once per cell. The driver keeps one connection per worker and sends a worker its next cell the
+moment it returns a result, so results stream back in completion order. Cells are handed out
+largest training size first (:func:`largest_first`), so the grid does not end with its most
+expensive cells running alone.
+
+Faults:
+
+- A worker process that dies in the middle of a cell (SIGKILL, the OOM killer, a segfault in native
+  code) is replaced and its cell is retried, up to ``[run] max_retries`` times; the cell's result
+  records how many attempts it took. After the last attempt the cell is returned as ``failed``.
+- A cell that raises is a ``failed`` result (the runner's :meth:`Worker.run_cell` catches it); it is
+  not retried.
+- Worker processes are fresh interpreters, not forks: they inherit none of the driver's open files,
+  so the store's single-writer lock dies with the driver even if a worker outlives it for a moment,
+  and each worker exits on its own within a second of the driver's death.
+- Closing the iterator (``--fail-fast``, Ctrl-C) stops the workers; they ignore SIGINT themselves,
+  so a Ctrl-C in the terminal reaches the driver alone and is handled there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import ExperimentSpec
+    from ..data import Corpus
+    from ..grid import Cell
+    from ..runner import CellResult
+
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+)
+"""Environment variables that cap the thread pools of numerical libraries loaded later."""
+
+PARENT_POLL_S = 0.5
+"""How often a worker checks that the driver is still alive."""
+
+STOP_GRACE_S = 5.0
+"""How long a stopping worker gets before it is killed."""
+
+
+def n_cores() -> int:
+    """CPU cores this process may use (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(n_workers: int, *, cores: int | None = None) -> int:
+    """Threads each of ``n_workers`` processes may use so that together they fit the cores.
+
+    Examples
+    --------
+    >>> threads_per_worker(2, cores=8), threads_per_worker(3, cores=8)
+    (4, 2)
+    >>> threads_per_worker(4, cores=2)
+    1
+    """
+    cores = n_cores() if cores is None else cores
+    return max(1, cores // max(1, n_workers))
+
+
+def limit_threads(n_threads: int) -> Any:
+    """Cap this process's numerical thread pools (BLAS, OpenMP, torch, tokenizers) at ``n_threads``.
+
+    Libraries already loaded are capped through threadpoolctl (and torch's own setting); libraries
+    loaded later read the environment variables set here. Returns threadpoolctl's limiter, whose
+    ``restore_original_limits()`` undoes the cap for the libraries already loaded.
+    """
+    for var in THREAD_ENV_VARS:
+        os.environ[var] = str(n_threads)
+    from threadpoolctl import threadpool_limits
+
+    limiter = threadpool_limits(limits=n_threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n_threads)
+    return limiter
+
+
+def largest_first(cells: Sequence[Cell]) -> list[Cell]:
+    """Cells ordered by training size, largest first (otherwise in their given order).
+
+    A cell's cost grows with its training size, so parallel executors start the expensive cells
+    first and the cheap ones fill the gaps at the end: the grid finishes sooner than in grid order,
+    where the largest cells would start last and run alone.
+
+    Examples
+    --------
+    >>> from noisegrid.grid import Cell
+    >>> cells = [Cell(0, 10, 0.0), Cell(0, 30, 0.0), Cell(0, 20, 0.1)]
+    >>> [c.train_size for c in largest_first(cells)]
+    [30, 20, 10]
+    """
+    return sorted(cells, key=lambda cell: -cell.train_size)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """A process exit code in words: ``killed by SIGKILL``, ``exit code 1``."""
+    if exitcode is None:
+        return "unknown exit status"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+@dataclass
+class Attempt:
+    """A cell and the attempt (1-based) it is on."""
+
+    cell: Cell
+    number: int = 1
+    deaths: list[str] = field(default_factory=list)
+
+
+def worker_died_result(spec: ExperimentSpec, attempt: Attempt) -> CellResult:
+    """The ``failed`` result of a cell whose worker died on every allowed attempt."""
+    from ..runner import CellResult, _now
+
+    how = "; ".join(attempt.deaths)
+    return CellResult(
+        cell=attempt.cell,
+        status="failed",
+        noise_model=spec.grid.noise_models[0],
+        error=(
+            f"the worker running this cell died on all {len(attempt.deaths)} attempt(s) ({how}); "
+            "raise [run] max_retries if workers can die for reasons unrelated to the cell, or "
+            "check memory use (a worker killed by SIGKILL is often the out-of-memory killer)"
+        )[:500],
+        attempts=len(attempt.deaths),
+        finished_at=_now(),
+    )
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+def worker_main(fd: int, payload_fd: int, n_threads: int, parent_pid: int) -> None:
+    """Entry point of a worker process: build the Worker once, then run cells until told to stop.
+
+    The driver starts it as ``python -c "...; worker_main(...)"``: ``fd`` is its end of a socket
+    pair to the driver, ``payload_fd`` an unlinked file holding the pickled (spec, corpus).
+    """
+    # Ctrl-C in a terminal signals the whole process group; the driver decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent_pid)
+    limit_threads(n_threads)
+    from ..runner import Worker
+
+    conn = Connection(fd)
+    try:
+        spec, corpus = pickle.loads(_read_all(payload_fd))
+        worker = Worker(spec, corpus=corpus)
+    except Exception as exc:
+        conn.send(("setup_failed", _portable(exc), traceback.format_exc()))
+        return
+    while True:
+        try:
+            cell = conn.recv()
+        except (EOFError, OSError):
+            return
+        if cell is None:
+            return
+        result = worker.run_cell(cell)
+        try:
+            conn.send(("result", result))
+        except OSError:
+            return
+
+
+def _read_all(fd: int) -> bytes:
+    """The whole content of a file shared with other workers (positional reads, then closed)."""
+    size = os.fstat(fd).st_size
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, min(size - offset, 1 << 26), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit this process soon after the driver dies, even in the middle of a cell."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="noisegrid-parent-watch", daemon=True).start()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling, else a RuntimeError with its message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+# -- the driver side ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    process: subprocess.Popen[bytes]
+    conn: Connection
+    attempt: Attempt | None = None
+
+
+def start_worker(payload_fd: int, *, n_threads: int) -> _Slot:
+    """Start one worker process; it reads the pickled (spec, corpus) from ``payload_fd``.
+
+    Workers are fresh interpreters (not forks, and not ``multiprocessing`` children): they inherit
+    none of the driver's open files (the store and its lock) and never re-run the driver's
+    ``__main__`` module, so scripts need no ``if __name__ == "__main__"`` guard. The payload is
+    read from an unlinked temporary file, so starting a worker never blocks the driver and nothing
+    is left on disk if the driver is killed.
+    """
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ)
+    env.update({var: str(n_threads) for var in THREAD_ENV_VARS})
+    # The worker imports noisegrid from wherever the driver did.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    code = (
+        "from noisegrid.executors._pool import worker_main; "
+        f"worker_main({theirs.fileno()}, {payload_fd}, {n_threads}, {os.getpid()})"
+    )
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            pass_fds=(theirs.fileno(), payload_fd),
+            env=env,
+            close_fds=True,
+        )
+    finally:
+        theirs.close()
+    return _Slot(process=process, conn=Connection(ours.detach()))
+
+
+def run_in_processes(
+    spec: ExperimentSpec,
+    cells: Sequence[Cell],
+    *,
+    corpus: Corpus,
+    n_workers: int,
+    max_retries: int,
+    n_threads: int | None = None,
+) -> Iterator[CellResult]:
+    """Run ``cells`` in ``n_workers`` worker processes; yield results in completion order.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+        A one-noise-model spec (a variant).
+    cells : sequence of Cell
+    corpus : Corpus
+        Sent to each worker once, when it starts.
+    n_workers : int
+        Worker processes (no more are started than there are cells).
+    max_retries : int
+        How many times a cell is retried after its worker died while running it.
+    n_threads : int, optional
+        Threads per worker; default: the cores divided among the workers.
+
+    Yields
+    ------
+    CellResult
+        ``attempts`` says on which attempt the cell finished.
+
+    Raises
+    ------
+    Exception
+        Whatever building the :class:`~noisegrid.runner.Worker` raised in a worker process (the
+        same error the in-process executor raises), with the worker's traceback as a note.
+    """
+    if not cells:
+        return
+    n_workers = max(1, min(n_workers, len(cells)))
+    n_threads = threads_per_worker(n_workers) if n_threads is None else n_threads
+    queue: deque[Attempt] = deque(Attempt(cell) for cell in largest_first(cells))
+    slots: list[_Slot] = []
+    with tempfile.TemporaryFile(prefix="noisegrid-worker-") as shared:
+        pickle.dump((spec, corpus), shared, protocol=pickle.HIGHEST_PROTOCOL)
+        shared.flush()
+        try:
+            yield from _drive(
+                spec, queue, slots, shared.fileno(), n_workers, n_threads, max_retries
+            )
+        finally:
+            for slot in slots:
+                _stop(slot)
+
+
+def _drive(
+    spec: ExperimentSpec,
+    queue: deque[Attempt],
+    slots: list[_Slot],
+    payload_fd: int,
+    n_workers: int,
+    n_threads: int,
+    max_retries: int,
+) -> Iterator[CellResult]:
+    """The driver loop: keep every worker busy, yield each result, replace dead workers."""
+    slots.extend(start_worker(payload_fd, n_threads=n_threads) for _ in range(n_workers))
+    _dispatch(slots, queue)
+    while any(s.attempt is not None for s in slots):
+        busy = [s for s in slots if s.attempt is not None]
+        ready = wait([s.conn for s in busy], timeout=PARENT_POLL_S * 2)
+        finished: list[CellResult] = []
+        for slot in busy:
+            attempt = slot.attempt
+            if attempt is None:
+                continue
+            if slot.conn in ready:
+                message = _receive(slot)
+            elif slot.process.poll() is not None:
+                message = None
+            else:
+                continue
+            if message is not None and message[0] == "result":
+                result: CellResult = message[1]
+                result.attempts = attempt.number
+                finished.append(result)
+                slot.attempt = None
+                continue
+            if message is not None and message[0] == "setup_failed":
+                error: BaseException = message[1]
+                error.add_note(f"raised while a worker process set up:\n{message[2]}")
+                raise error
+            # The worker died with the cell in flight: retry the cell on a fresh worker.
+            attempt.deaths.append(describe_exit(_wait_exit(slot.process)))
+            slot.attempt = None
+            _stop(slot)
+            slots.remove(slot)
+            if len(attempt.deaths) > max_retries:
+                finished.append(worker_died_result(spec, attempt))
+            else:
+                attempt.number += 1
+                queue.appendleft(attempt)
+            if queue:
+                slots.append(start_worker(payload_fd, n_threads=n_threads))
+        # Idle workers get their next cell before the driver stores these results.
+        _dispatch(slots, queue)
+        yield from finished
+
+
+def _dispatch(slots: list[_Slot], queue: deque[Attempt]) -> None:
+    """Send the next queued cell to every idle worker."""
+    for slot in slots:
+        if slot.attempt is None and queue:
+            slot.attempt = queue.popleft()
+            # A worker that died while idle fails this send; the loop then sees it gone and the
+            # cell is retried like any cell whose worker died.
+            with contextlib.suppress(OSError):
+                slot.conn.send(slot.attempt.cell)
+
+
+def _receive(slot: _Slot) -> tuple[Any, ...] | None:
+    """The worker's message, or None when the worker is gone."""
+    try:
+        message: tuple[Any, ...] = slot.conn.recv()
+    except (EOFError, OSError):
+        return None
+    return message
+
+
+def _wait_exit(process: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _stop(slot: _Slot) -> None:
+    """Stop one worker: ask an idle one to exit, terminate a busy one, kill it if it lingers."""
+    process = slot.process
+    if process.poll() is None:
+        if slot.attempt is None:
+            with contextlib.suppress(OSError):
+                slot.conn.send(None)
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_GRACE_S)
+    slot.conn.close()
+
+
+__all__ = [
+    "Attempt",
+    "describe_exit",
+    "largest_first",
+    "limit_threads",
+    "n_cores",
+    "run_in_processes",
+    "start_worker",
+    "threads_per_worker",
+    "worker_died_result",
+    "worker_main",
+]
