@@ -145,3 +145,17 @@ def test_validate(make_dataset: Callable[..., Path], write_config: Callable[...,
     cfg = write_config(make_dataset())
     code, out, _ = invoke("validate", cfg)
     assert code == 0 and out.startswith("ok: 4 cells, fingerprint")
+
+
+def test_export_of_an_empty_store_has_the_columns(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(make_dataset())
+    invoke("run", cfg, "-q")
+    other = cfg.with_name("other.toml")
+    other.write_text(cfg.read_text().replace("test_size = 20", "test_size = 10"))
+    out = tmp_path / "empty.csv"
+    code, _, err = invoke("export", other, "--out", out)
+    assert code == 0, err
+    table = pd.read_csv(out)
+    assert table.empty and "eval_accuracy" in table.columns

@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("noisegrid")
@@ -26,6 +27,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 from .config import ExperimentSpec, load_spec
 from .data import Corpus, Split, check_corpus, load_corpus
 from .errors import (
+    AnalysisError,
     BackendError,
     ConfigError,
     DataError,
@@ -41,7 +43,32 @@ from .runner import CellResult, RunSummary, Worker, run_experiment
 from .sampling import subsample_per_class
 from .store import ResultStore
 
+if TYPE_CHECKING:
+    from .analysis import Analysis, TradeoffResult, analyze, tradeoff
+    from .report import build_report
+
+# Analysis and report pull in scipy, statsmodels and plotly; worker processes never need them,
+# so they load on first use.
+_LAZY = {
+    "Analysis": "analysis",
+    "TradeoffResult": "analysis",
+    "analyze": "analysis",
+    "tradeoff": "analysis",
+    "build_report": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'noisegrid' has no attribute {name!r}")
+
+
 __all__ = [
+    "Analysis",
+    "AnalysisError",
     "BackendError",
     "Cell",
     "CellResult",
@@ -58,9 +85,12 @@ __all__ = [
     "RunSummary",
     "Split",
     "StoreError",
+    "TradeoffResult",
     "Worker",
     "__version__",
+    "analyze",
     "apply_plan",
+    "build_report",
     "check_corpus",
     "draw_test_sample",
     "expand_grid",
@@ -73,4 +103,5 @@ __all__ = [
     "run_experiment",
     "score",
     "subsample_per_class",
+    "tradeoff",
 ]

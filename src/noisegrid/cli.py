@@ -149,6 +149,48 @@ def export(
 
 @app.command()
 @_errors_as_one_line
+def report(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Write the HTML report, PNG figures, summary.md and results.csv of the stored grid."""
+    from .analysis import analyze
+    from .report import build_report
+    from .results import load_results, resolve_spec
+
+    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    table = load_results(spec)
+    analysis = analyze(table, grid=spec.to_dict()["grid"])
+    path = build_report(table, out_dir=out, spec=spec, analysis=analysis)
+    typer.echo(analysis.summary())
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_errors_as_one_line
+def tradeoff(
+    config: ConfigArg,
+    size: Annotated[int, typer.Option("--size", help="Training examples, e.g. 10000.")],
+    noise: Annotated[float, typer.Option("--noise", help="Noise rate as a fraction, e.g. 0.1.")],
+    noise_model: Annotated[
+        str | None,
+        typer.Option("--noise-model", help="Which noise model, when the grid has several."),
+    ] = None,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Print the local exchange rate at one (size, noise) point: labels to correct vs collect."""
+    from .analysis import tradeoff as tradeoff_at
+    from .results import load_results
+
+    table = load_results(config, overrides=set_ or [], store=store)
+    typer.echo(str(tradeoff_at(table, size=size, noise=noise, noise_model=noise_model)))
+
+
+@app.command()
+@_errors_as_one_line
 def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> None:
     """Check the config and the data against the grid, without running anything."""
     from .config import load_spec

@@ -192,12 +192,13 @@ class RunSpec(_Section):
     store: str = "runs/noisegrid.sqlite"
     executor: str = "local"
     workers: int = Field(default=1, ge=1)
-    """Parallel worker processes for the local executor."""
+    """Parallel worker processes for the local executor. With Ray, a value above 1 sets the number
+    of actors; by default as many start as the cluster's resources fit."""
     cache_dir: str | None = None
     """Where tokenisations and embeddings are cached; default ``$NOISEGRID_CACHE`` or
     ``~/.cache/noisegrid``."""
     address: str | None = None
-    """Ray only: ``auto``, ``ray://host:port``, or none to start a local instance."""
+    """Ray only: ``auto``, ``host:port``, ``ray://host:port``, or none to start a local instance."""
     resources: dict[str, float] = Field(default_factory=lambda: {"cpu": 1.0})
     """Per-cell resources for Ray: ``{cpu = 1, gpu = 0.5}``; fractional GPUs share a device."""
     max_retries: int = Field(default=3, ge=0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from .backends import get_backend_class
@@ -85,7 +86,9 @@ def load_results(
             raw = rs.frame(variant.fingerprint())
             wanted = {c.key for c in expand_grid(variant)}
             keys = zip(raw["train_size"], raw["noise_rate"], raw["seed"], strict=True)
-            raw = raw[[(int(s), float(r), int(d)) in wanted for s, r, d in keys]]
+            # A boolean array, not a list: an empty list would select zero columns.
+            mask = np.array([(int(s), float(r), int(d)) in wanted for s, r, d in keys], dtype=bool)
+            raw = raw[mask]
             frames.append(_tidy(raw, variant))
     finally:
         rs.close()

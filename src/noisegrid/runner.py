@@ -109,7 +109,9 @@ class Worker:
             )
         )
         test_rows = np.unique(np.concatenate(list(self.test_indices.values())))
-        self.noise_model.prepare(self.corpus, seeds=seeds, train_size=largest)
+        self.noise_model.prepare(
+            self.corpus, seeds=seeds, train_size=largest, cache_dir=default_cache_dir(self.spec)
+        )
         self.backend.prepare(self.corpus, train_indices=train_rows, test_indices=test_rows)
         self._prepared = True
 
