@@ -200,7 +200,7 @@ def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> 
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
     typer.echo(
-        f"ok: {spec.grid.n_cells * len(spec.grid.noise_models)} cells, fingerprint "
+        f"ok: {spec.grid.n_cells_total} cells, fingerprint "
         f"{spec.fingerprint()}; {describe_corpus(corpus)}"
     )
 
@@ -212,7 +212,6 @@ class _Progress:
         self.quiet = quiet
         self._bar: Any = None
         self._task: Any = None
-        self._n_failed = 0
 
     def __enter__(self) -> _Progress:
         return self
@@ -249,8 +248,6 @@ class _Progress:
         self._task = self._bar.add_task("cells", total=n_pending, last="")
 
     def advance(self, result: Any) -> None:
-        if not result.ok:
-            self._n_failed += 1
         acc = result.metrics.get("accuracy")
         last = f"{result.cell.label()} acc={acc:.3f}" if acc is not None else "FAILED"
         if self._bar is not None:

@@ -136,6 +136,11 @@ class GridSpec(_Section):
         """Cells per noise model: sizes × noise rates × seeds."""
         return len(self.sizes) * len(self.noise_rates) * len(self.seeds)
 
+    @property
+    def n_cells_total(self) -> int:
+        """Cells over every noise model of the grid."""
+        return self.n_cells * len(self.noise_models)
+
 
 class NoiseSpec(_OpenSection):
     """``[noise]``: options of the grid's noise model (validated by that model)."""

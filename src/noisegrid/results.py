@@ -157,7 +157,7 @@ def experiment_status(
         rs.close()
     return ExperimentStatus(
         store=Path(spec.run.store),
-        n_cells=spec.grid.n_cells * len(spec.grid.noise_models),
+        n_cells=spec.grid.n_cells_total,
         n_done=done,
         n_failed=failed,
         failed=failed_cells,

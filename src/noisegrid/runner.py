@@ -283,7 +283,7 @@ def run_experiment(
         summary = RunSummary(
             fingerprint=spec.fingerprint(),
             store=Path(spec.run.store),
-            n_cells=spec.grid.n_cells * len(variants),
+            n_cells=spec.grid.n_cells_total,
             n_skipped=skipped,
         )
         if on_start is not None:
