@@ -38,6 +38,9 @@ from ..errors import BackendError, require
 if TYPE_CHECKING:
     import torch
 
+    from ..config import ExperimentSpec
+    from .base import Backend
+
 log = logging.getLogger("noisegrid")
 
 EXTRA = "transformers"
@@ -311,6 +314,27 @@ class ModelInfo:
     limit: int | None
     max_length: int
     """The truncation length to use: ``[train] max_length`` or the model's limit."""
+
+
+def check_backend_model(
+    backend: type[Backend], spec: ExperimentSpec, *, need: Capability, purpose: str
+) -> None:
+    """A transformer backend's pre-flight check: its options, then the model they name.
+
+    Dependencies installed, the model exists and can ``need`` (classify or encode), and
+    ``[train] max_length`` is within its limit; raises a one-line NoisegridError otherwise.
+    """
+    from .._registry import validate_options
+
+    options = validate_options(
+        backend.Options, spec.backend_options(), where=f"[backend] of backend '{backend.name}'"
+    )
+    inspect_model(
+        options.model,  # type: ignore[attr-defined]
+        need=need,
+        max_length=spec.train.max_length,
+        purpose=purpose,
+    )
 
 
 def inspect_model(

@@ -27,7 +27,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from .._registry import validate_options
 from . import BACKENDS
 from . import _hf as hf
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
@@ -87,15 +86,7 @@ class EmbedBackend(Backend):
     @classmethod
     def check(cls, spec: ExperimentSpec) -> None:
         """Dependencies, the model (exists, is an encoder), ``max_length`` within its limit."""
-        options = validate_options(
-            cls.Options, spec.backend_options(), where=f"[backend] of backend '{cls.name}'"
-        )
-        hf.inspect_model(
-            options.model,  # type: ignore[attr-defined]
-            need="encode",
-            max_length=spec.train.max_length,
-            purpose=PURPOSE,
-        )
+        hf.check_backend_model(cls, spec, need="encode", purpose=PURPOSE)
 
     def setup(self) -> _Setup:
         """Resolve the model, load its tokenizer and open the embedding cache (once per worker)."""

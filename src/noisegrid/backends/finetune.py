@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from .._registry import validate_options
 from . import BACKENDS
 from . import _hf as hf
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
@@ -104,15 +103,7 @@ class FinetuneBackend(Backend):
     @classmethod
     def check(cls, spec: ExperimentSpec) -> None:
         """Dependencies, the model (exists, can classify), ``max_length`` within its limit."""
-        options = validate_options(
-            cls.Options, spec.backend_options(), where=f"[backend] of backend '{cls.name}'"
-        )
-        hf.inspect_model(
-            options.model,  # type: ignore[attr-defined]
-            need="classify",
-            max_length=spec.train.max_length,
-            purpose=PURPOSE,
-        )
+        hf.check_backend_model(cls, spec, need="classify", purpose=PURPOSE)
 
     # -- setup -----------------------------------------------------------------------------
 
