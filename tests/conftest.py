@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +138,22 @@ def imdb_dir() -> Path:
     if not (IMDB_DIR / "train.parquet").is_file():
         pytest.skip("the local IMDB copy ../shared/data/imdb is not present")
     return IMDB_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread; two threads contend on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with its tokenizer, saved to a folder (built once per test module)."""
+    from tiny_hf import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")

@@ -18,24 +18,13 @@ from noisegrid.errors import BackendError, ConfigError, MissingDependencyError
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+from conftest import IMDB_DIR as IMDB  # noqa: E402
 from noisegrid.backends.embed import EmbedBackend, pool  # noqa: E402
-from tiny_hf import build_tiny_bert, synthetic_texts  # noqa: E402
+from tiny_hf import synthetic_texts  # noqa: E402
 
-IMDB = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imdb"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture(scope="module")
