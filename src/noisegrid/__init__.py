@@ -45,6 +45,8 @@ from .store import ResultStore
 
 if TYPE_CHECKING:
     from .analysis import Analysis, TradeoffResult, analyze, tradeoff
+    from .analysis.advise import AdviceResult, advise
+    from .analysis.audit import AuditResult, audit, load_audit
     from .report import build_report
 
 # Analysis and report pull in scipy, statsmodels and plotly; worker processes never need them,
@@ -55,6 +57,11 @@ _LAZY = {
     "analyze": "analysis",
     "tradeoff": "analysis",
     "build_report": "report",
+    "AuditResult": "analysis.audit",
+    "audit": "analysis.audit",
+    "load_audit": "analysis.audit",
+    "AdviceResult": "analysis.advise",
+    "advise": "analysis.advise",
 }
 
 
@@ -67,8 +74,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdviceResult",
     "Analysis",
     "AnalysisError",
+    "AuditResult",
     "BackendError",
     "Cell",
     "CellResult",
@@ -88,8 +97,10 @@ __all__ = [
     "TradeoffResult",
     "Worker",
     "__version__",
+    "advise",
     "analyze",
     "apply_plan",
+    "audit",
     "build_report",
     "check_corpus",
     "draw_test_sample",
@@ -97,6 +108,7 @@ __all__ = [
     "experiment_status",
     "export_results",
     "inject_noise",
+    "load_audit",
     "load_corpus",
     "load_results",
     "load_spec",

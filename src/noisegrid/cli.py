@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .errors import NoisegridError
+from .errors import ConfigError, NoisegridError
 
 app = typer.Typer(
     name="noisegrid",
@@ -187,6 +187,128 @@ def tradeoff(
 
     table = load_results(config, overrides=set_ or [], store=store)
     typer.echo(str(tradeoff_at(table, size=size, noise=noise, noise_model=noise_model)))
+
+
+@app.command()
+@_errors_as_one_line
+def audit(
+    config: ConfigArg,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for suspects.csv, per_class.csv, calibration.csv, …"),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Out-of-fold probabilities from: tfidf or embed.")
+    ] = "tfidf",
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", help="Audit a class-proportional sample of N examples."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Audit every training example (no sample).")
+    ] = False,
+    folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds.")] = 5,
+    no_calibration: Annotated[
+        bool,
+        typer.Option("--no-calibration", help="Skip the injected-noise calibration (faster)."),
+    ] = False,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Bootstrap resamples for the intervals.")
+    ] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of sample, folds, noise.")] = 0,
+    set_: SetOpt = None,
+) -> None:
+    """Estimate the noise in the dataset's own labels and list the labels most likely wrong."""
+    from .analysis.audit import DEFAULT_CALIBRATION_RATES, DEFAULT_SAMPLE
+    from .analysis.audit import audit as run_audit
+
+    if full and sample is not None:
+        raise ConfigError("give --sample N or --full, not both")
+    result = run_audit(
+        config,
+        overrides=set_ or [],
+        backend=backend,
+        sample=None if full else (sample if sample is not None else DEFAULT_SAMPLE),
+        n_folds=folds,
+        calibration_rates=() if no_calibration else DEFAULT_CALIBRATION_RATES,
+        n_bootstrap=bootstrap,
+        seed=seed,
+    )
+    typer.echo(result.describe())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
+@app.command()
+@_errors_as_one_line
+def advise(
+    config: ConfigArg,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Labels you have (default: the audited split).")
+    ] = None,
+    noise: Annotated[
+        float | None,
+        typer.Option("--noise", help="Their noise rate, e.g. 0.1 (default: the audit's estimate)."),
+    ] = None,
+    label_cost: Annotated[
+        float | None, typer.Option("--label-cost", help="Cost of one new label.")
+    ] = None,
+    review_cost: Annotated[
+        float | None, typer.Option("--review-cost", help="Cost of reviewing one label.")
+    ] = None,
+    budget: Annotated[float | None, typer.Option("--budget", help="Money to spend.")] = None,
+    new_label_noise: Annotated[
+        float | None,
+        typer.Option("--new-label-noise", help="Noise rate of new labels (default: --noise)."),
+    ] = None,
+    audit_dir: Annotated[
+        Path | None,
+        typer.Option("--audit", help="Reuse an audit folder written by noisegrid audit --out."),
+    ] = None,
+    review_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--review-precision", help="Share of reviewed labels that are wrong (skips the audit)."
+        ),
+    ] = None,
+    noise_model: Annotated[
+        str | None,
+        typer.Option("--noise-model", help="Which noise model, when the grid has several."),
+    ] = None,
+    allow_extrapolation: Annotated[
+        bool,
+        typer.Option("--allow-extrapolation", help="Accept a start point outside the grid."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for advice.csv, advice_curve.csv and advice.png."),
+    ] = None,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Collect new labels, review suspected wrong ones, or mix: what the budget buys."""
+    from .analysis.advise import advise as run_advise
+
+    result = run_advise(
+        config,
+        overrides=set_ or [],
+        store=store,
+        size=size,
+        noise=noise,
+        label_cost=label_cost,
+        review_cost=review_cost,
+        budget=budget,
+        new_label_noise=new_label_noise,
+        audit=audit_dir,
+        review_precision=review_precision,
+        noise_model=noise_model,
+        allow_extrapolation=allow_extrapolation,
+    )
+    typer.echo(result.describe())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
 
 
 @app.command()

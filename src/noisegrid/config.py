@@ -224,6 +224,32 @@ class RunSpec(_Section):
         return v
 
 
+class AdviceSpec(_Section):
+    """``[advice]``: what labels and reviews cost, for ``noisegrid advise`` and the report.
+
+    Never part of the fingerprint. ``size`` and ``noise`` default to the audited training split
+    (its size and the audit's noise estimate); ``review_precision`` (a fixed share of reviewed
+    labels that turn out wrong) replaces the audit's calibrated precision when given.
+    """
+
+    label_cost: float = Field(gt=0)
+    """Cost of one new label."""
+    review_cost: float = Field(gt=0)
+    """Cost of reviewing one existing label."""
+    budget: float = Field(gt=0)
+    """Money to spend."""
+    size: int | None = Field(default=None, ge=1)
+    noise: float | None = Field(default=None, ge=0, lt=1)
+    new_label_noise: float | None = Field(default=None, ge=0, lt=1)
+    """Noise rate of new labels; default: the current noise rate."""
+    review_precision: float | None = Field(default=None, ge=0, le=1)
+    audit: str | None = None
+    """A folder written by ``noisegrid audit --out``, reused instead of auditing again."""
+    audit_sample: int | None = Field(default=None, ge=2)
+    """Examples the audit samples when advice needs one (default: the audit's default)."""
+    currency: str = "$"
+
+
 class ExperimentSpec(_Section):
     """A complete, validated experiment. Build with :func:`load_spec` or :meth:`from_dict`.
 
@@ -248,6 +274,7 @@ class ExperimentSpec(_Section):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     run: RunSpec = RunSpec()
+    advice: AdviceSpec | None = None
 
     @model_validator(mode="after")
     def _plugins(self) -> ExperimentSpec:
@@ -464,4 +491,5 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "train": TrainSpec,
     "eval": EvalSpec,
     "run": RunSpec,
+    "advice": AdviceSpec,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -23,6 +23,9 @@ from ._tables import (
     regression_facts,
     regression_table,
 )
+
+if TYPE_CHECKING:
+    from ..analysis.advise import AdviceResult
 
 METHODS = (
     "<p><b>Reference regression.</b> Ordinary least squares of accuracy (percent) on training "
@@ -74,6 +77,7 @@ def render_html(
     title: str,
     provenance: Mapping[str, Any],
     spec: Mapping[str, Any] | None,
+    advice: AdviceResult | None = None,
 ) -> str:
     """Assemble the report page; every string from the data is escaped."""
     parts = [
@@ -87,7 +91,7 @@ def render_html(
         "</head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(_meta_line(provenance))}</p>',
-        _nav(analysis),
+        _nav(analysis, advice=advice is not None),
         '<section id="summary"><h2>Summary</h2><div class="summary">',
     ]
     for paragraph in analysis.summary().split("\n\n"):
@@ -111,6 +115,9 @@ def render_html(
         parts.append(_figure(figures, "noise-models"))
         parts.append(_table(noise_model_table(analysis)))
         parts.append("</section>")
+
+    if advice is not None:
+        parts.append(_advice_section(advice))
 
     parts.append(f'<section id="methods"><h2>Methods</h2>{METHODS}</section>')
     parts.append('<section id="provenance"><h2>Spec and provenance</h2>')
@@ -188,13 +195,22 @@ def _kv_table(items: list[tuple[str, str]]) -> str:
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
-def _nav(analysis: Analysis) -> str:
+def _advice_section(advice: AdviceResult) -> str:
+    from ._advice import advice_figure, advice_section, advice_table
+
+    figure = _figure({"advice": advice_figure(advice)}, "advice")
+    return advice_section(advice, figure, _table(advice_table(advice)))
+
+
+def _nav(analysis: Analysis, *, advice: bool = False) -> str:
     links = ['<a href="#summary">Summary</a>']
     links += [
         f'<a href="#{_e(figure_id("nm", nm))}">{_e(nm)} noise</a>' for nm in analysis.noise_models
     ]
     if analysis.noise_model_comparison is not None:
         links.append('<a href="#noise-models">Noise models</a>')
+    if advice:
+        links.append('<a href="#advice">Advice</a>')
     links += ['<a href="#methods">Methods</a>', '<a href="#provenance">Provenance</a>']
     return "<nav>" + "".join(links) + "</nav>"
 
