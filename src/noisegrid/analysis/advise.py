@@ -744,28 +744,41 @@ def _explain(
     )
     rate = float(model.best.exchange_rate(float(w.size), w.noise)[0])
     worth = rate * 100 / w.size  # new labels that one corrected label is worth here
-    top = float(w.precision(np.array([1.0 / w.size]))[0])
+    # The head of the list: its first 1% (at least one review).
+    head_depth = max(1, round(0.01 * w.size))
+    top = float(w.precision(np.array([head_depth / w.size]))[0])
     per_fix = w.review_cost / top if top > 0 else math.inf
     head = (
         f"Here one corrected label is worth about {worth:.1f} new labels (the surface's exchange "
         f"rate at {w.size:,} labels and {_pct(w.noise)} noise), i.e. {money(worth * w.label_cost)}"
-        f" of new labels; a review costs {money(w.review_cost)} and the top suspects are "
-        f"{top:.0%} wrong, so a fix costs {money(per_fix)} at the top of the list"
+        f" of new labels; a review costs {money(w.review_cost)} and the top {head_depth:,} "
+        f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the list"
     )
-    deep = float(w.precision(np.array([r.n_reviews / w.size]))[0])
+    wrong = w.size * w.noise
+    fixed = f"{r.n_fixed:,.0f} of the {wrong:,.0f} wrong labels are fixed"
     if best == "collect":
         tail = "; new labels buy more accuracy for the money."
     elif best == "clean":
         tail = (
-            f", and reviews stay the better buy down to {r.n_reviews:,} suspects "
-            f"({deep:.0%} of them wrong)."
+            f", and reviews stay the better buy down to {r.n_reviews:,} suspects ({fixed} there)."
         )
     else:
         tail = (
-            f"; reviews pay first, until the list's precision has fallen to {deep:.0%} at "
-            f"{r.n_reviews:,} suspects, and new labels buy more after that."
+            f"; reviews pay first: {fixed} within the top {r.n_reviews:,} suspects, where only "
+            f"{_marginal_precision(w, r.n_reviews):.0%} of the next ones are wrong, so the rest "
+            "of the budget goes to new labels."
         )
     return recommendation, head + tail
+
+
+def _marginal_precision(w: _World, depth: int) -> float:
+    """Share of wrong labels among the next 1% of the list after ``depth`` reviews."""
+    step = max(1, round(0.01 * w.size))
+    d = np.array([depth, min(depth + step, w.size)], dtype=float)
+    if d[1] <= d[0]:
+        return 0.0
+    hits = np.minimum(d * w.precision(d / w.size), w.size * w.noise)
+    return float((hits[1] - hits[0]) / (d[1] - d[0]))
 
 
 def _format_table(result: AdviceResult) -> str:

@@ -210,11 +210,11 @@ class AuditResult:
         """The text the CLI prints: headline first, then the tables."""
         lines = [self.headline()]
         lines.append(
-            f"audited {self.n_audited:,} of {self.n_total:,} training examples"
-            + (
-                f" (a class-proportional random sample, seed {self.seed})"
+            (
+                f"audited {self.n_audited:,} of {self.n_total:,} examples (a class-proportional "
+                f"random sample, seed {self.seed})"
                 if self.n_audited < self.n_total
-                else ""
+                else f"audited all {self.n_total:,} examples"
             )
             + f" of {self.source}: {self.backend} out-of-fold probabilities "
             f"({self.n_folds}-fold), cleanlab confident learning, bootstrap B={self.n_bootstrap}"
@@ -626,7 +626,7 @@ def _resolve_data(
     if ids is not None and len(ids) != len(data):
         raise DataError(f"got {len(data)} texts but {len(ids)} ids; give one id per text")
     row_ids = np.asarray(list(ids)) if ids is not None else np.arange(len(data))
-    return [str(t) for t in data], y, names, row_ids, f"{len(data):,} texts", None
+    return [str(t) for t in data], y, names, row_ids, "the texts given", None
 
 
 def _encode_labels(values: list[Any]) -> tuple[tuple[str, ...], np.ndarray]:
