@@ -33,6 +33,7 @@ from .errors import (
     DataError,
     MissingDependencyError,
     NoisegridError,
+    OutputError,
     StoreError,
 )
 from .evaluation import draw_test_sample, score
@@ -81,6 +82,7 @@ __all__ = [
     "NoiseModel",
     "NoisegridError",
     "NoisyLabels",
+    "OutputError",
     "ResultStore",
     "RunSummary",
     "Split",
