@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from noisegrid import DataError, ResultStore, Worker, load_results, load_spec, run_experiment
-from noisegrid.results import resolve_spec
 from noisegrid.backends import BACKENDS, FitOutput, Predictor
 from noisegrid.backends.base import Backend, BackendOptions
 from noisegrid.grid import Cell, expand_grid
+from noisegrid.results import resolve_spec
 
 
 class _Options(BackendOptions):

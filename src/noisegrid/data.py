@@ -276,7 +276,7 @@ def _read_json(file: Path, *, lines: bool) -> pd.DataFrame:
         return pd.read_json(file, lines=lines, encoding="utf-8")
     except UnicodeDecodeError:
         raise _not_utf8(file) from None
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         problem = _jsonl_problem(file) if lines else None
         reason = problem or f"it is not valid JSON ({str(exc).splitlines()[0]})"
         raise DataError(

@@ -6,7 +6,8 @@
 - One writer at a time: :meth:`ResultStore.acquire_writer` takes an exclusive ``flock`` on
   ``<store>.lock`` beside the store's real file (symlinks resolved, so two spellings of one store
   share one lock). A second ``noisegrid run`` on the same store refuses with a message naming the
-  process that holds it. The kernel releases the lock when the holder dies, even by SIGKILL.
+  process that holds it. The kernel releases the lock when the holder dies, even by SIGKILL; a
+  writer that ends normally also removes the lock file.
 - Only noisegrid stores are opened: a file that is not empty and not a noisegrid store (another
   program's SQLite database, any other file) is refused and never modified. Readers never write:
   a store on a read-only disk can still be read.
@@ -272,8 +273,8 @@ class ResultStore:
                     f"another noisegrid run ({holder or 'another process'}) is writing to "
                     f"{self.path}; wait for it to finish, or use a different --store"
                 ) from None
-            # A writer that stored nothing removes its lock file on release; if that happened
-            # between our open and flock, we hold a lock on a removed file: take the new one.
+            # A writer removes its lock file on release; if that happened between our open and
+            # flock, we hold a lock on a removed file: take the new one.
             if _same_file(fd, lock):
                 break
             os.close(fd)
@@ -288,10 +289,11 @@ class ResultStore:
     def release_writer(self) -> None:
         if self._lock_fd is None:
             return
+        # The lock file lives only while a writer holds it (acquire_writer copes with a removal
+        # racing its open); a store that was never created leaves no new folder behind either.
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock_path)
         if not self.exists():
-            # Nothing was stored: leave no lock file or new folder behind.
-            with contextlib.suppress(OSError):
-                os.unlink(self.lock_path)
             self._remove_made_dirs()
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
