@@ -15,6 +15,7 @@ in length-sorted batches (:meth:`EmbedBackend.prepare`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from . import BACKENDS
-from . import _hf as hf
+from . import BACKENDS, hf
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
 
+log = logging.getLogger("noisegrid")
 PURPOSE = "the 'embed' backend"
 LOG_EVERY_S = 30.0
 """Seconds between progress lines while encoding."""
@@ -128,7 +129,7 @@ class EmbedBackend(Backend):
         before = self.n_encoded
         t0 = time.perf_counter()
         self.embed(texts)
-        hf.log.info(
+        log.info(
             "embed: %d texts ready (%d encoded, the rest cached) in %.1fs",
             len(texts),
             self.n_encoded - before,
@@ -174,7 +175,7 @@ class EmbedBackend(Backend):
         out = np.zeros((len(ids), 0), dtype=np.float32)
         pad_id = int(setup.tokenizer.pad_token_id)
         multiple = 8 if setup.device.type == "cuda" else 1
-        hf.log.info(
+        log.info(
             "embed: encoding %d texts (%d tokens) with '%s' on %s (%s)",
             len(ids),
             int(lengths.sum()),
@@ -200,7 +201,7 @@ class EmbedBackend(Backend):
                 done += len(batch)
                 now = time.perf_counter()
                 if now - last_log > LOG_EVERY_S:
-                    hf.log.info("embed: %d/%d texts (%.0f/s)", done, len(ids), done / (now - t0))
+                    log.info("embed: %d/%d texts (%.0f/s)", done, len(ids), done / (now - t0))
                     last_log = now
         return list(out)
 

@@ -21,6 +21,7 @@ and batch order come from the cell's seed only (torch's generators are forked, n
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -32,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from . import BACKENDS
-from . import _hf as hf
+from . import BACKENDS, hf
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec, TrainSpec
     from ..data import Corpus
 
+log = logging.getLogger("noisegrid")
 PURPOSE = "the 'finetune' backend"
 
 
@@ -153,7 +154,7 @@ class FinetuneBackend(Backend):
         t0 = time.perf_counter()
         before = setup.tokens.n_tokenized
         setup.tokens.ids(texts)
-        hf.log.info(
+        log.info(
             "finetune: %d texts ready (%d tokenised, the rest cached) in %.1fs",
             len(texts),
             setup.tokens.n_tokenized - before,
