@@ -61,11 +61,9 @@ class EmbedOptions(BackendOptions):
 
 
 @dataclass
-class _Setup:
-    info: hf.ModelInfo
-    tokenizer: Any
-    device: torch.device
-    dtype: torch.dtype | None
+class _Setup(hf.ModelAssets):
+    """Per-worker assets: the model's (shared by the Hugging Face backends) and the embeddings."""
+
     store: hf.ArrayCache
 
 
@@ -92,32 +90,22 @@ class EmbedBackend(Backend):
     def setup(self) -> _Setup:
         """Resolve the model, load its tokenizer and open the embedding cache (once per worker)."""
         if self._setup is None:
-            train = self.context.train
-            info = hf.inspect_model(
-                self.options.model, need="encode", max_length=train.max_length, purpose=PURPOSE
+            assets = hf.load_model_assets(
+                self.options.model, need="encode", train=self.context.train, purpose=PURPOSE
             )
-            device = hf.choose_device()
-            dtype = hf.autocast_dtype(device, train.precision)
-            identity = hf.model_identity(info.ref)
             parts = {
                 "kind": "embeddings",
-                "model": identity,
-                "max_length": info.max_length,
+                "model": assets.identity,
+                "max_length": assets.info.max_length,
                 "pooling": self.options.pooling,
-                "precision": hf.precision_name(dtype),
+                "precision": hf.precision_name(assets.dtype),
             }
             store = hf.ArrayCache(
                 self.context.cache_dir / "embeddings" / hf.cache_key(**parts),
                 ragged=False,
                 meta={**parts, "name": self.options.model},
             )
-            self._setup = _Setup(
-                info=info,
-                tokenizer=hf.load_tokenizer(info.ref),
-                device=device,
-                dtype=dtype,
-                store=store,
-            )
+            self._setup = _Setup(**vars(assets), store=store)
         return self._setup
 
     def prepare(
@@ -173,8 +161,8 @@ class EmbedBackend(Backend):
         ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         out = np.zeros((len(ids), 0), dtype=np.float32)
-        pad_id = int(setup.tokenizer.pad_token_id)
-        multiple = 8 if setup.device.type == "cuda" else 1
+        pad_id = setup.pad_id
+        multiple = setup.pad_multiple
         log.info(
             "embed: encoding %d texts (%d tokens) with '%s' on %s (%s)",
             len(ids),

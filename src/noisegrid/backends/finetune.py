@@ -62,15 +62,10 @@ class FinetuneOptions(BackendOptions):
 
 
 @dataclass
-class _Setup:
-    """Per-worker assets, loaded once: resolved model, tokenizer, token cache, device."""
+class _Setup(hf.ModelAssets):
+    """Per-worker assets: the model's (shared by the Hugging Face backends) and the token cache."""
 
-    info: hf.ModelInfo
     tokens: hf.TokenCache
-    device: torch.device
-    dtype: torch.dtype | None
-    pad_id: int
-    pad_multiple: int
     overrides: dict[str, Any]
     """Config values changed when loading the model (``attention_dropout``)."""
 
@@ -111,35 +106,22 @@ class FinetuneBackend(Backend):
     def setup(self) -> _Setup:
         """Resolve the model, load its tokenizer and open the token cache (once per worker)."""
         if self._setup is None:
-            train = self.context.train
-            info = hf.inspect_model(
-                self.options.model, need="classify", max_length=train.max_length, purpose=PURPOSE
+            assets = hf.load_model_assets(
+                self.options.model, need="classify", train=self.context.train, purpose=PURPOSE
             )
-            tokenizer = hf.load_tokenizer(info.ref)
-            tokens = hf.TokenCache(
-                tokenizer,
-                max_length=info.max_length,
-                cache_dir=self.context.cache_dir,
-                identity=hf.model_identity(info.ref),
-            )
-            device = hf.choose_device()
-            if device.type == "cuda":
+            if assets.device.type == "cuda":
                 # cuBLAS needs this before its first call to be deterministic.
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             overrides: dict[str, Any] = {}
             if self.options.attention_dropout is not None:
-                config = hf.load_config(info.ref)
+                config = hf.load_config(assets.info.ref)
                 # The attribute's name differs between architectures.
                 for key in ("attention_probs_dropout_prob", "attention_dropout"):
                     if hasattr(config, key):
                         overrides[key] = self.options.attention_dropout
             self._setup = _Setup(
-                info=info,
-                tokens=tokens,
-                device=device,
-                dtype=hf.autocast_dtype(device, train.precision),
-                pad_id=int(tokenizer.pad_token_id),
-                pad_multiple=8 if device.type == "cuda" else 1,
+                **vars(assets),
+                tokens=assets.token_cache(self.context.cache_dir),
                 overrides=overrides,
             )
         return self._setup

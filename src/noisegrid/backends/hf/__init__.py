@@ -5,10 +5,12 @@
 - :mod:`.tokens`: token ids and embeddings cached on disk by content, and length-grouped or
   length-sorted, dynamically padded batches.
 - :mod:`.device`: device and precision choice (bf16 where native), autocast, per-cell seeding.
+- :mod:`.assets`: the setup both backends run once per worker (:func:`load_model_assets`).
 
 The backends use these names as ``hf.<name>`` (``from . import hf``).
 """
 
+from .assets import ModelAssets, load_model_assets
 from .device import (
     autocast,
     autocast_dtype,
@@ -58,6 +60,7 @@ __all__ = [
     "ArrayCache",
     "BundledModel",
     "Capability",
+    "ModelAssets",
     "ModelInfo",
     "ModelRef",
     "ModelSource",
@@ -74,6 +77,7 @@ __all__ = [
     "inspect_model",
     "length_grouped_batches",
     "load_config",
+    "load_model_assets",
     "load_pretrained",
     "load_tokenizer",
     "model_identity",
