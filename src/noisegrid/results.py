@@ -184,7 +184,7 @@ def other_fingerprints(spec: ExperimentSpec, store: ResultStore | None = None) -
         model = stored.get("grid", {}).get("noise_model")
         mine = variants.get(model) if isinstance(model, str) else None
         mine = mine if mine is not None else next(iter(variants.values()))
-        changes = _differences(stored, _recorded(mine))
+        changes = _differences(stored, _recorded(mine), train_keys=set(mine.used_train()))
         candidates.append((len(changes), fingerprint, n_cells, changes))
     if not candidates:
         return None
@@ -211,8 +211,14 @@ def _recorded(spec: ExperimentSpec) -> dict[str, Any]:
     return data
 
 
-def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between two recorded specs, over what the fingerprint covers."""
+def _differences(
+    stored: dict[str, Any], current: dict[str, Any], *, train_keys: set[str]
+) -> list[str]:
+    """What differs between two recorded specs, over what the fingerprint covers.
+
+    ``train_keys`` are the ``[train]`` settings the current backend reads; the others are not
+    part of its fingerprint.
+    """
     changes = []
     old_id, new_id = stored.get("data_identity"), current.get("data_identity")
     if old_id != new_id:
@@ -227,6 +233,8 @@ def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     for key in sorted(set(old) | set(new)):
         section = key.split(".")[0]
         if section in _NOT_FINGERPRINTED or key in ("grid.sizes", "grid.noise_rates", "grid.seeds"):
+            continue
+        if section == "train" and key.removeprefix("train.") not in train_keys:
             continue
         # With both identities known, the path as written is not part of the fingerprint.
         if key == "dataset.source" and old_id and new_id:

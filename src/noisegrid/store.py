@@ -332,7 +332,7 @@ class ResultStore:
     # -- writes (driver only) ---------------------------------------------------------------------
     def register_experiment(self, spec: ExperimentSpec) -> None:
         """Record the spec of a fingerprint (with its data identity) the first time it is seen."""
-        from . import __version__
+        from ._version import __version__
 
         self._require_writer()
         data = spec.to_dict()

@@ -27,7 +27,7 @@ def _load_builtin_backends() -> None:
     if _loaded:
         return
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in {"base"}:
+        if mod.name not in {"base", "hf"}:  # shared parts, not backends
             importlib.import_module(f"{__name__}.{mod.name}")
     _loaded = True
 
@@ -44,7 +44,10 @@ def make_backend(spec: ExperimentSpec, *, n_classes: int, cache_dir: Path) -> Ba
     options = validate_options(
         cls.Options, spec.backend_options(), where=f"[backend] of backend '{cls.name}'"
     )
-    context = BackendContext(train=spec.train, n_classes=n_classes, cache_dir=cache_dir)
+    stack = spec.run.stack if isinstance(spec.run.stack, int) else None
+    context = BackendContext(
+        train=spec.train, n_classes=n_classes, cache_dir=cache_dir, stack=stack
+    )
     return cls(options, context)  # type: ignore[arg-type]
 
 
