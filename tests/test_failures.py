@@ -16,6 +16,7 @@ user when the tests run as root (root ignores write bits).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -1015,3 +1016,31 @@ def test_an_os_error_names_the_file_and_the_fix(env: Env, monkeypatch: pytest.Mo
         "error: No space left on device (/somewhere/file): the disk is full; free some space "
         "there or write elsewhere (run `noisegrid --debug status ...` for the traceback)"
     ]
+
+
+def test_cells_stored_before_data_identities_are_named(env: Env) -> None:
+    cfg = env.stored()
+    conn = sqlite3.connect(env.store)
+    (spec_json,) = conn.execute("SELECT spec_json FROM experiments").fetchone()
+    # A store written before data identities were recorded: the same spec without one.
+    old = json.loads(spec_json)
+    del old["data_identity"]
+    conn.execute("UPDATE experiments SET spec_json = ?", (json.dumps(old),))
+    conn.execute("UPDATE experiments SET fingerprint = 'oldfingerprint00'")
+    conn.execute("UPDATE cells SET fingerprint = 'oldfingerprint00'")
+    conn.commit()
+    conn.close()
+    code, out, _ = invoke("status", cfg)
+    assert code == 0
+    assert out.splitlines()[1] == (
+        "note: the store holds 4 cell(s) of this experiment under another fingerprint "
+        "(oldfingerprint00), which differs in: the dataset's identity (not recorded by the "
+        f"noisegrid that stored those cells; now {_identity(env)})"
+    )
+
+
+def _identity(env: Env) -> str:
+    from noisegrid.config import DatasetSpec
+    from noisegrid.data import dataset_identity
+
+    return dataset_identity(DatasetSpec(source=str(env.tmp / "data")))

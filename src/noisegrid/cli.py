@@ -264,11 +264,11 @@ def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> 
     """Check the config and the data against the grid, without running anything."""
     from .config import load_spec
     from .data import describe_corpus, resolve_data_identity
-    from .runner import default_cache_dir, prepare_run
+    from .runner import prepare_run
 
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
-    spec = resolve_data_identity(spec, cache_dir=default_cache_dir(spec))
+    spec = resolve_data_identity(spec, cache_dir=spec.run.cache_path())
     typer.echo(
         f"ok: {spec.grid.n_cells_total} cells, fingerprint "
         f"{spec.fingerprint()}; {describe_corpus(corpus)}"

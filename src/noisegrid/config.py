@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -268,6 +269,13 @@ class RunSpec(_Section):
         if isinstance(v, int) and v < 1:
             raise ValueError('stack must be "auto" or an integer >= 1 (1: one cell at a time)')
         return v
+
+    def cache_path(self) -> Path:
+        """``cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("NOISEGRID_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
 
 
 class ExperimentSpec(_Section):

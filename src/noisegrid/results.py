@@ -27,7 +27,6 @@ from .config import ExperimentSpec, load_spec
 from .data import resolve_data_identity
 from .errors import ConfigError, OutputError, StoreError
 from .grid import expand_grid
-from .runner import default_cache_dir
 from .store import ResultStore
 
 TIDY_COLUMNS = [
@@ -70,7 +69,7 @@ def resolve_spec(
             spec = config.model_copy(update={"run": run})
     else:
         spec = load_spec(config, overrides=overrides, store=store)
-    return resolve_data_identity(spec, cache_dir=default_cache_dir(spec))
+    return resolve_data_identity(spec, cache_dir=spec.run.cache_path())
 
 
 def load_results(
@@ -226,6 +225,11 @@ def _differences(
             changes.append(
                 f"the dataset's content (stored {old_id}, now {new_id}: the data files changed "
                 "since those cells ran)"
+            )
+        elif old_id is None:
+            changes.append(
+                f"the dataset's identity (not recorded by the noisegrid that stored those cells; "
+                f"now {new_id})"
             )
         else:
             changes.append(f"the dataset's identity (stored {old_id}, now {new_id})")

@@ -17,7 +17,6 @@ executor, and is the only writer of the store: it stores each result the moment 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import traceback as tb
@@ -77,10 +76,7 @@ class CellResult:
 
 def default_cache_dir(spec: ExperimentSpec) -> Path:
     """``[run] cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
-    if spec.run.cache_dir:
-        return Path(spec.run.cache_dir).expanduser()
-    env = os.environ.get("NOISEGRID_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
+    return spec.run.cache_path()
 
 
 class Worker:
