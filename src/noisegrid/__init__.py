@@ -16,14 +16,9 @@ Examples
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("noisegrid")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
+from ._version import __version__
 from .config import ExperimentSpec, load_spec
 from .data import Corpus, Split, check_corpus, load_corpus
 from .errors import (
@@ -33,6 +28,7 @@ from .errors import (
     DataError,
     MissingDependencyError,
     NoisegridError,
+    OutputError,
     StoreError,
 )
 from .evaluation import draw_test_sample, score
@@ -90,6 +86,7 @@ __all__ = [
     "NoiseModel",
     "NoisegridError",
     "NoisyLabels",
+    "OutputError",
     "ResultStore",
     "RunSummary",
     "Split",

@@ -1,22 +1,37 @@
 """The experiment spec: TOML loading, validation, ``--set`` overrides and the fingerprint.
 
+This is the ground floor of the package: it imports nothing above :mod:`noisegrid.errors`. The
+plug-in families (backends, noise models, executors) validate their own options one floor up, in
+:mod:`noisegrid.plugins`, which installs itself here as the :class:`PluginCatalog`.
+
 An :class:`ExperimentSpec` is frozen and fully validated before any work starts. Its
 :meth:`~ExperimentSpec.fingerprint` hashes every field that changes a cell's result (dataset, noise
-model and options, backend and options, training and evaluation settings) and nothing that does
-not (the store path, the executor, progress options, and the grid's lists: a cell's result does not
-depend on which *other* cells are in the grid, so growing a grid reuses the cells already done).
+model and options, backend and options, the training settings the backend reads, evaluation
+settings) and nothing that does not (the store path, the executor, progress options, and the
+grid's lists: a cell's result does not depend on which *other* cells are in the grid, so growing a
+grid reuses the cells already done).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -28,6 +43,50 @@ FINGERPRINT_VERSION = 2
 
 NOISE_RATE_DECIMALS = 6
 """Noise rates are rounded to this many decimals, so 0.025 * 3 and 0.075 are the same cell."""
+
+
+class PluginCatalog(Protocol):
+    """What the spec asks of the plug-in families, answered one floor up (``noisegrid.plugins``).
+
+    This module is the ground floor and imports nothing above :mod:`noisegrid.errors`; the plug-in
+    layer installs its catalog with :func:`set_plugin_catalog` when it is imported, which
+    :func:`plugin_catalog` does by name on first use.
+    """
+
+    def check(self, spec: ExperimentSpec) -> None:
+        """Validate the backend's and noise models' options and the executor's name."""
+
+    def noise_keys(self, model: str) -> Collection[str]:
+        """The ``[noise]`` keys noise model ``model`` reads."""
+
+    def train_keys(self, backend: str) -> Collection[str]:
+        """The ``[train]`` keys backend ``backend`` reads."""
+
+
+_catalog: PluginCatalog | None = None
+
+
+def set_plugin_catalog(catalog: PluginCatalog) -> None:
+    """Install the catalog that validates plug-in options (called by ``noisegrid.plugins``)."""
+    global _catalog
+    _catalog = catalog
+
+
+PLUGIN_LAYER = "noisegrid.plugins"
+"""The module that installs the catalog when imported (found by name, like an entry point)."""
+
+
+def plugin_catalog() -> PluginCatalog:
+    """The installed plug-in catalog, loading the plug-in layer by name on first use.
+
+    The layer is located by name rather than imported here, so the spec never depends on the
+    plug-ins above it; importing it registers the catalog (:func:`set_plugin_catalog`).
+    """
+    if _catalog is None:
+        importlib.import_module(PLUGIN_LAYER)
+    if _catalog is None:  # pragma: no cover - the plug-in layer always installs one
+        raise RuntimeError(f"{PLUGIN_LAYER} did not install a plug-in catalog")
+    return _catalog
 
 
 class _Section(BaseModel):
@@ -223,6 +282,13 @@ class RunSpec(_Section):
             raise ValueError('stack must be "auto" or an integer >= 1 (1: one cell at a time)')
         return v
 
+    def cache_path(self) -> Path:
+        """``cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("NOISEGRID_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
+
 
 class AdviceSpec(_Section):
     """``[advice]``: what labels and reviews cost, for ``noisegrid advise`` and the report.
@@ -276,38 +342,30 @@ class ExperimentSpec(_Section):
     run: RunSpec = RunSpec()
     advice: AdviceSpec | None = None
 
+    _data_identity: str | None = PrivateAttr(default=None)
+
+    @property
+    def data_identity(self) -> str | None:
+        """What the dataset is, as the loading step resolved it (None until then).
+
+        A hash of the local split files' content, or a hub dataset's name, configuration and
+        revision; set by :func:`noisegrid.data.resolve_data_identity`. When set, it stands for
+        ``dataset.source`` in the fingerprint, so the same data under another path spelling shares
+        the stored cells and new data in the same place does not.
+        """
+        return self._data_identity
+
+    def with_data_identity(self, identity: str) -> ExperimentSpec:
+        """A copy of the spec whose fingerprint identifies the data by ``identity``."""
+        spec = self.model_copy()
+        spec._data_identity = identity
+        return spec
+
     @model_validator(mode="after")
     def _plugins(self) -> ExperimentSpec:
-        # Plug-in options are checked here so a typo under [backend] or [noise] fails at load time.
-        from ._registry import validate_options
-        from .backends import get_backend_class
-        from .executors import check_executor
-        from .noise import get_noise_model_class
-
-        name = self.backend.name
-        validate_options(
-            get_backend_class(name).Options,
-            self.backend_options(),
-            where=f"[backend] of backend '{name}'",
-        )
-        noise_options = self.noise.options()
-        known: set[str] = set()
-        for model in self.grid.noise_models:
-            fields = get_noise_model_class(model).Options.model_fields
-            known.update(fields)
-            validate_options(
-                get_noise_model_class(model).Options,
-                {k: v for k, v in noise_options.items() if k in fields},
-                where=f"[noise] of noise model '{model}'",
-            )
-        unknown = sorted(set(noise_options) - known)
-        if unknown:
-            models = ", ".join(self.grid.noise_models)
-            raise ConfigError(
-                f"unknown key '{unknown[0]}' in [noise]: no noise model of this grid ({models}) "
-                f"reads it; valid keys: {', '.join(sorted(known)) or '(none)'}"
-            )
-        check_executor(self.run.executor)
+        # Plug-in options are checked here so a typo under [backend] or [noise] fails at load time;
+        # the checks themselves live one floor up, in the catalog (noisegrid.plugins).
+        plugin_catalog().check(self)
         return self
 
     @property
@@ -321,12 +379,11 @@ class ExperimentSpec(_Section):
         A spec with one noise model is its own only variant. Each variant has its own fingerprint,
         so the uniform variant of a multi-model grid reuses a plain uniform grid's cells.
         """
-        from .noise import get_noise_model_class
-
+        catalog = plugin_catalog()
         out = []
         options = self.noise.options()
         for model in self.grid.noise_models:
-            fields = get_noise_model_class(model).Options.model_fields
+            fields = catalog.noise_keys(model)
             grid = self.grid.model_copy(update={"noise_model": model})
             noise = NoiseSpec(**{k: v for k, v in options.items() if k in fields})
             out.append(self.model_copy(update={"grid": grid, "noise": noise}))
@@ -343,18 +400,22 @@ class ExperimentSpec(_Section):
     def fingerprint(self) -> str:
         """Hash of everything that changes a cell's result; 16 hex characters.
 
-        A spec with several noise models hashes its variants' fingerprints.
+        The dataset enters by its :attr:`data_identity` once resolved, else by ``dataset.source``
+        as written. A spec with several noise models hashes its variants' fingerprints.
         """
         if not self.is_variant:
             joined = ",".join(v.fingerprint() for v in self.variants())
             return hashlib.sha256(joined.encode()).hexdigest()[:16]
+        dataset = self.dataset.model_dump()
+        if self._data_identity is not None:
+            dataset["source"] = self._data_identity
         payload = {
             "version": FINGERPRINT_VERSION,
-            "dataset": self.dataset.model_dump(),
+            "dataset": dataset,
             "noise_model": self.grid.noise_model,
             "noise": self.noise.model_dump(),
             "backend": self.backend.model_dump(),
-            "train": self.train.model_dump(),
+            "train": self.used_train(),
             "eval": self.eval.model_dump(),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -366,6 +427,32 @@ class ExperimentSpec(_Section):
         data["grid"].pop("repeats", None)
         return data
 
+    def used_train(self) -> dict[str, Any]:
+        """The ``[train]`` settings the spec's backend reads (tfidf reads none of them).
+
+        Only these enter the fingerprint, so ``--set train.epochs=3`` on a tfidf grid reuses its
+        cells.
+        """
+        keys = plugin_catalog().train_keys(self.backend.name)
+        return {k: v for k, v in self.train.model_dump().items() if k in keys}
+
+    def effective_dict(self) -> dict[str, Any]:
+        """The spec as plain data, with only the settings its backend and noise models read.
+
+        What a report lists as "the experiment": ``[train]`` keeps the keys the backend reads
+        (dropped entirely when it reads none), ``[noise]`` the keys some noise model of the grid
+        reads (the spec is already validated, so that is every key given).
+        """
+        data = self.to_dict()
+        used = self.used_train()
+        if used:
+            data["train"] = {k: v for k, v in data.get("train", {}).items() if k in used}
+        else:
+            data.pop("train", None)
+        if not data.get("noise"):
+            data.pop("noise", None)
+        return data
+
     def backend_options(self) -> dict[str, Any]:
         return self.backend.options(exclude=("name",))
 
@@ -375,7 +462,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
     The value is read as a TOML literal (``[1000, 2000]``, ``0.1``, ``true``, ``"text"``); a value
     that is not valid TOML is taken as a plain string, so ``--set dataset.source=../data`` works
-    without quotes.
+    without quotes, unless it starts like a list, table or quoted string (``[200,``): that is a
+    typo and raises :class:`ConfigError`.
 
     Examples
     --------
@@ -395,7 +483,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set key '{key}' has an empty part; write it as section.key")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw.strip().startswith(("[", "{", '"', "'")):
+            # Meant as a list, table or quoted string: taking it as a bare word would hide the typo.
+            raise ConfigError(
+                f"--set {key}: {raw.strip()} is not a valid TOML value ({exc}); write it as a "
+                "TOML literal, e.g. --set grid.sizes=[200,400]"
+            ) from None
         value = raw.strip()
     return path, value
 
@@ -442,6 +536,12 @@ def load_spec(
         The file is missing or not valid TOML, a key is unknown, or a value is invalid.
     """
     path = Path(path)
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.toml"))[:5])
+        raise ConfigError(
+            f"config '{path}' is a folder, not a file; pass the path of an experiment TOML"
+            + (f" (the folder has: {found})" if found else "")
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file '{path}' does not exist; pass the path of an experiment TOML"
@@ -450,6 +550,11 @@ def load_spec(
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     data = apply_overrides(data, overrides)
     if store is not None:
         data.setdefault("run", {})["store"] = str(store)
