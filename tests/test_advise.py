@@ -338,6 +338,7 @@ def test_report_gains_an_advice_section(grid: Callable[[str], Path], tmp_path: P
     assert '<section id="advice"><h2>Advice</h2>' in page
     assert '<a href="#advice">Advice</a>' in page
     assert "Spend the $5.00 on" in page
+    assert page.count('id="advice"') == 1 and 'id="advice-budget"' in page  # the figure
     assert (tmp_path / "report" / "figures" / "advice.png").is_file()
 
     # Without [advice] there is no such section.

@@ -779,10 +779,9 @@ def _features(
         from sklearn.preprocessing import StandardScaler
 
         from ..backends import make_backend
-        from ..runner import default_cache_dir
 
         espec = _embed_spec(spec)
-        backend_obj = make_backend(espec, n_classes=2, cache_dir=default_cache_dir(espec))
+        backend_obj = make_backend(espec, n_classes=2, cache_dir=espec.run.cache_path())
         o = backend_obj.options
         x = StandardScaler().fit_transform(backend_obj.features(texts))  # type: ignore[attr-defined]
     options = {

@@ -198,7 +198,8 @@ def _kv_table(items: list[tuple[str, str]]) -> str:
 def _advice_section(advice: AdviceResult) -> str:
     from ._advice import advice_figure, advice_section, advice_table
 
-    figure = _figure({"advice": advice_figure(advice)}, "advice")
+    # The section is "advice"; the figure's element needs an id of its own.
+    figure = _figure({"advice-budget": advice_figure(advice)}, "advice-budget")
     return advice_section(advice, figure, _table(advice_table(advice)))
 
 
