@@ -28,7 +28,14 @@ import numpy as np
 
 from .backends import Backend, get_backend_class, make_backend
 from .config import ExperimentSpec
-from .data import Corpus, check_corpus, describe_corpus, load_corpus, texts_at
+from .data import (
+    Corpus,
+    check_corpus,
+    describe_corpus,
+    load_corpus,
+    resolve_test_size,
+    texts_at,
+)
 from .evaluation import draw_test_sample, score
 from .executors.base import Executor
 from .grid import Cell, expand_grid
@@ -89,9 +96,8 @@ class Worker:
         self.noise_model: NoiseModel = make_noise_model(spec, n_classes=k)
         self.backend: Backend = make_backend(spec, n_classes=k, cache_dir=default_cache_dir(spec))
         seeds = spec.grid.seeds
-        self.test_indices = {
-            s: draw_test_sample(self.corpus, spec.eval.test_size, seed=s) for s in seeds
-        }
+        test_size = resolve_test_size(self.corpus, spec)
+        self.test_indices = {s: draw_test_sample(self.corpus, test_size, seed=s) for s in seeds}
         self._prepared = False
 
     def prepare(self) -> None:
