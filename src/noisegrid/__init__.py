@@ -16,54 +16,101 @@ Examples
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("noisegrid")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
-from .config import ExperimentSpec, load_spec
-from .data import Corpus, Split, check_corpus, load_corpus
-from .errors import (
-    AnalysisError,
-    BackendError,
-    ConfigError,
-    DataError,
-    MissingDependencyError,
-    NoisegridError,
-    StoreError,
-)
-from .evaluation import draw_test_sample, score
-from .grid import Cell, expand_grid
-from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
-from .results import experiment_status, export_results, load_results
-from .runner import CellResult, RunSummary, Worker, run_experiment
-from .sampling import subsample_per_class
-from .store import ResultStore
-
 if TYPE_CHECKING:
-    from .analysis import Analysis, TradeoffResult, analyze, tradeoff
-    from .report import build_report
+    __version__: str
 
-# Analysis and report pull in scipy, statsmodels and plotly; worker processes never need them,
-# so they load on first use.
+    from .analysis import Analysis, TradeoffResult, analyze, tradeoff
+    from .config import ExperimentSpec, load_spec
+    from .data import Corpus, Split, check_corpus, load_corpus
+    from .errors import (
+        AnalysisError,
+        BackendError,
+        ConfigError,
+        DataError,
+        MissingDependencyError,
+        NoisegridError,
+        StoreError,
+    )
+    from .evaluation import draw_test_sample, score
+    from .grid import Cell, expand_grid
+    from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
+    from .report import build_report
+    from .results import experiment_status, export_results, load_results
+    from .runner import CellResult, RunSummary, Worker, run_experiment
+    from .sampling import subsample_per_class
+    from .store import ResultStore
+
+# Every public name loads on first use, from the module that defines it. Importing the package
+# then costs almost nothing, so the command line starts fast (``noisegrid status --help`` needs
+# none of numpy, pandas, scikit-learn or pydantic) and worker processes never load the analysis
+# stack (scipy, statsmodels, plotly).
 _LAZY = {
     "Analysis": "analysis",
     "TradeoffResult": "analysis",
     "analyze": "analysis",
     "tradeoff": "analysis",
+    "ExperimentSpec": "config",
+    "load_spec": "config",
+    "Corpus": "data",
+    "Split": "data",
+    "check_corpus": "data",
+    "load_corpus": "data",
+    "AnalysisError": "errors",
+    "BackendError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "MissingDependencyError": "errors",
+    "NoisegridError": "errors",
+    "StoreError": "errors",
+    "draw_test_sample": "evaluation",
+    "score": "evaluation",
+    "Cell": "grid",
+    "expand_grid": "grid",
+    "FlipPlan": "noise",
+    "NoiseModel": "noise",
+    "NoisyLabels": "noise",
+    "apply_plan": "noise",
+    "inject_noise": "noise",
     "build_report": "report",
+    "experiment_status": "results",
+    "export_results": "results",
+    "load_results": "results",
+    "CellResult": "runner",
+    "RunSummary": "runner",
+    "Worker": "runner",
+    "run_experiment": "runner",
+    "subsample_per_class": "sampling",
+    "ResultStore": "store",
 }
 
 
+def _version() -> str:
+    # importlib.metadata scans the installed distributions: a tenth of a second, paid on use.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("noisegrid")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'noisegrid' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
