@@ -30,8 +30,11 @@ from pydantic import (
 
 from .errors import ConfigError
 
-FINGERPRINT_VERSION = 1
-"""Bumped whenever the meaning of a stored result changes for the same spec."""
+FINGERPRINT_VERSION = 2
+"""Bumped whenever the meaning of a stored result changes for the same spec.
+
+2: a cell's training seed depends on (seed, train_size) only, no longer on its noise rate
+(common random numbers between sibling cells), so results differ from version 1's."""
 
 NOISE_RATE_DECIMALS = 6
 """Noise rates are rounded to this many decimals, so 0.025 * 3 and 0.075 are the same cell."""
@@ -274,6 +277,17 @@ class RunSpec(_Section):
     """Per-cell resources for Ray: ``{cpu = 1, gpu = 0.5}``; fractional GPUs share a device."""
     max_retries: int = Field(default=3, ge=0)
     """How many times a cell whose worker died is retried (a cell that raises is not retried)."""
+    stack: int | Literal["auto"] = "auto"
+    """How many sibling cells (noise rates of one size and seed) a backend may fit together:
+    ``"auto"`` lets the backend choose (the GPU's memory for stacked fine-tuning; all of them for
+    tfidf), a number caps it, and ``1`` fits one cell at a time (the per-cell path)."""
+
+    @field_validator("stack")
+    @classmethod
+    def _stack(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('stack must be "auto" or an integer >= 1 (1: one cell at a time)')
+        return v
 
 
 class ExperimentSpec(_Section):
