@@ -299,7 +299,10 @@ def contours(nma: NoiseModelAnalysis, *, resolution: int = 60) -> go.Figure | No
         )
     )
     fig.update_layout(
-        title=f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; surface {best.name})",
+        title=(
+            f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; "
+            f"surface: {best.label or best.name})"
+        ),
         xaxis={"title": "training examples", **grid_range(cells["train_size"])},
         yaxis={"title": "label noise %", **grid_range(cells["noise_level"] * 100)},
         showlegend=False,
@@ -367,7 +370,8 @@ def exchange_rate_map(nma: NoiseModelAnalysis) -> go.Figure | None:
         _cell_values(lr, "rate"),
         hover,
         title=(
-            f"{FIGURE_TITLES['exchange-rate']} ({nma.noise_model} noise; surface {nma.best.name})"
+            f"{FIGURE_TITLES['exchange-rate']} ({nma.noise_model} noise; "
+            f"surface: {nma.best.label or nma.best.name})"
         ),
         texttemplate="%{z:,.0f}",
         colorscale="Cividis",

@@ -82,7 +82,7 @@ def _matrix_figure(
                 if math.isfinite(z[i, j]):
                     # The text colour follows the cell's colour as drawn, not its position on
                     # the scale: mid-range viridis is light enough to need black text.
-                    background = image.cmap(image.norm(z[i, j]))
+                    r, g, b, _ = image.cmap(image.norm(z[i, j]))
                     ax.text(
                         j,
                         i,
@@ -90,7 +90,7 @@ def _matrix_figure(
                         ha="center",
                         va="center",
                         fontsize=6,
-                        color=label_color(background),
+                        color=label_color((r, g, b)),
                     )
     return fig
 
@@ -105,7 +105,8 @@ def _exchange_rate(nma: NoiseModelAnalysis) -> Figure | None:
     if nma.best is None or nma.local_rates.empty:
         return None
     z = _grid(nma, "rate", "rates")
-    title = f"{FIGURE_TITLES['exchange-rate']}\n({nma.noise_model} noise; surface {nma.best.name})"
+    surface = nma.best.label or nma.best.name
+    title = f"{FIGURE_TITLES['exchange-rate']}\n({nma.noise_model} noise; surface: {surface})"
     return _matrix_figure(
         nma, z, title=title, cmap="cividis", label="examples per noise point", fmt=",.0f"
     )
@@ -172,7 +173,8 @@ def _contours(nma: NoiseModelAnalysis) -> Figure | None:
     ax.set_xlabel("training examples")
     ax.set_ylabel("label noise %")
     ax.set_title(
-        f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; surface {nma.best.name})",
+        f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; "
+        f"surface: {nma.best.label or nma.best.name})",
         fontsize=10,
     )
     return fig
