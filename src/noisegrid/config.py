@@ -207,7 +207,7 @@ class TrainSpec(_Section):
 
 
 DEFAULT_TEST_SIZE_CAP = 2000
-"""The most test rows an unset ``[eval] test_size`` draws (see :meth:`EvalSpec.resolve_test_size`)."""
+"""The most test rows an unset ``[eval] test_size`` draws (:meth:`EvalSpec.resolve_test_size`)."""
 
 
 class EvalSpec(_Section):

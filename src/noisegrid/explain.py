@@ -116,7 +116,9 @@ def _backend_section(spec: ExperimentSpec) -> list[str]:
     cls = get_backend_class(spec.backend.name)
     options = cls.Options.model_validate(spec.backend_options()).model_dump(mode="json")
     given = {"name"} | set(spec.backend_options())
-    return _section("backend", spec.backend, values={"name": spec.backend.name, **options}, given=given)
+    return _section(
+        "backend", spec.backend, values={"name": spec.backend.name, **options}, given=given
+    )
 
 
 def _train_section(spec: ExperimentSpec) -> list[str]:
