@@ -83,23 +83,12 @@ _LAZY = {
     "run_experiment": "runner",
     "subsample_per_class": "sampling",
     "ResultStore": "store",
+    # importlib.metadata scans the installed distributions: a tenth of a second, paid on use.
+    "__version__": "_version",
 }
 
 
-def _version() -> str:
-    # importlib.metadata scans the installed distributions: a tenth of a second, paid on use.
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("noisegrid")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0"
-
-
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        globals()[name] = value = _version()
-        return value
     if name in _LAZY:
         import importlib
 

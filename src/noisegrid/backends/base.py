@@ -77,6 +77,9 @@ class Backend(ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     extra: ClassVar[str | None] = None
     """The pip extra this backend needs, if any (checked before any work)."""
+    train_keys: ClassVar[tuple[str, ...]] = ()
+    """The ``[train]`` settings this backend reads; only these enter the fingerprint and the
+    report (tfidf reads none)."""
 
     def __init__(self, options: BackendOptions, context: BackendContext) -> None:
         self.options = options
