@@ -228,20 +228,23 @@ def test_validate_explain_prints_every_default(
         "multiple of 3)"
     ) in out
     for line in (
-        'label_column = "label"  # default',
-        "seeds = [0]  # default",
-        "min_df = 2  # default",
-        "C = 4.0  # default",
-        "learning_rate = 2e-05  # default",
-        "# steps: not set (the budget is epochs)",
-        'executor = "local"  # default',
+        f'source = "{folder}"',
+        '# label_column = "label"  # default',
+        "# seeds = [0]  # default",
+        "# min_df = 2  # default",
+        "# C = 4.0  # default",
+        "# backend 'tfidf' does not read: epochs, steps, learning_rate, batch_size, "
+        "weight_decay, warmup_ratio, max_length, precision, eval_batch_size",
+        '# executor = "local"  # default',
     ):
         assert line in out.splitlines(), line
     resolved = tomllib.loads(toml_text)
     assert resolved["run"]["store"] == str(tmp_path / "runs" / "noisegrid.sqlite")
+    # The explanation is itself the same experiment.
     again = tmp_path / "resolved.toml"
     again.write_text(toml_text)
-    assert invoke("validate", again)[0] == 0
+    code, out_again, _ = invoke("validate", again)
+    assert code == 0 and out_again.splitlines()[0] == first
 
 
 def test_store_help_names_the_run_section() -> None:

@@ -235,7 +235,10 @@ def validate(
     if explain:
         from .explain import explain_spec
 
-        typer.echo(f"\n# {config}, as it will run (keys marked 'default' were not given)")
+        typer.echo(
+            f"\n# {config} as it will run; lines ending '# default' are values left at their "
+            "default (commented out: uncomment one to pin it)"
+        )
         typer.echo(explain_spec(spec, corpus), nl=False)
 
 

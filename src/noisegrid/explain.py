@@ -1,21 +1,20 @@
 """The resolved experiment, every default filled in, as TOML (``noisegrid validate --explain``).
 
 A config file says only what its author changed; this module writes out everything a run will use:
-each section's keys with their values, the backend's and noise models' options with their
-defaults, paths made absolute, and the values that depend on the data (``[eval] test_size`` when it
-is left out). Keys the file did not set carry a ``# default`` comment; optional keys left unset
-appear as comments saying what their absence means. The output is itself an experiment file with
-the same fingerprint as the spec it explains.
+each section's keys, the backend's and noise models' options, paths made absolute, and the values
+that depend on the data (``[eval] test_size`` when it is left out). Keys the file sets are written
+as keys; every default is written too, commented out with its value (``# C = 4.0  # default``), so
+the output is itself an experiment file with the same fingerprint as the spec it explains, and
+uncommenting a line pins that value. Optional keys left unset say what their absence means, and
+``[train]`` settings the backend does not read are named as such.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
-
-from pydantic import BaseModel
 
 from .backends import get_backend_class
 from .config import DEFAULT_TEST_SIZE_CAP, ExperimentSpec
@@ -27,12 +26,12 @@ _UNSET_MEANS = {
     ("train", "steps"): "the budget is epochs",
     ("train", "max_length"): "the model's maximum length",
     ("run", "address"): "the ray executor starts a private instance on this machine",
-    ("dataset", "config_name"): "the dataset's only (or default) configuration",
+    ("dataset", "config_name"): "the dataset's default configuration",
 }
 
 
 def explain_spec(spec: ExperimentSpec, corpus: Corpus) -> str:
-    """The spec as TOML with every default filled in and data-dependent values resolved.
+    """The spec as TOML with every default shown and data-dependent values resolved.
 
     Parameters
     ----------
@@ -44,16 +43,18 @@ def explain_spec(spec: ExperimentSpec, corpus: Corpus) -> str:
     Returns
     -------
     str
-        TOML text; ``tomllib.loads`` of it validates as the same experiment.
+        TOML text. Loaded as a config, it is the same experiment (same fingerprint).
     """
     lines: list[str] = []
-    top = spec.model_fields_set
     for key in ("name", "description"):
         value = getattr(spec, key)
         if value is not None:
-            lines.append(_line(key, value, default=key not in top))
-    for section in ("dataset", "grid"):
-        lines += _section(section, getattr(spec, section))
+            lines.append(_line(key, value, given=key in spec.model_fields_set))
+    dataset = spec.dataset
+    lines += _section("dataset", dataset.model_dump(mode="json"), dataset.model_fields_set)
+    grid = spec.grid.model_dump(mode="json")
+    grid.pop("repeats", None)  # already expanded into seeds
+    lines += _section("grid", grid, spec.grid.model_fields_set - {"repeats"} | _repeats(spec))
     lines += _noise_section(spec)
     lines += _backend_section(spec)
     lines += _train_section(spec)
@@ -62,76 +63,83 @@ def explain_spec(spec: ExperimentSpec, corpus: Corpus) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
+def _repeats(spec: ExperimentSpec) -> set[str]:
+    # ``repeats = 3`` sets the seeds: write them as given, so the output pins the same seeds.
+    return {"seeds"} if spec.grid.repeats is not None else set()
+
+
 def _section(
     name: str,
-    model: BaseModel,
+    values: Mapping[str, Any],
+    given: Collection[str],
     *,
-    values: Mapping[str, Any] | None = None,
-    given: set[str] | None = None,
     notes: Mapping[str, str] | None = None,
-    unused: Mapping[tuple[str, str], str] | None = None,
+    unset_means: Mapping[str, str] | None = None,
 ) -> list[str]:
-    unused = unused or {}
-    data = dict(values) if values is not None else model.model_dump(mode="json")
-    given = model.model_fields_set if given is None else given
     notes = notes or {}
+    unset_means = unset_means or {}
     out = ["", f"[{name}]"]
-    for key, value in data.items():
-        if name == "grid" and key == "repeats":
-            continue  # already expanded into seeds
-        if value is None or (name, key) in unused:
-            meaning = _UNSET_MEANS.get((name, key))
-            if (name, key) in unused:
-                meaning = unused[(name, key)]
+    for key, value in values.items():
+        if value is None:
+            meaning = unset_means.get(key, _UNSET_MEANS.get((name, key), ""))
             out.append(f"# {key}: not set" + (f" ({meaning})" if meaning else ""))
             continue
-        out.append(_line(key, value, default=key not in given, note=notes.get(key, "")))
+        out.append(_line(key, value, given=key in given, note=notes.get(key, "")))
     return out
 
 
 def _noise_section(spec: ExperimentSpec) -> list[str]:
     values: dict[str, Any] = {}
-    notes: dict[str, str] = {}
-    given = set(spec.noise.options())
+    readers: dict[str, list[str]] = {}
+    options = spec.noise.options()
     for model in spec.grid.noise_models:
-        options = get_noise_model_class(model).Options
-        # Given keys as written, then this model's remaining options at their defaults.
-        resolved = options.model_validate(
-            {k: v for k, v in spec.noise.options().items() if k in options.model_fields}
+        cls = get_noise_model_class(model).Options
+        # The model's options as the run sees them: the given keys, the rest at their defaults.
+        resolved = cls.model_validate(
+            {k: v for k, v in options.items() if k in cls.model_fields}
         ).model_dump(mode="json")
         for key, value in resolved.items():
             values.setdefault(key, value)
-            readers = notes.get(key, "").removeprefix("read by ")
-            notes[key] = "read by " + (f"{readers}, {model}" if readers else model)
-    if len(spec.grid.noise_models) == 1:
-        notes = {}
-    out = _section("noise", spec.noise, values=values, given=given, notes=notes)
+            readers.setdefault(key, []).append(model)
+    notes = {}
+    if len(spec.grid.noise_models) > 1:
+        notes = {key: "read by " + ", ".join(models) for key, models in readers.items()}
+    out = _section("noise", values, set(options), notes=notes)
     if not values:
-        models = ", ".join(spec.grid.noise_models)
-        out.append(f"# noise model {models} reads no options")
+        out.append(f"# noise model {', '.join(spec.grid.noise_models)} reads no options")
     return out
 
 
 def _backend_section(spec: ExperimentSpec) -> list[str]:
     cls = get_backend_class(spec.backend.name)
     options = cls.Options.model_validate(spec.backend_options()).model_dump(mode="json")
-    given = {"name"} | set(spec.backend_options())
-    return _section(
-        "backend", spec.backend, values={"name": spec.backend.name, **options}, given=given
-    )
+    values = {"name": spec.backend.name, **options}
+    return _section("backend", values, {"name", *spec.backend_options()})
 
 
 def _train_section(spec: ExperimentSpec) -> list[str]:
-    unused = {}
+    used = set(spec.used_train())
+    given = spec.train.model_fields_set
+    backend = spec.backend.name
+    values = spec.train.model_dump(mode="json")
+    unset_means = {}
     if spec.train.steps is not None:
         # Writing epochs out as well would give both budgets, which a config may not.
-        unused[("train", "epochs")] = "the budget is steps"
-    return _section("train", spec.train, unused=unused)
+        values["epochs"] = None
+        unset_means["epochs"] = "the budget is steps"
+    out = ["", "[train]"]
+    ignored = [k for k in values if k not in used and k not in given]
+    shown = {k: v for k, v in values.items() if k in used or k in given}
+    notes = {k: f"backend '{backend}' does not read it" for k in shown if k not in used}
+    out += _section("train", shown, given, notes=notes, unset_means=unset_means)[2:]
+    if ignored:
+        out.append(f"# backend '{backend}' does not read: {', '.join(ignored)}")
+    return out
 
 
 def _eval_section(spec: ExperimentSpec, corpus: Corpus) -> list[str]:
     if spec.eval.test_size is not None:
-        return _section("eval", spec.eval)
+        return _section("eval", spec.eval.model_dump(mode="json"), spec.eval.model_fields_set)
     size = resolve_test_size(corpus, spec)
     k = corpus.n_classes
     smallest = int(corpus.test.class_counts(k).min())
@@ -148,18 +156,18 @@ def _eval_section(spec: ExperimentSpec, corpus: Corpus) -> list[str]:
 
 def _run_section(spec: ExperimentSpec) -> list[str]:
     values = spec.run.model_dump(mode="json")
-    given = spec.run.model_fields_set
     notes = {}
     if values["cache_dir"] is None:
         values["cache_dir"] = str(default_cache_dir(spec))
         notes["cache_dir"] = "$NOISEGRID_CACHE, else ~/.cache/noisegrid"
-    return _section("run", spec.run, values=values, given=given, notes=notes)
+    return _section("run", values, spec.run.model_fields_set, notes=notes)
 
 
-def _line(key: str, value: Any, *, default: bool, note: str = "") -> str:
-    comment = ", ".join(part for part in ("default" if default else "", note) if part)
+def _line(key: str, value: Any, *, given: bool, note: str = "") -> str:
     text = f"{_key(key)} = {toml_value(value)}"
-    return f"{text}  # {comment}" if comment else text
+    if given:
+        return f"{text}  # {note}" if note else text
+    return f"# {text}  # default" + (f", {note}" if note else "")
 
 
 def _key(key: str) -> str:
