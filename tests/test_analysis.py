@@ -579,3 +579,14 @@ def test_tradeoff_words_extrapolation_and_impossible_corrections_in_the_sentence
     assert "only 25 labels are wrong here" in str(few)
     none = str(tradeoff(effective_analysis, size=1000, noise=0.0))
     assert "No label is wrong at 0% noise; once labels are wrong, correcting one" in none
+
+
+def test_a_perfect_cell_lies_inside_its_own_interval():
+    # One seed, 100% accuracy: the Wilson interval's upper end is exactly 100, never a hair below
+    # (which made the report's error bars negative and the PNG export fail).
+    table = make_table(published, sizes=(1000, 2000), noise=(0.0, 0.1)).assign(
+        eval_accuracy=[1.0, 0.9, 1.0, 0.95], test_size=60
+    )
+    cells = cell_summary(table)
+    assert (cells["ci_low_pct"] <= cells["accuracy_pct"]).all()
+    assert (cells["accuracy_pct"] <= cells["ci_high_pct"]).all()
