@@ -333,10 +333,9 @@ class TradeoffResult:
                 f"no label is wrong at {_pct(self.noise)} noise; once labels are wrong, "
                 f"correcting one would be worth {one}"
             )
-        return (
-            f"correcting one label is worth {one}; only {wrong} label"
-            f"{' is' if wrong == 1 else 's are'} wrong here"
-        )
+        if wrong == 1:
+            return f"correcting the one wrong label is worth {one}"
+        return f"correcting one of the {wrong} wrong labels is worth {one}"
 
     def where(self) -> str:
         """``At 3,000 examples and 12.5% noise``; a point outside the grid says it extrapolates."""
