@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from noisegrid import load_results
 from noisegrid.cli import app
 
 runner = CliRunner()
@@ -148,7 +149,7 @@ def test_validate(make_dataset: Callable[..., Path], write_config: Callable[...,
     assert code == 0 and out.startswith("ok: 4 cells, fingerprint")
 
 
-def test_export_of_an_empty_store_has_the_columns(
+def test_export_of_a_fingerprint_not_in_the_store_is_an_error(
     make_dataset: Callable[..., Path], write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     cfg = write_config(make_dataset())
@@ -157,8 +158,12 @@ def test_export_of_an_empty_store_has_the_columns(
     other.write_text(cfg.read_text().replace("test_size = 20", "test_size = 10"))
     out = tmp_path / "empty.csv"
     code, _, err = invoke("export", other, "--out", out)
-    assert code == 0, err
-    table = pd.read_csv(out)
+    assert code == 2
+    assert "holds no cells of this experiment's grid" in err
+    assert "differs in: eval.test_size (stored 20, now 10)" in err
+    assert not out.exists()
+    # The library's table of an experiment with nothing stored is empty, with the columns.
+    table = load_results(other)
     assert table.empty and "eval_accuracy" in table.columns
 
 

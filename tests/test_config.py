@@ -114,6 +114,13 @@ def test_bad_override_is_refused(item: str) -> None:
         parse_override(item)
 
 
+@pytest.mark.parametrize("item", ["grid.sizes=[200,", "run.resources={cpu=1", 'dataset.source="x'])
+def test_malformed_override_literal_is_refused_not_taken_as_a_string(item: str) -> None:
+    key = item.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"--set {key}: .* is not a valid TOML value"):
+        parse_override(item)
+
+
 def test_override_into_a_value_is_refused() -> None:
     with pytest.raises(ConfigError, match="'source' is a value, not a section"):
         apply_overrides({"dataset": {"source": "x"}}, ["dataset.source.x=1"])
@@ -144,6 +151,12 @@ def test_load_spec_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=rf"invalid config {typo}: unknown key 'noise_rate'"):
         load_spec(typo)
+    with pytest.raises(ConfigError, match=r"is a folder, not a file; .*\(the folder has: bad"):
+        load_spec(tmp_path)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.toml is not UTF-8 text \(byte 0xe9 at offset 5"):
+        load_spec(latin)
 
 
 def test_example_configs_match_their_documentation() -> None:
@@ -312,3 +325,23 @@ def test_unset_test_size_keeps_the_fingerprint_of_the_old_default() -> None:
     # Grids stored when the default was a fixed 2000 keep their cells.
     assert spec_with().fingerprint() == spec_with(eval={"test_size": 2000}).fingerprint()
     assert spec_with().fingerprint() != spec_with(eval={"test_size": 1998}).fingerprint()
+
+
+def test_data_identity_stands_for_the_source_in_the_fingerprint() -> None:
+    here = spec_with(dataset={"source": "data"})
+    there = spec_with(dataset={"source": "./data/"})
+    assert here.data_identity is None
+    assert here.fingerprint() != there.fingerprint()  # unresolved: the path as written
+    same = "sha256:0123456789abcdef"
+    assert (
+        here.with_data_identity(same).fingerprint() == there.with_data_identity(same).fingerprint()
+    )
+    assert (
+        here.with_data_identity(same).fingerprint()
+        != here.with_data_identity("sha256:fedcba9876543210").fingerprint()
+    )
+    # Variants (one per noise model) keep the identity; the spec itself is unchanged.
+    multi = spec_with(grid={"noise_model": ["uniform", "instance"]}).with_data_identity(same)
+    assert {v.data_identity for v in multi.variants()} == {same}
+    assert here.data_identity is None
+    assert multi.to_dict() == spec_with(grid={"noise_model": ["uniform", "instance"]}).to_dict()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         DataError,
         MissingDependencyError,
         NoisegridError,
+        OutputError,
         StoreError,
     )
     from .evaluation import draw_test_sample, score
@@ -63,6 +64,7 @@ _LAZY = {
     "DataError": "errors",
     "MissingDependencyError": "errors",
     "NoisegridError": "errors",
+    "OutputError": "errors",
     "StoreError": "errors",
     "draw_test_sample": "evaluation",
     "score": "evaluation",
@@ -117,6 +119,7 @@ __all__ = [
     "NoiseModel",
     "NoisegridError",
     "NoisyLabels",
+    "OutputError",
     "ResultStore",
     "RunSummary",
     "Split",

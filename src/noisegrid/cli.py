@@ -1,18 +1,23 @@
 """The ``noisegrid`` command line: thin Typer commands over the public API.
 
 Every command that reads an experiment takes the same ``CONFIG``, ``--set`` and ``--store``
-arguments. Library errors become one line on stderr and a non-zero exit, without a traceback.
+arguments. Library errors become one line on stderr and exit code 2, without a traceback; so does
+anything unexpected (exit code 3), with a pointer to ``noisegrid --debug``, which shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from .errors import NoisegridError
@@ -60,7 +65,23 @@ StoreOpt = Annotated[
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
+EXIT_UNEXPECTED = 3
 EXIT_INTERRUPTED = 130
+
+_debug = {"on": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback of an unexpected error (also NOISEGRID_DEBUG=1)."
+        ),
+    ] = False,
+) -> None:
+    """More labels or cleaner labels? Run a size × noise grid and measure the trade-off."""
+    _debug["on"] = debug or os.environ.get("NOISEGRID_DEBUG", "") not in ("", "0")
 
 
 def _errors_as_one_line(func: F) -> F:
@@ -71,8 +92,42 @@ def _errors_as_one_line(func: F) -> F:
         except NoisegridError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            # The last resort: nobody sees a raw traceback unless they ask for it.
+            if _debug["on"]:
+                raise
+            line, code = _unexpected(exc, command=func.__name__)
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full; free some space there or write elsewhere",
+    errno.EROFS: "that file system is read-only; use a location on a writable disk",
+    errno.EACCES: "you lack the permission; fix the permissions or use another location",
+    errno.EPERM: "you lack the permission; fix the permissions or use another location",
+    errno.ENOENT: "check that the path exists",
+    errno.EISDIR: "a folder is in the way; give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def _unexpected(exc: Exception, *, command: str) -> tuple[str, int]:
+    """The one line (and exit code) for an exception no library check turned into a message."""
+    debug = f"run `noisegrid --debug {command} ...` for the traceback"
+    if isinstance(exc, OSError) and exc.errno in _OS_FIXES:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}: {_OS_FIXES[exc.errno]} ({debug})", EXIT_USAGE
+    text = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"unexpected {detail}; {debug}, and please report it", EXIT_UNEXPECTED
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -141,6 +196,8 @@ def status(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> No
     typer.echo(st.describe())
     for label in st.failed[:20]:
         typer.echo(f"  failed: {label}")
+    if st.other:
+        typer.echo(f"note: {st.other}")
 
 
 @app.command()
@@ -153,16 +210,17 @@ def export(
     store: StoreOpt = None,
 ) -> None:
     """Write one tidy row per cell (reference column names included) as CSV or parquet."""
-    from .results import export_results
+    from .results import export_results, other_fingerprints, resolve_spec
 
-    path = export_results(
-        config,
-        out=out,
-        format=format,  # type: ignore[arg-type]
-        overrides=set_ or [],
-        store=store,
-    )
+    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    path = export_results(spec, out=out, format=format)  # type: ignore[arg-type]
+    _note_other_fingerprints(other_fingerprints(spec))
     typer.echo(f"wrote {path}")
+
+
+def _note_other_fingerprints(note: str | None) -> None:
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -176,10 +234,19 @@ def report(
     """Write the HTML report, PNG figures, summary.md and results.csv of the stored grid."""
     from .analysis import analyze
     from .report import build_report
-    from .results import load_results, resolve_spec
+    from .results import (
+        check_writable,
+        load_results,
+        other_fingerprints,
+        require_results,
+        resolve_spec,
+    )
 
     spec = resolve_spec(config, overrides=set_ or [], store=store)
     table = load_results(spec)
+    require_results(spec, table)
+    check_writable(out, option="--out")
+    _note_other_fingerprints(other_fingerprints(spec))
     analysis = analyze(table, grid=spec.to_dict()["grid"])
     path = build_report(table, out_dir=out, spec=spec, analysis=analysis)
     typer.echo(analysis.summary())
@@ -201,9 +268,11 @@ def tradeoff(
 ) -> None:
     """Print the local exchange rate at one (size, noise) point: labels to correct vs collect."""
     from .analysis import tradeoff as tradeoff_at
-    from .results import load_results
+    from .results import load_results, require_results, resolve_spec
 
-    table = load_results(config, overrides=set_ or [], store=store)
+    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    table = load_results(spec)
+    require_results(spec, table)
     typer.echo(str(tradeoff_at(table, size=size, noise=noise, noise_model=noise_model)))
 
 
@@ -223,11 +292,12 @@ def validate(
 ) -> None:
     """Check the config and the data against the grid, without running anything."""
     from .config import load_spec
-    from .data import describe_corpus
+    from .data import describe_corpus, resolve_data_identity
     from .runner import prepare_run
 
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
+    spec = resolve_data_identity(spec, cache_dir=spec.run.cache_path())
     typer.echo(
         f"ok: {spec.grid.n_cells_total} cells, fingerprint "
         f"{spec.fingerprint()}; {describe_corpus(corpus)}"

@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -339,6 +340,13 @@ class RunSpec(_Section):
             raise ValueError('stack must be "auto" or an integer >= 1 (1: one cell at a time)')
         return v
 
+    def cache_path(self) -> Path:
+        """``cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("NOISEGRID_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
+
 
 class ExperimentSpec(_Section):
     """A complete, validated experiment. Build with :func:`load_spec` or :meth:`from_dict`.
@@ -364,6 +372,25 @@ class ExperimentSpec(_Section):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     run: RunSpec = RunSpec()
+
+    _data_identity: str | None = PrivateAttr(default=None)
+
+    @property
+    def data_identity(self) -> str | None:
+        """What the dataset is, as the loading step resolved it (None until then).
+
+        A hash of the local split files' content, or a hub dataset's name, configuration and
+        revision; set by :func:`noisegrid.data.resolve_data_identity`. When set, it stands for
+        ``dataset.source`` in the fingerprint, so the same data under another path spelling shares
+        the stored cells and new data in the same place does not.
+        """
+        return self._data_identity
+
+    def with_data_identity(self, identity: str) -> ExperimentSpec:
+        """A copy of the spec whose fingerprint identifies the data by ``identity``."""
+        spec = self.model_copy()
+        spec._data_identity = identity
+        return spec
 
     @model_validator(mode="after")
     def _plugins(self) -> ExperimentSpec:
@@ -404,14 +431,18 @@ class ExperimentSpec(_Section):
     def fingerprint(self) -> str:
         """Hash of everything that changes a cell's result; 16 hex characters.
 
-        A spec with several noise models hashes its variants' fingerprints.
+        The dataset enters by its :attr:`data_identity` once resolved, else by ``dataset.source``
+        as written. A spec with several noise models hashes its variants' fingerprints.
         """
         if not self.is_variant:
             joined = ",".join(v.fingerprint() for v in self.variants())
             return hashlib.sha256(joined.encode()).hexdigest()[:16]
+        dataset = self.dataset.model_dump()
+        if self._data_identity is not None:
+            dataset["source"] = self._data_identity
         payload = {
             "version": FINGERPRINT_VERSION,
-            "dataset": self.dataset.model_dump(),
+            "dataset": dataset,
             "noise_model": self.grid.noise_model,
             "noise": self.noise.model_dump(),
             "backend": self.backend.model_dump(),
@@ -462,7 +493,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
     The value is read as a TOML literal (``[1000, 2000]``, ``0.1``, ``true``, ``"text"``); a value
     that is not valid TOML is taken as a plain string, so ``--set dataset.source=../data`` works
-    without quotes.
+    without quotes, unless it starts like a list, table or quoted string (``[200,``): that is a
+    typo and raises :class:`ConfigError`.
 
     Examples
     --------
@@ -482,7 +514,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set key '{key}' has an empty part; write it as section.key")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw.strip().startswith(("[", "{", '"', "'")):
+            # Meant as a list, table or quoted string: taking it as a bare word would hide the typo.
+            raise ConfigError(
+                f"--set {key}: {raw.strip()} is not a valid TOML value ({exc}); write it as a "
+                "TOML literal, e.g. --set grid.sizes=[200,400]"
+            ) from None
         value = raw.strip()
     return path, value
 
@@ -529,6 +567,12 @@ def load_spec(
         The file is missing or not valid TOML, a key is unknown, or a value is invalid.
     """
     path = Path(path)
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.toml"))[:5])
+        raise ConfigError(
+            f"config '{path}' is a folder, not a file; pass the path of an experiment TOML"
+            + (f" (the folder has: {found})" if found else "")
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file '{path}' does not exist; pass the path of an experiment TOML"
@@ -537,6 +581,11 @@ def load_spec(
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     # Paths written in the file are relative to the file; --set and --store values are relative
     # to the current directory (where the user typed them), so they are left as given.
     base = path.absolute().parent

@@ -20,7 +20,6 @@ from .backends import get_backend_class
 from .config import DEFAULT_TEST_SIZE_CAP, ExperimentSpec
 from .data import Corpus, resolve_test_size
 from .noise import get_noise_model_class
-from .runner import default_cache_dir
 
 _UNSET_MEANS = {
     ("train", "steps"): "the budget is epochs",
@@ -158,7 +157,7 @@ def _run_section(spec: ExperimentSpec) -> list[str]:
     values = spec.run.model_dump(mode="json")
     notes = {}
     if values["cache_dir"] is None:
-        values["cache_dir"] = str(default_cache_dir(spec))
+        values["cache_dir"] = str(spec.run.cache_path())
         notes["cache_dir"] = "$NOISEGRID_CACHE, else ~/.cache/noisegrid"
     return _section("run", values, spec.run.model_fields_set, notes=notes)
 

@@ -63,6 +63,16 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         )
     if not math.isfinite(rate.estimate):
         notes.append("Here the fitted surface gains nothing from more examples.")
+    accuracy = float(best.predict(n, eta)[0])
+    if not 0.0 <= accuracy <= 100.0:
+        # A surface extrapolated this far says nothing: refuse rather than print its number.
+        raise AnalysisError(
+            f"at ({size:,}, {_pct(noise)}) the fitted {best.name} surface predicts "
+            f"{accuracy:.1f}% accuracy, which is impossible: the point lies too far outside the "
+            f"measured grid (sizes {min(cov.sizes):,}-{max(cov.sizes):,}, noise "
+            f"{_pct(min(cov.noise_levels))}-{_pct(max(cov.noise_levels))}); ask about a point "
+            "inside or near the grid, or grow the grid"
+        )
     return TradeoffResult(
         size=size,
         noise=noise,
@@ -71,7 +81,7 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         examples_per_noise_point=rate,
         labels_per_noise_point=size / 100,
         labels_per_correction=rate.scaled(100 / size),
-        accuracy_pct=float(best.predict(n, eta)[0]),
+        accuracy_pct=accuracy,
         in_grid=in_grid,
         notes=tuple(notes),
         surface_description=best.describe(),
