@@ -345,3 +345,8 @@ def test_data_identity_stands_for_the_source_in_the_fingerprint() -> None:
     assert {v.data_identity for v in multi.variants()} == {same}
     assert here.data_identity is None
     assert multi.to_dict() == spec_with(grid={"noise_model": ["uniform", "instance"]}).to_dict()
+
+
+def test_an_empty_path_is_left_for_validation_to_refuse() -> None:
+    data = resolve_paths({"run": {"store": ""}, "dataset": {"source": " "}}, base=Path("/x"))
+    assert data == {"run": {"store": ""}, "dataset": {"source": " "}}

@@ -642,6 +642,8 @@ def resolve_paths(data: Mapping[str, Any], *, base: Path) -> dict[str, Any]:
         if not isinstance(node, dict) or not isinstance(node.get(key), str):
             continue
         value = node[key]
+        if not value.strip():
+            continue  # an empty path is refused by validation, with its own message
         if section == "dataset" and not _is_local_path(value, base):
             continue
         node[key] = _absolute(value, base)
