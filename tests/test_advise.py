@@ -324,7 +324,7 @@ def test_cli_advise_without_results_says_so(
     cfg.write_text(cfg.read_text() + ADVICE)
     result = runner.invoke(app, ["advise", str(cfg), "--size", "20", "--noise", "0.1"])
     assert result.exit_code == 2
-    assert "no results store at" in result.stderr
+    assert "does not exist; run the grid first" in result.stderr
     assert not (tmp_path / "results.sqlite").exists()
 
 

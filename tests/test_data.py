@@ -12,7 +12,7 @@ import pytest
 from noisegrid import DataError, ExperimentSpec, check_corpus, load_corpus
 from noisegrid import data as data_mod
 from noisegrid.config import DatasetSpec
-from noisegrid.data import dataset_identity, resolve_data_identity
+from noisegrid.data import dataset_identity, resolve_data_identity, resolve_test_size
 
 
 def spec_for(source: Path | str, **grid: object) -> ExperimentSpec:
@@ -24,7 +24,7 @@ def spec_for(source: Path | str, **grid: object) -> ExperimentSpec:
             "dataset": {"source": str(source)},
             "grid": g,
             "backend": {"name": "tfidf"},
-            "eval": {"test_size": test_size},
+            "eval": {} if test_size is None else {"test_size": test_size},
         }
     )
 
@@ -183,6 +183,36 @@ def test_real_imdb_copy_loads(imdb_dir: Path) -> None:
     assert corpus.max_train_size() == 25000
     assert "rating" in corpus.train.extra
     assert not set(corpus.test.texts) & set(corpus.train.texts)
+
+
+def test_default_test_size_fits_the_test_split(make_dataset: Callable[..., Path]) -> None:
+    # 3 classes, 20 test rows each: the old fixed default (2000) failed twice (not a multiple of
+    # 3, larger than the split); the default now takes all 60.
+    folder = make_dataset(30, 20, n_classes=3)
+    corpus = load_corpus(DatasetSpec(source=str(folder)))
+    spec = spec_for(folder, sizes=[30], test_size=None)
+    check_corpus(corpus, spec)
+    assert resolve_test_size(corpus, spec) == 60
+
+
+def test_test_split_without_a_class_is_refused(tmp_path: Path) -> None:
+    pd.DataFrame({"text": ["a b", "c d", "e f", "g h"], "label": [0, 1, 2, 2]}).to_csv(
+        tmp_path / "train.csv", index=False
+    )
+    pd.DataFrame({"text": ["x y", "z w"], "label": [0, 2]}).to_csv(
+        tmp_path / "test.csv", index=False
+    )
+    corpus = load_corpus(DatasetSpec(source=str(tmp_path)))
+    with pytest.raises(DataError, match=r"split 'test' has no examples of class '1'"):
+        check_corpus(corpus, spec_for(tmp_path, sizes=[3], test_size=None))
+
+
+def test_missing_local_path_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"looked in {tmp_path / 'nope'};"):
+        load_corpus(DatasetSpec(source="./nope"))
 
 
 def test_identity_follows_the_content_not_the_path(

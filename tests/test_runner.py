@@ -30,7 +30,7 @@ class _Majority(Predictor):
         return out / out.sum(axis=1, keepdims=True)
 
 
-@BACKENDS.register("majority_test")
+@BACKENDS.register("majority_test", hidden=True)
 class _MajorityBackend(Backend):
     """Predicts the majority training label; raises for cells of size ``fail_size``."""
 

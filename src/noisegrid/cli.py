@@ -28,21 +28,39 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help text: rich's help renderer costs a third of a second at every start, and its
+    # markup would swallow the square brackets of section names such as [run].
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment TOML file.", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Experiment TOML file.", metavar="CONFIG", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
-        help="Override a config value: section.key=value (TOML literal), repeatable.",
+        help=(
+            "Override a config value: section.key=value (TOML literal), repeatable. Relative "
+            "paths resolve against the current directory."
+        ),
+        metavar="KEY=VALUE",
         show_default=False,
     ),
 ]
 StoreOpt = Annotated[
-    Path | None, typer.Option("--store", help="Results database; overrides [run] store.")
+    Path | None,
+    typer.Option(
+        "--store",
+        help=(
+            "Results database (SQLite file); overrides the store key of the config's [run] "
+            "section. A relative path resolves against the current directory."
+        ),
+        metavar="PATH",
+        show_default=False,
+    ),
 ]
 
 EXIT_FAILED_CELLS = 1
@@ -142,7 +160,7 @@ def run(
 
     _setup_logging(quiet)
     spec = load_spec(config, overrides=set_ or [], store=store)
-    progress = _Progress(quiet=quiet)
+    progress = _Progress(quiet=quiet, noise_model_names=len(spec.grid.noise_models) > 1)
     try:
         with progress:
             summary = run_experiment(
@@ -382,7 +400,18 @@ def advise(
 
 @app.command()
 @_errors_as_one_line
-def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> None:
+def validate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also print the resolved experiment as TOML, every default filled in.",
+        ),
+    ] = False,
+) -> None:
     """Check the config and the data against the grid, without running anything."""
     from .config import load_spec
     from .data import describe_corpus, resolve_data_identity
@@ -395,13 +424,26 @@ def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> 
         f"ok: {spec.grid.n_cells_total} cells, fingerprint "
         f"{spec.fingerprint()}; {describe_corpus(corpus)}"
     )
+    if explain:
+        from .explain import explain_spec
+
+        typer.echo(
+            f"\n# {config} as it will run; lines ending '# default' are values left at their "
+            "default (commented out: uncomment one to pin it)"
+        )
+        typer.echo(explain_spec(spec, corpus), nl=False)
 
 
 class _Progress:
-    """A rich progress bar over cells (elapsed, ETA), or log lines with ``--quiet``."""
+    """A rich progress bar over cells (elapsed, ETA), or log lines with ``--quiet``.
 
-    def __init__(self, *, quiet: bool) -> None:
+    ``noise_model_names`` puts each cell's noise model in its line: a grid with several runs the
+    same (size, noise, seed) cell once per model.
+    """
+
+    def __init__(self, *, quiet: bool, noise_model_names: bool = False) -> None:
         self.quiet = quiet
+        self.noise_model_names = noise_model_names
         self._bar: Any = None
         self._task: Any = None
 
@@ -441,7 +483,10 @@ class _Progress:
 
     def advance(self, result: Any) -> None:
         acc = result.metrics.get("accuracy")
-        last = f"{result.cell.label()} acc={acc:.3f}" if acc is not None else "FAILED"
+        label = result.cell.label()
+        if self.noise_model_names:
+            label = f"{result.noise_model}: {label}"
+        last = f"{label} acc={acc:.3f}" if acc is not None else f"{label} FAILED"
         if self._bar is not None:
             self._bar.update(self._task, advance=1, last=last)
         else:

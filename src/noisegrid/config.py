@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -137,6 +139,14 @@ class GridSpec(_Section):
     noise_model: str | tuple[str, ...] = "uniform"
     """One noise model, or several: the grid then runs once under each (see
     :meth:`ExperimentSpec.variants`)."""
+
+    @field_validator("sizes", "noise_rates", "seeds", mode="before")
+    @classmethod
+    def _lists(cls, v: Any, info: ValidationInfo) -> Any:
+        # A single number is the commonest slip (seeds = 0); say what to write instead.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(f"{info.field_name} must be a list; use a list such as [{v}]")
+        return v
 
     @field_validator("noise_model")
     @classmethod
@@ -247,16 +257,64 @@ class TrainSpec(_Section):
         return "steps" if self.steps is not None else "epochs"
 
 
+DEFAULT_TEST_SIZE_CAP = 2000
+"""The most test rows an unset ``[eval] test_size`` draws (:meth:`EvalSpec.resolve_test_size`)."""
+
+
 class EvalSpec(_Section):
     """``[eval]``: the held-out test sample (class-balanced, drawn once per seed)."""
 
-    test_size: int = Field(default=2000, ge=2)
+    test_size: int | None = Field(default=None, ge=2)
+    """Rows in the test sample; unset: the largest class-balanced sample of the test split up to
+    :data:`DEFAULT_TEST_SIZE_CAP` rows."""
+
+    def resolve_test_size(self, n_classes: int, max_test_size: int) -> int:
+        """The test sample's size for a corpus with ``n_classes`` classes.
+
+        Parameters
+        ----------
+        n_classes : int
+            K, the number of classes.
+        max_test_size : int
+            K × the smallest class count of the usable test split (after dropping rows that
+            duplicate training texts).
+
+        Returns
+        -------
+        int
+            ``test_size`` when set; otherwise ``min(2000, max_test_size)`` rounded down to a
+            multiple of K.
+
+        Examples
+        --------
+        >>> EvalSpec().resolve_test_size(3, 12_000)
+        1998
+        >>> EvalSpec().resolve_test_size(5, 150)
+        150
+        >>> EvalSpec(test_size=500).resolve_test_size(2, 12_000)
+        500
+        """
+        if self.test_size is not None:
+            return self.test_size
+        cap = min(DEFAULT_TEST_SIZE_CAP, max_test_size)
+        return cap - cap % n_classes
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """What the fingerprint hashes of ``[eval]``.
+
+        An unset ``test_size`` hashes as the cap, the value it had before it depended on the
+        data, so grids stored then keep their cells. No two different test samples share it: where
+        the automatic size differs from the cap, an explicit ``test_size`` equal to the cap is
+        refused (not a multiple of K, or larger than the test split allows).
+        """
+        return {"test_size": DEFAULT_TEST_SIZE_CAP if self.test_size is None else self.test_size}
 
 
 class RunSpec(_Section):
     """``[run]``: where results go and how cells are executed. Never part of the fingerprint."""
 
     store: str = "runs/noisegrid.sqlite"
+    """The results database; a config file's default is ``runs/noisegrid.sqlite`` in its folder."""
     executor: str = "local"
     workers: int = Field(default=1, ge=1)
     """Parallel worker processes for the local executor. With Ray, a value above 1 sets the number
@@ -416,7 +474,7 @@ class ExperimentSpec(_Section):
             "noise": self.noise.model_dump(),
             "backend": self.backend.model_dump(),
             "train": self.used_train(),
-            "eval": self.eval.model_dump(),
+            "eval": self.eval.fingerprint_data(),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -555,10 +613,82 @@ def load_spec(
             f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
             f"{exc.start}); save it as UTF-8"
         ) from None
+    # Paths written in the file are relative to the file; --set and --store values are relative
+    # to the current directory (where the user typed them), so they are left as given.
+    base = path.absolute().parent
+    data = resolve_paths(data, base=base)
+    run = data.setdefault("run", {})
+    if isinstance(run, dict) and "store" not in run:
+        # The default store, too, sits by the config: the same results from any directory.
+        run["store"] = _absolute(RunSpec.model_fields["store"].default, base)
     data = apply_overrides(data, overrides)
     if store is not None:
         data.setdefault("run", {})["store"] = str(store)
     return ExperimentSpec.from_dict(data, source=str(path))
+
+
+PATH_KEYS = (("dataset", "source"), ("run", "store"), ("run", "cache_dir"))
+"""The keys whose relative values :func:`resolve_paths` resolves against a config file's folder."""
+
+_SPLIT_FILE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_paths(data: Mapping[str, Any], *, base: Path) -> dict[str, Any]:
+    """Return a copy of config ``data`` whose relative paths are absolute, relative to ``base``.
+
+    ``run.store`` and ``run.cache_dir`` are always paths. ``dataset.source`` is a path when it
+    exists relative to ``base`` or looks like one (starts with ``.``, ``~`` or ``/``, names a
+    split file such as ``reviews.csv``, or has more than one ``/``); otherwise it is a Hugging Face
+    dataset name and is kept as written: ``imdb``, or ``owner/name`` (write ``./owner/name`` for a
+    folder that does not exist yet). ``~`` expands to the home folder.
+
+    Parameters
+    ----------
+    data : mapping
+        Parsed TOML, before validation.
+    base : Path
+        The config file's folder (absolute).
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> resolve_paths({"run": {"store": "runs/a.sqlite"}}, base=Path("/exp"))["run"]["store"]
+    '/exp/runs/a.sqlite'
+    >>> resolve_paths({"dataset": {"source": "imdb"}}, base=Path("/exp"))["dataset"]["source"]
+    'imdb'
+    >>> resolve_paths({"dataset": {"source": "../data"}}, base=Path("/exp"))["dataset"]["source"]
+    '/data'
+    """
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for section, key in PATH_KEYS:
+        node = out.get(section)
+        if not isinstance(node, dict) or not isinstance(node.get(key), str):
+            continue
+        value = node[key]
+        if not value.strip():
+            continue  # an empty path is refused by validation, with its own message
+        if section == "dataset" and not _is_local_path(value, base):
+            continue
+        node[key] = _absolute(value, base)
+    return out
+
+
+def _is_local_path(source: str, base: Path) -> bool:
+    if source.startswith((".", "~", "/")) or "\\" in source:
+        return True
+    if Path(source).suffix in _SPLIT_FILE_SUFFIXES or (base / source).exists():
+        return True
+    return "/" in source and not _HUB_ID.match(source)
+
+
+def _absolute(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    # normpath, not resolve(): keep symlinked folders as the user named them in messages.
+    return os.path.normpath(path if path.is_absolute() else base / path)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

@@ -122,7 +122,9 @@ def _local_folder(spec: DatasetSpec) -> Path | None:
         raise DataError(
             f"dataset.source '{spec.source}' does not exist; point it at a folder holding "
             f"{spec.train_split}.parquet/.csv/.jsonl and {spec.test_split}.* files, an aclImdb "
-            "folder, or give a Hugging Face dataset name"
+            f"folder, or give a Hugging Face dataset name (looked in {path.absolute()}; a "
+            "relative path in a config file is relative to the file's folder, one given with "
+            "--set to the current directory)"
         )
     return None
 
@@ -662,13 +664,6 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
             f"noise rate {bad_rates[0]} is out of range for {k} classes: rates must be in "
             f"[0, {limit:g}) (at 1 - 1/K the labels carry no information); lower grid.noise_rates"
         )
-    test_size = spec.eval.test_size
-    if test_size % k:
-        raise DataError(
-            f"eval.test_size {test_size} cannot be split evenly over {k} classes; use a multiple "
-            f"of {k} (e.g. {test_size - test_size % k})"
-        )
-    max_test = corpus.max_test_size()
     if len(corpus.test) == 0 and corpus.n_test_dropped_overlap:
         raise DataError(
             f"every row of split '{spec.dataset.test_split}' ({corpus.n_test_dropped_overlap}) "
@@ -676,6 +671,21 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
             "rows that also appear in training are dropped); use a test split of texts the model "
             "does not train on"
         )
+    counts = corpus.test.class_counts(k)
+    if counts.min() == 0:
+        absent = [name for name, n in zip(corpus.label_names, counts, strict=True) if n == 0]
+        raise DataError(
+            f"split '{spec.dataset.test_split}' has no examples of class "
+            f"{', '.join(map(repr, absent[:5]))}, so no class-balanced test sample can be drawn; "
+            "add such rows to the test split or drop the class from both splits"
+        )
+    test_size = resolve_test_size(corpus, spec)
+    if test_size % k:
+        raise DataError(
+            f"eval.test_size {test_size} cannot be split evenly over {k} classes; use a multiple "
+            f"of {k} (e.g. {test_size - test_size % k})"
+        )
+    max_test = corpus.max_test_size()
     if test_size > max_test:
         dropped = (
             f", after dropping {corpus.n_test_dropped_overlap} test rows that repeat training texts"
@@ -685,8 +695,19 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
         raise DataError(
             f"eval.test_size {test_size} is larger than class-balanced sampling of split "
             f"'{spec.dataset.test_split}' allows: the maximum is {max_test}{dropped}; lower "
-            "eval.test_size"
+            "eval.test_size, or leave it out for the largest class-balanced sample (up to 2,000 "
+            "rows)"
         )
+
+
+def resolve_test_size(corpus: Corpus, spec: ExperimentSpec) -> int:
+    """The test sample's size for ``spec`` on ``corpus``.
+
+    ``[eval] test_size`` when set; otherwise the largest class-balanced sample of the usable test
+    split (after dropping rows that repeat training texts) up to 2,000 rows, rounded down to a
+    multiple of K (:meth:`~noisegrid.config.EvalSpec.resolve_test_size`).
+    """
+    return spec.eval.resolve_test_size(corpus.n_classes, corpus.max_test_size())
 
 
 def describe_corpus(corpus: Corpus) -> str:

@@ -36,6 +36,7 @@ from .data import (
     describe_corpus,
     load_corpus,
     resolve_data_identity,
+    resolve_test_size,
     texts_at,
 )
 from .errors import BackendError
@@ -96,9 +97,8 @@ class Worker:
         self.noise_model: NoiseModel = make_noise_model(spec, n_classes=k)
         self.backend: Backend = make_backend(spec, n_classes=k, cache_dir=default_cache_dir(spec))
         seeds = spec.grid.seeds
-        self.test_indices = {
-            s: draw_test_sample(self.corpus, spec.eval.test_size, seed=s) for s in seeds
-        }
+        test_size = resolve_test_size(self.corpus, spec)
+        self.test_indices = {s: draw_test_sample(self.corpus, test_size, seed=s) for s in seeds}
         self._prepared = False
 
     def prepare(self) -> None:

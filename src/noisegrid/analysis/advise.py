@@ -461,14 +461,10 @@ def _analysis(
     if isinstance(results, Analysis):
         return results
     if spec is not None:
-        from ..results import load_results
+        from ..results import load_results, require_results
 
-        if not Path(spec.run.store).is_file():
-            raise AnalysisError(
-                f"no results store at {spec.run.store}: advise needs the grid's results; run it "
-                "first (noisegrid run CONFIG) or pass --store"
-            )
         table = load_results(spec)
+        require_results(spec, table)  # a missing store or another fingerprint, said in one line
         return analyze(
             table,
             grid=spec.to_dict()["grid"],

@@ -69,8 +69,9 @@ def build_report(
     out_dir : str or Path
         Folder to write into (created if needed; existing report files are replaced).
     spec : ExperimentSpec or mapping, optional
-        The experiment spec, shown in the provenance section; its ``[grid]`` tells the analysis
-        which runs are still missing.
+        The experiment spec, shown in the provenance section with only the settings its backend
+        and noise models read (:meth:`~noisegrid.ExperimentSpec.effective_dict`); its ``[grid]``
+        tells the analysis which runs are still missing.
     provenance : mapping, optional
         Extra provenance entries (shown as given; they override the collected ones).
     analysis : Analysis, optional
@@ -238,6 +239,10 @@ def _unique(results: pd.DataFrame, col: str) -> list[str]:
 def _spec_dict(spec: Any) -> dict[str, Any] | None:
     if spec is None:
         return None
+    if hasattr(spec, "effective_dict"):
+        # Only the settings the backend and noise models read: a tfidf report lists no
+        # fine-tuning hyper-parameters.
+        return dict(spec.effective_dict())
     if hasattr(spec, "to_dict"):
         return dict(spec.to_dict())
     if isinstance(spec, Mapping):
