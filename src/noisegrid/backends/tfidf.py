@@ -1,21 +1,40 @@
 """``tfidf``: TF-IDF (word 1–2-grams, sublinear tf) + logistic regression, with scikit-learn.
 
 Seconds per cell on a laptop; the baseline every other backend is compared with.
+
+Two paths give the same features and the same models:
+
+- **per cell** (:meth:`TfidfBackend.fit`, ``[run] stack = 1``): a scikit-learn pipeline of
+  ``TfidfVectorizer`` and ``LogisticRegression`` fitted on the cell's texts;
+- **per sibling group** (:meth:`TfidfBackend.fit_group`, the default): the cells of one (size,
+  seed) share their texts, so the TF-IDF matrix of the subsample and of the test sample is computed
+  once and one logistic regression is fitted per labeling. Each text is tokenised once per worker
+  (:class:`TermCounts`); a subsample's vocabulary, document frequencies and idf are derived from
+  the counts exactly as ``TfidfVectorizer`` derives them, so the matrices are equal to its output,
+  and so are the fitted models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from array import array
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field, model_validator
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from . import BACKENDS
-from .base import Backend, BackendOptions, FitOutput, Predictor
+from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+FEATURE_CACHE_NNZ = 20_000_000
+"""Non-zeros of the featurised subsamples a worker keeps (about 160 MB), so that the same
+subsample under another noise model is not featurised again."""
 
 
 class TfidfOptions(BackendOptions):
@@ -42,6 +61,45 @@ class TfidfOptions(BackendOptions):
             )
         return self
 
+    def vectorizer(self) -> TfidfVectorizer:
+        """The ``TfidfVectorizer`` these options describe (the per-cell path's features)."""
+        return TfidfVectorizer(
+            ngram_range=(self.ngram_min, self.ngram_max),
+            sublinear_tf=self.sublinear_tf,
+            min_df=self.min_df,
+            max_df=self.max_df,
+            max_features=self.max_features,
+            lowercase=self.lowercase,
+            strip_accents=self.strip_accents,
+            dtype=np.float32,
+        )
+
+    def classifier(self, seed: int) -> LogisticRegression:
+        """The logistic regression of one cell."""
+        return LogisticRegression(
+            C=self.C, max_iter=self.max_iter, class_weight=self.class_weight, random_state=seed
+        )
+
+
+def _one_thread() -> Any:
+    """Fit and predict on one BLAS/OpenMP thread.
+
+    lbfgs spends most of its time in vector operations on a coefficient vector of ~10^5 entries,
+    far too short to split across threads: on 2 busy cores a 5,000-example fit took 4.5 s with
+    two OpenBLAS threads and 0.5 s with one. Parallelism comes from worker processes instead.
+    """
+    return threadpool_limits(limits=1)
+
+
+def _all_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities with one column per class of the task (0 for classes a cell never saw)."""
+    if len(classes) == n_classes:
+        return np.asarray(proba)
+    # A cell whose noisy labels miss a class: put its columns back (probability 0).
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, classes] = proba
+    return full
+
 
 class _PipelinePredictor(Predictor):
     def __init__(self, pipeline: Pipeline, n_classes: int) -> None:
@@ -49,14 +107,192 @@ class _PipelinePredictor(Predictor):
         self.n_classes = n_classes
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        proba = self.pipeline.predict_proba(list(texts))
-        classes = self.pipeline.classes_
-        if len(classes) == self.n_classes:
-            return np.asarray(proba)
-        # A cell whose noisy labels miss a class: put its columns back (probability 0).
-        full = np.zeros((len(texts), self.n_classes))
-        full[:, classes] = proba
-        return full
+        with _one_thread():
+            proba = self.pipeline.predict_proba(list(texts))
+        return _all_columns(proba, self.pipeline.classes_, self.n_classes)
+
+
+# -- the group path: count once, featurise once per subsample ----------------------------------
+
+
+class TermCounts:
+    """Term counts of texts over one growing vocabulary: each text is tokenised once.
+
+    Tokenisation is ``TfidfVectorizer``'s own (its preprocessor and tokenizer for the options);
+    word n-grams are counted as its analyzer produces them.
+
+    Parameters
+    ----------
+    options : TfidfOptions
+
+    Examples
+    --------
+    >>> counts = TermCounts(TfidfOptions(ngram_max=1))
+    >>> counts.rows(["a good film", "a good good film", "a good film"]).tolist()
+    [0, 1, 0]
+    >>> counts.terms, counts.matrix().toarray().tolist()
+    (['good', 'film'], [[1.0, 1.0], [2.0, 1.0]])
+    """
+
+    def __init__(self, options: TfidfOptions) -> None:
+        vectorizer = options.vectorizer()
+        self._preprocess: Callable[[str], str] = vectorizer.build_preprocessor()
+        self._tokenize: Callable[[str], list[str]] = vectorizer.build_tokenizer()
+        self._ngrams = (options.ngram_min, options.ngram_max)
+        self.vocabulary: dict[str, int] = {}
+        self.terms: list[str] = []
+        """Term of each column, in the order first seen."""
+        self._row_of: dict[str, int] = {}
+        self._indices = array("i")
+        self._values = array("i")
+        self._indptr = array("q", [0])
+        self._matrix: sp.csr_matrix | None = None
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    def analyze(self, text: str) -> Counter[str]:
+        """The n-gram counts of one text (the multiset ``TfidfVectorizer``'s analyzer yields)."""
+        tokens = self._tokenize(self._preprocess(text))
+        low, high = self._ngrams
+        counter: Counter[str] = Counter()
+        for n in range(low, min(high, len(tokens)) + 1):
+            if n == 1:
+                counter.update(tokens)
+            else:
+                counter.update(map(" ".join, zip(*(tokens[i:] for i in range(n)), strict=False)))
+        return counter
+
+    def rows(self, texts: Sequence[str]) -> np.ndarray:
+        """Row of each text in :meth:`matrix`, counting texts not seen before."""
+        vocabulary, terms = self.vocabulary, self.terms
+        for text in texts:
+            if text in self._row_of:
+                continue
+            counter = self.analyze(text)
+            for term in counter:
+                if term not in vocabulary:
+                    vocabulary[term] = len(terms)
+                    terms.append(term)
+            self._indices.extend(vocabulary[t] for t in counter)
+            self._values.extend(counter.values())
+            self._indptr.append(len(self._indices))
+            self._row_of[text] = len(self._row_of)
+            self._matrix = None
+        return np.fromiter((self._row_of[t] for t in texts), dtype=np.int64, count=len(texts))
+
+    def matrix(self) -> sp.csr_matrix:
+        """Counts of every text counted so far, shape (n_texts, n_terms), float32."""
+        if self._matrix is None:
+            # Copies, not views: a view would pin the arrays, which must grow with later texts.
+            self._matrix = sp.csr_matrix(
+                (
+                    np.array(self._values, dtype=np.float32),
+                    np.array(self._indices, dtype=np.int32),
+                    np.array(self._indptr, dtype=np.int64),
+                ),
+                shape=(len(self._row_of), len(self.terms)),
+            )
+        return self._matrix
+
+
+class SubsampleFeatures:
+    """The TF-IDF features of one subsample: what ``TfidfVectorizer.fit`` learns from it.
+
+    Parameters
+    ----------
+    counts : TermCounts
+        Counts of the subsample's texts (and of any text to transform later).
+    texts : sequence of str
+        The subsample.
+    options : TfidfOptions
+
+    Attributes
+    ----------
+    train : scipy.sparse.csr_matrix, shape (len(texts), n_features)
+        The subsample's TF-IDF matrix, equal to ``TfidfVectorizer(...).fit_transform(texts)``.
+    columns : ndarray of int
+        The vocabulary: columns of ``counts`` kept, in the order of their terms (sorted).
+
+    Raises
+    ------
+    ValueError
+        With ``TfidfVectorizer``'s messages: no terms at all, ``max_df`` below ``min_df``, or no
+        term left after pruning.
+    """
+
+    def __init__(self, counts: TermCounts, texts: Sequence[str], options: TfidfOptions) -> None:
+        self.counts = counts
+        rows = counts.rows(texts)
+        sub = counts.matrix()[rows]
+        n_docs = sub.shape[0]
+        df = np.bincount(sub.indices, minlength=sub.shape[1])
+        present = np.flatnonzero(df)
+        if len(present) == 0:
+            raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+        # TfidfVectorizer numbers its vocabulary in term order; keep that column order so the
+        # matrices (and hence the fits) are the same, not merely equivalent.
+        terms = counts.terms
+        present = present[np.argsort(np.array([terms[j] for j in present]), kind="stable")]
+        max_count = options.max_df * n_docs
+        if max_count < options.min_df:
+            raise ValueError("max_df corresponds to < documents than min_df")
+        mask = (df[present] >= options.min_df) & (df[present] <= max_count)
+        if options.max_features is not None and mask.sum() > options.max_features:
+            tfs = np.asarray(sub.sum(axis=0)).ravel()[present]
+            top = (-tfs[mask]).argsort()[: options.max_features]
+            keep = np.zeros(len(present), dtype=bool)
+            keep[np.flatnonzero(mask)[top]] = True
+            mask = keep
+        self.columns = present[mask]
+        if len(self.columns) == 0:
+            raise ValueError(
+                "After pruning, no terms remain. Try a lower min_df or a higher max_df."
+            )
+        self.transformer = TfidfTransformer(sublinear_tf=options.sublinear_tf)
+        self.train = self.transformer.fit_transform(self._select(sub))
+        self._transformed: tuple[bytes, sp.csr_matrix] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns)
+
+    def _select(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        out = counts[:, self.columns]
+        out.sort_indices()
+        return out
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """TF-IDF matrix of ``texts`` (the last one is kept: siblings score the same test set)."""
+        rows = self.counts.rows(texts)
+        key = rows.tobytes()
+        if self._transformed is None or self._transformed[0] != key:
+            x = self.transformer.transform(self._select(self.counts.matrix()[rows]))
+            self._transformed = (key, x)
+        return self._transformed[1]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.train.nnz) + (
+            int(self._transformed[1].nnz) if self._transformed is not None else 0
+        )
+
+
+class _GroupPredictor(Predictor):
+    def __init__(
+        self, features: SubsampleFeatures, model: LogisticRegression, n_classes: int
+    ) -> None:
+        self.features = features
+        self.model = model
+        self.n_classes = n_classes
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.proba_of(self.features.transform(texts))
+
+    def proba_of(self, x: sp.csr_matrix) -> np.ndarray:
+        with _one_thread():
+            proba = self.model.predict_proba(x)
+        return _all_columns(proba, self.model.classes_, self.n_classes)
 
 
 @BACKENDS.register("tfidf")
@@ -66,37 +302,69 @@ class TfidfBackend(Backend):
     Options = TfidfOptions
     options: TfidfOptions
 
+    def __init__(self, options: BackendOptions, context: BackendContext) -> None:
+        super().__init__(options, context)
+        self._counts: TermCounts | None = None
+        self._features: OrderedDict[bytes, SubsampleFeatures] = OrderedDict()
+
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
+        """The per-cell path: vectoriser and classifier fitted on this cell alone."""
         o = self.options
-        pipeline = Pipeline(
-            [
-                (
-                    "tfidf",
-                    TfidfVectorizer(
-                        ngram_range=(o.ngram_min, o.ngram_max),
-                        sublinear_tf=o.sublinear_tf,
-                        min_df=o.min_df,
-                        max_df=o.max_df,
-                        max_features=o.max_features,
-                        lowercase=o.lowercase,
-                        strip_accents=o.strip_accents,
-                        dtype=np.float32,
-                    ),
-                ),
-                (
-                    "clf",
-                    LogisticRegression(
-                        C=o.C,
-                        max_iter=o.max_iter,
-                        class_weight=o.class_weight,
-                        random_state=seed,
-                    ),
-                ),
-            ]
-        )
-        pipeline.fit(list(texts), np.asarray(labels))
+        pipeline = Pipeline([("tfidf", o.vectorizer()), ("clf", o.classifier(seed))])
+        with _one_thread():
+            pipeline.fit(list(texts), np.asarray(labels))
         n_features = len(pipeline.named_steps["tfidf"].vocabulary_)
         return FitOutput(
             predictor=_PipelinePredictor(pipeline, self.context.n_classes),
             info={"n_features": n_features},
         )
+
+    def fit_group(
+        self, texts: Sequence[str], labelings: Sequence[np.ndarray], *, seed: int
+    ) -> list[FitOutput]:
+        """Featurise the shared texts once, then fit one logistic regression per labeling.
+
+        Each fit starts from zero, as on the per-cell path: lbfgs stops at its tolerance, not at
+        the exact optimum, and a warm start from a sibling's solution stops elsewhere (on IMDB at
+        5,000 examples, up to 0.7 accuracy points away), for about a third fewer iterations.
+        """
+        features = self.features(texts)
+        outputs = []
+        for labels in labelings:
+            model = self.options.classifier(seed)
+            with _one_thread():
+                model.fit(features.train, np.asarray(labels))
+            outputs.append(
+                FitOutput(
+                    predictor=_GroupPredictor(features, model, self.context.n_classes),
+                    info={"n_features": features.n_features},
+                )
+            )
+        return outputs
+
+    def predict_group(self, outputs: Sequence[FitOutput], texts: Sequence[str]) -> list[np.ndarray]:
+        """Transform ``texts`` once per subsample, then score every member's model."""
+        probas = []
+        for output in outputs:
+            predictor = output.predictor
+            if isinstance(predictor, _GroupPredictor):
+                probas.append(predictor.proba_of(predictor.features.transform(texts)))
+            else:
+                probas.append(predictor.predict_proba(texts))
+        return probas
+
+    def features(self, texts: Sequence[str]) -> SubsampleFeatures:
+        """The subsample's features, from this worker's cache when it has them."""
+        if self._counts is None:
+            self._counts = TermCounts(self.options)
+        key = self._counts.rows(texts).tobytes()
+        features = self._features.get(key)
+        if features is None:
+            features = SubsampleFeatures(self._counts, texts, self.options)
+            self._features[key] = features
+        self._features.move_to_end(key)
+        while len(self._features) > 1 and (
+            sum(f.nnz for f in self._features.values()) > FEATURE_CACHE_NNZ
+        ):
+            self._features.popitem(last=False)
+        return features
