@@ -68,6 +68,7 @@ EDGE_TEXTS = [
     "great acting and a great great film",
     "x y z",  # single-letter tokens only: no terms under the default token pattern
     "the film the film the film",
+    "ab abc ab_c abc_ a1 A1 Ab ABC éé ée zz z9 9z __ ab ab",  # sort order: prefixes, case, digits
 ]
 
 
@@ -81,17 +82,25 @@ def options(**overrides: object) -> TfidfOptions:
         {},
         {"ngram_min": 1, "ngram_max": 3},
         {"ngram_min": 2, "ngram_max": 2},
+        {"ngram_min": 3, "ngram_max": 3},
         {"ngram_max": 1, "lowercase": False},
         {"strip_accents": "unicode"},
-        {"strip_accents": "ascii", "ngram_max": 4},
+        {"strip_accents": "ascii"},
     ],
 )
 def test_term_counts_match_the_vectorizers_analyzer(opts: dict[str, object]) -> None:
     o = options(**opts)
     analyze = o.vectorizer().build_analyzer()
     counts = TermCounts(o)
-    for text in EDGE_TEXTS:
-        assert counts.analyze(text) == Counter(analyze(text)), text
+    counts.rows(EDGE_TEXTS[:3])
+    rows = counts.rows([*EDGE_TEXTS, EDGE_TEXTS[0]])  # a second batch, a repeated text
+    assert rows[0] == rows[-1] == 0 and len(counts) == len(EDGE_TEXTS)
+    matrix = counts.matrix()
+    terms = counts.terms(range(counts.n_terms))
+    for text, row in zip(EDGE_TEXTS, rows, strict=False):
+        line = matrix[row]
+        found = {terms[j]: v for j, v in zip(line.indices, line.data, strict=True)}
+        assert found == dict(Counter(analyze(text))), text
 
 
 @pytest.mark.parametrize(
@@ -155,6 +164,19 @@ def test_fit_group_equals_one_fit_per_labeling() -> None:
         np.testing.assert_allclose(proba, alone.predictor.predict_proba(test), atol=1e-6)
         np.testing.assert_allclose(output.predictor.predict_proba(test), proba)
     assert (probas[2][:, 2] == 0).all()
+
+
+def test_fit_group_fits_one_cell_at_a_time_beyond_trigrams() -> None:
+    train = synthetic_frame(10, 2, seed=1)
+    texts, labels = train["text"].tolist(), train["label"].to_numpy()
+    backend = make(min_df=1, ngram_max=4)
+    (output,) = backend.fit_group(texts, [labels], seed=0)
+    alone = backend.fit(texts, labels, seed=0)
+    assert output.info == alone.info
+    probas = backend.predict_group([output], texts)
+    np.testing.assert_allclose(probas[0], alone.predictor.predict_proba(texts))
+    with pytest.raises(ValueError, match="n-grams of up to 3 words"):
+        TermCounts(options(ngram_max=4))
 
 
 def test_features_are_cached_per_subsample() -> None:

@@ -16,9 +16,9 @@ Two paths give the same features and the same models:
 
 from __future__ import annotations
 
-from array import array
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +31,13 @@ from threadpoolctl import threadpool_limits
 
 from . import BACKENDS
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+TOKEN_BASE = 1 << 21
+"""N-grams are coded as numbers with one base-``TOKEN_BASE`` digit per token (up to 2 million
+distinct tokens), so that :data:`MAX_NGRAM` digits fit 63 bits."""
+
+MAX_NGRAM = 3
+"""The longest n-grams the group path codes; longer ones fit one cell at a time."""
 
 FEATURE_CACHE_NNZ = 20_000_000
 """Non-zeros of the featurised subsamples a worker keeps (about 160 MB), so that the same
@@ -118,82 +125,172 @@ class _PipelinePredictor(Predictor):
 class TermCounts:
     """Term counts of texts over one growing vocabulary: each text is tokenised once.
 
-    Tokenisation is ``TfidfVectorizer``'s own (its preprocessor and tokenizer for the options);
-    word n-grams are counted as its analyzer produces them.
+    Tokenisation is ``TfidfVectorizer``'s own (its preprocessor and tokenizer for the options),
+    and word n-grams are counted as its analyzer forms them. Each n-gram is a number (its token
+    ids as digits in base :data:`TOKEN_BASE`), so counting is done in numpy rather than in a
+    dictionary of strings: about four times faster on IMDB reviews.
 
     Parameters
     ----------
     options : TfidfOptions
+        Only ``ngram_max <= 3`` (:data:`MAX_NGRAM`) fits the numeric codes.
 
     Examples
     --------
-    >>> counts = TermCounts(TfidfOptions(ngram_max=1))
+    >>> counts = TermCounts(TfidfOptions(ngram_max=2))
     >>> counts.rows(["a good film", "a good good film", "a good film"]).tolist()
     [0, 1, 0]
-    >>> counts.terms, counts.matrix().toarray().tolist()
-    (['good', 'film'], [[1.0, 1.0], [2.0, 1.0]])
+    >>> m = counts.matrix()
+    >>> sorted(zip(counts.terms(range(m.shape[1])), m.toarray()[1].tolist()))
+    [('film', 1.0), ('good', 2.0), ('good film', 1.0), ('good good', 1.0)]
     """
 
     def __init__(self, options: TfidfOptions) -> None:
+        if options.ngram_max > MAX_NGRAM:
+            raise ValueError(f"TermCounts codes n-grams of up to {MAX_NGRAM} words")
         vectorizer = options.vectorizer()
         self._preprocess: Callable[[str], str] = vectorizer.build_preprocessor()
         self._tokenize: Callable[[str], list[str]] = vectorizer.build_tokenizer()
         self._ngrams = (options.ngram_min, options.ngram_max)
-        self.vocabulary: dict[str, int] = {}
-        self.terms: list[str] = []
-        """Term of each column, in the order first seen."""
+        self._token_ids: dict[str, int] = {}
+        self._tokens: list[str] = []
+        self._token_rank = np.zeros(0, dtype=np.int64)
+        self._codes = np.zeros(0, dtype=np.int64)
+        """The n-gram code of each column, in the order first seen."""
+        self._order = np.zeros(0, dtype=np.int64)
+        """Columns sorted by code (for lookups)."""
         self._row_of: dict[str, int] = {}
-        self._indices = array("i")
-        self._values = array("i")
-        self._indptr = array("q", [0])
+        self._chunks: list[sp.csr_matrix] = []
         self._matrix: sp.csr_matrix | None = None
 
     def __len__(self) -> int:
         return len(self._row_of)
 
-    def analyze(self, text: str) -> Counter[str]:
-        """The n-gram counts of one text (the multiset ``TfidfVectorizer``'s analyzer yields)."""
-        tokens = self._tokenize(self._preprocess(text))
-        low, high = self._ngrams
-        counter: Counter[str] = Counter()
-        for n in range(low, min(high, len(tokens)) + 1):
-            if n == 1:
-                counter.update(tokens)
-            else:
-                counter.update(map(" ".join, zip(*(tokens[i:] for i in range(n)), strict=False)))
-        return counter
+    @property
+    def n_terms(self) -> int:
+        return len(self._codes)
 
     def rows(self, texts: Sequence[str]) -> np.ndarray:
         """Row of each text in :meth:`matrix`, counting texts not seen before."""
-        vocabulary, terms = self.vocabulary, self.terms
-        for text in texts:
-            if text in self._row_of:
-                continue
-            counter = self.analyze(text)
-            for term in counter:
-                if term not in vocabulary:
-                    vocabulary[term] = len(terms)
-                    terms.append(term)
-            self._indices.extend(vocabulary[t] for t in counter)
-            self._values.extend(counter.values())
-            self._indptr.append(len(self._indices))
-            self._row_of[text] = len(self._row_of)
-            self._matrix = None
+        new = [t for t in dict.fromkeys(texts) if t not in self._row_of]
+        if new:
+            self._count(new)
         return np.fromiter((self._row_of[t] for t in texts), dtype=np.int64, count=len(texts))
+
+    def _count(self, texts: list[str]) -> None:
+        low, high = self._ngrams
+        token_lists = [self._tokenize(self._preprocess(text)) for text in texts]
+        flat = list(chain.from_iterable(token_lists))
+        ids_of = self._token_ids
+        for token in sorted(set(flat).difference(ids_of)):  # sorted: the same ids every run
+            ids_of[token] = len(ids_of)
+            self._tokens.append(token)
+        if len(ids_of) >= TOKEN_BASE:
+            raise ValueError(
+                f"more than {TOKEN_BASE - 1} distinct tokens; fit one cell at a time with "
+                "[run] stack = 1"
+            )
+        # Digits are token id + 1, so an n-gram's code never equals a shorter one's.
+        digits = np.fromiter(map(ids_of.__getitem__, flat), dtype=np.int64, count=len(flat)) + 1
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        doc_of = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        codes, docs = [], []
+        for n in range(low, high + 1):
+            width = len(digits) - n + 1
+            if width <= 0:
+                break
+            code = digits[:width].copy()
+            for k in range(1, n):
+                code *= TOKEN_BASE
+                code += digits[k : k + width]
+            inside = doc_of[:width] == doc_of[n - 1 :]  # windows that do not cross texts
+            codes.append(code[inside])
+            docs.append(doc_of[:width][inside])
+        code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+        doc = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int64)
+        unique, inverse = np.unique(code, return_inverse=True)
+        columns = self._columns_of(unique)[inverse]
+        # One entry per (text, term) with its count; np.unique sorts by text, then column.
+        n_cols = self.n_terms
+        pairs, counts = np.unique(doc * n_cols + columns, return_counts=True)
+        rows, cols = np.divmod(pairs, n_cols) if n_cols else (pairs, pairs)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(texts)), out=indptr[1:])
+        self._chunks.append(
+            sp.csr_matrix(
+                (counts.astype(np.float32), cols.astype(np.int32), indptr),
+                shape=(len(texts), n_cols),
+            )
+        )
+        for text in texts:
+            self._row_of[text] = len(self._row_of)
+        self._matrix = None
+
+    def _columns_of(self, codes: np.ndarray) -> np.ndarray:
+        """Column of each (sorted, unique) code, adding columns for codes not seen before."""
+        known = self._codes[self._order]
+        at = np.searchsorted(known, codes)
+        found = at < len(known)
+        found[found] = known[at[found]] == codes[found]
+        columns = np.empty(len(codes), dtype=np.int64)
+        columns[found] = self._order[at[found]]
+        fresh = np.flatnonzero(~found)
+        columns[fresh] = np.arange(len(self._codes), len(self._codes) + len(fresh))
+        if len(fresh):
+            self._codes = np.concatenate([self._codes, codes[fresh]])
+            self._order = np.argsort(self._codes, kind="stable")
+        return columns
 
     def matrix(self) -> sp.csr_matrix:
         """Counts of every text counted so far, shape (n_texts, n_terms), float32."""
         if self._matrix is None:
-            # Copies, not views: a view would pin the arrays, which must grow with later texts.
-            self._matrix = sp.csr_matrix(
-                (
-                    np.array(self._values, dtype=np.float32),
-                    np.array(self._indices, dtype=np.int32),
-                    np.array(self._indptr, dtype=np.int64),
-                ),
-                shape=(len(self._row_of), len(self.terms)),
+            n_cols = self.n_terms
+            parts = [
+                sp.csr_matrix((c.data, c.indices, c.indptr), shape=(c.shape[0], n_cols))
+                for c in self._chunks
+            ]
+            self._matrix = (
+                sp.csr_matrix(sp.vstack(parts, format="csr"))
+                if parts
+                else sp.csr_matrix((0, n_cols), dtype=np.float32)
             )
+            self._chunks = [self._matrix]
         return self._matrix
+
+    def text_order(self, columns: np.ndarray) -> np.ndarray:
+        """The permutation that sorts ``columns`` by their n-grams' text (``sorted`` order).
+
+        Tokens hold word characters only, all above the space that joins them, so the joined
+        strings sort as their token sequences do word by word (a missing word first); that needs
+        only the tokens' own order, not one string per n-gram.
+        """
+        if len(self._token_rank) != len(self._tokens):
+            order = sorted(range(len(self._tokens)), key=self._tokens.__getitem__)
+            self._token_rank = np.empty(len(order), dtype=np.int64)
+            self._token_rank[order] = np.arange(1, len(order) + 1)
+        code = self._codes[np.asarray(columns, dtype=np.int64)]
+        digits = np.zeros((len(code), MAX_NGRAM), dtype=np.int64)  # least significant first
+        for k in range(MAX_NGRAM):
+            code, digits[:, k] = np.divmod(code, TOKEN_BASE)
+        n_words = (digits > 0).sum(axis=1)
+        key = np.zeros(len(digits), dtype=np.int64)
+        for word in range(MAX_NGRAM):  # most significant first, shorter n-grams padded with 0
+            at = n_words - 1 - word
+            digit = digits[np.arange(len(digits)), np.maximum(at, 0)]
+            rank = np.where((at >= 0) & (digit > 0), self._token_rank[np.maximum(digit - 1, 0)], 0)
+            key = key * TOKEN_BASE + rank
+        return np.argsort(key, kind="stable")
+
+    def terms(self, columns: Iterable[int]) -> list[str]:
+        """The n-gram (words joined by spaces) of each column."""
+        out = []
+        for column in columns:
+            code, words = int(self._codes[column]), []
+            while code:
+                code, digit = divmod(code, TOKEN_BASE)
+                words.append(self._tokens[digit - 1])
+            out.append(" ".join(reversed(words)))
+        return out
 
 
 class SubsampleFeatures:
@@ -232,8 +329,7 @@ class SubsampleFeatures:
             raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
         # TfidfVectorizer numbers its vocabulary in term order; keep that column order so the
         # matrices (and hence the fits) are the same, not merely equivalent.
-        terms = counts.terms
-        present = present[np.argsort(np.array([terms[j] for j in present]), kind="stable")]
+        present = present[counts.text_order(present)]
         max_count = options.max_df * n_docs
         if max_count < options.min_df:
             raise ValueError("max_df corresponds to < documents than min_df")
@@ -301,6 +397,7 @@ class TfidfBackend(Backend):
 
     Options = TfidfOptions
     options: TfidfOptions
+    threads_per_worker = 1  # lbfgs on one thread (see _one_thread): one worker per core
 
     def __init__(self, options: BackendOptions, context: BackendContext) -> None:
         super().__init__(options, context)
@@ -328,6 +425,8 @@ class TfidfBackend(Backend):
         the exact optimum, and a warm start from a sibling's solution stops elsewhere (on IMDB at
         5,000 examples, up to 0.7 accuracy points away), for about a third fewer iterations.
         """
+        if self.options.ngram_max > MAX_NGRAM:
+            return super().fit_group(texts, labelings, seed=seed)
         features = self.features(texts)
         outputs = []
         for labels in labelings:
