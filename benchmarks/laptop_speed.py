@@ -18,51 +18,21 @@ Target (issue 12): the fast path in <= 60 s on 2 cores.
 Usage::
 
     .venv/bin/python benchmarks/laptop_speed.py            # the full grid
-    .venv/bin/python benchmarks/laptop_speed.py --quick    # 2 sizes x 3 rates, a check of the script
+    .venv/bin/python benchmarks/laptop_speed.py --quick    # 2 sizes x 3 rates: checks the script
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from _machine import cpu_report, load
 
 ROOT = Path(__file__).resolve().parents[1]
-
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-"""CPU flags that matter for encoder inference: native bf16 needs avx512_bf16 or amx_bf16; int8
-matrix products run fastest with VNNI or AMX and still pay on AVX2."""
-
-
-def cpu_report() -> str:
-    """Model name, cores, load and the relevant flags of this machine's CPU (Linux)."""
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    present = [f for f in FLAGS if f in flags]
-    native_bf16 = any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-    return (
-        f"cpu: {model}; {len(os.sched_getaffinity(0))} cores; load {load()}\n"
-        f"cpu flags: {' '.join(present) or '(none of ' + ' '.join(FLAGS) + ')'}; "
-        f"native bf16: {'yes' if native_bf16 else 'no'}"
-    )
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
