@@ -316,9 +316,12 @@ class RunSpec(_Section):
     store: str = "runs/noisegrid.sqlite"
     """The results database; a config file's default is ``runs/noisegrid.sqlite`` in its folder."""
     executor: str = "local"
-    workers: int = Field(default=1, ge=1)
-    """Parallel worker processes for the local executor. With Ray, a value above 1 sets the number
-    of actors; by default as many start as the cluster's resources fit."""
+    workers: int | Literal["auto"] = "auto"
+    """Parallel worker processes for the local executor: ``"auto"`` runs as many as the cores fit
+    at the backend's threads per worker (tfidf: one per core; the transformer backends: one) when
+    the grid has enough work to pay for starting them; a number fixes it (1: in the driver's own
+    process). With Ray, a number above 1 sets the number of actors; otherwise as many start as the
+    cluster's resources fit."""
     cache_dir: str | None = None
     """Where tokenisations and embeddings are cached; default ``$NOISEGRID_CACHE`` or
     ``~/.cache/noisegrid``."""
@@ -332,6 +335,13 @@ class RunSpec(_Section):
     """How many sibling cells (noise rates of one size and seed) a backend may fit together:
     ``"auto"`` lets the backend choose (the GPU's memory for stacked fine-tuning; all of them for
     tfidf), a number caps it, and ``1`` fits one cell at a time (the per-cell path)."""
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('workers must be "auto" or an integer >= 1 (1: no worker processes)')
+        return v
 
     @field_validator("stack")
     @classmethod

@@ -77,6 +77,9 @@ class Backend(ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     extra: ClassVar[str | None] = None
     """The pip extra this backend needs, if any (checked before any work)."""
+    threads_per_worker: ClassVar[int | None] = None
+    """Threads one worker of this backend keeps busy; None: all the cores. ``[run] workers =
+    "auto"`` runs ``cores // threads_per_worker`` local workers (one when None)."""
     train_keys: ClassVar[tuple[str, ...]] = ()
     """The ``[train]`` settings this backend reads; only these enter the fingerprint and the
     report (tfidf reads none)."""
