@@ -33,6 +33,7 @@ from .errors import (
 from .evaluation import draw_test_sample, score
 from .grid import Cell, expand_grid
 from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
+from .planning import ExperimentPlan, plan_experiment
 from .plugins import RegistryCatalog  # noqa: F401  (importing it installs the plug-in catalog)
 from .results import experiment_status, export_results, load_results
 from .runner import CellResult, RunSummary, Worker, run_experiment
@@ -71,6 +72,7 @@ __all__ = [
     "ConfigError",
     "Corpus",
     "DataError",
+    "ExperimentPlan",
     "ExperimentSpec",
     "FlipPlan",
     "MissingDependencyError",
@@ -96,6 +98,7 @@ __all__ = [
     "load_corpus",
     "load_results",
     "load_spec",
+    "plan_experiment",
     "run_experiment",
     "score",
     "subsample_per_class",

@@ -44,7 +44,17 @@ import numpy as np
 from pydantic import Field
 
 from .. import BACKENDS, hf
-from ..base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+from ..base import (
+    Backend,
+    BackendContext,
+    BackendOptions,
+    CostPlan,
+    FitOutput,
+    GroupCost,
+    PlannedGroup,
+    Predictor,
+)
+from . import cost
 from .evaluation import _FinetunedPredictor, predict_probabilities
 from .loop import (
     TrainStats,
@@ -61,6 +71,7 @@ from .stack import (
     arch_of,
     choose_stack,
     chunk_sizes,
+    member_bytes,
     predict_stacked,
     stack_support,
 )
@@ -188,8 +199,11 @@ class FinetuneBackend(Backend):
         """Batch widths are padded to a multiple of this (:func:`~.loop.width_multiple`)."""
         return width_multiple(self.setup().device)
 
-    def _load_model(self) -> Any:
-        """A fresh classifier on the device: pretrained encoder, new head (seed torch first)."""
+    def _load_model(self, *, to_device: bool = True) -> Any:
+        """A fresh classifier: pretrained encoder, new head (seed torch first).
+
+        On the device, or on the CPU with ``to_device=False`` (a stack copies the weights in).
+        """
         from transformers import AutoModelForSequenceClassification
 
         setup = self.setup()
@@ -206,7 +220,7 @@ class FinetuneBackend(Backend):
         )
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = setup.pad_id
-        return model.to(setup.device)
+        return model.to(setup.device) if to_device else model
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
         """Fine-tune a fresh copy of the model on one cell; ``seed`` fixes all randomness."""
@@ -330,7 +344,9 @@ class FinetuneBackend(Backend):
         # no cell's result depends on which groups ran before it in this worker.
         with hf.seeded(0, setup.device), _deterministic(setup.device):
             graphs = self.options.cuda_graphs and setup.device.type == "cuda"
-            trainer = StackedTrainer(self._load_model(), k, cuda_graphs=graphs, **kwargs)
+            trainer = StackedTrainer(
+                self._load_model(to_device=False), k, cuda_graphs=graphs, **kwargs
+            )
             if trainer.cuda_graphs:
                 try:
                     trainer.capture_graphs()
@@ -338,7 +354,7 @@ class FinetuneBackend(Backend):
                     log.warning("finetune: CUDA graphs unavailable (%s); stepping eagerly", exc)
                     del trainer
                     _release(setup.device)
-                    trainer = StackedTrainer(self._load_model(), k, **kwargs)
+                    trainer = StackedTrainer(self._load_model(to_device=False), k, **kwargs)
         self._resident = trainer
         return trainer
 
@@ -364,7 +380,7 @@ class FinetuneBackend(Backend):
             trainer = self._trainer(size)
             chunk += [chunk[-1]] * (trainer.k - size)  # filler members, results discarded
             with hf.seeded(seed, setup.device), _deterministic(setup.device):
-                trainer.reset(self._load_model())
+                trainer.reset(self._load_model(to_device=False))
                 stats = trainer.fit(ids, np.stack(chunk), seed=seed)
             # With several chunks the earlier ones wait on the host for prediction.
             weights = trainer.snapshot() if len(sizes) == 1 else trainer.weights.to("cpu")
@@ -409,6 +425,187 @@ class FinetuneBackend(Backend):
             pad_multiple=self.width_multiple,
             max_width=setup.info.max_length,
         )
+
+    # -- planning --------------------------------------------------------------------------
+
+    def plan_cost(
+        self, groups: Sequence[PlannedGroup], *, probe: bool, probe_seconds: float = 60.0
+    ) -> CostPlan:
+        """Steps, tokens, stacked chunks, memory and projected time of each group.
+
+        Projections follow :mod:`.cost`: the exact batches of every group, a step's FLOPs, and a
+        rate from a timed probe of a few stacked steps (``probe``) or the device's peak.
+        """
+        import torch
+
+        setup = self.setup()
+        train = self.context.train
+        stackable = self.stack_arch()
+        config = hf.load_config(setup.info.ref)
+        for key, value in setup.overrides.items():
+            setattr(config, key, value)
+        config.num_labels = self.context.n_classes
+        arch = stackable or arch_of(config)
+        multiple, max_width = self.width_multiple, setup.info.max_length
+        low = setup.dtype is not None
+        fused = setup.device.type == "cuda" or arch.p_attention == 0
+        planned = []
+        for group in groups:
+            lengths = _lengths(setup.tokens.ids(group.texts))
+            batches = cost.group_batches(
+                lengths,
+                train=train,
+                seed=group.seed,
+                group_by_length=self.options.group_by_length,
+                pad_multiple=multiple,
+                max_width=max_width,
+            )
+            evals = cost.eval_shapes(
+                _lengths(setup.tokens.ids(group.test_texts)),
+                batch_size=train.eval_batch_size,
+                pad_multiple=multiple,
+                max_width=max_width,
+            )
+            n = group.n_members
+            sizes = chunk_sizes(n, self.stack_size(n)) if n > 1 and stackable else [1] * n
+            planned.append((batches, evals, sizes))
+        device = str(setup.device)
+        if setup.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(setup.device)})"
+        else:
+            device += f" ({torch.get_num_threads()} threads)"
+        padding = "to multiples of 64" if multiple > 1 else "to the longest of each batch"
+        batching = "length-grouped" if self.options.group_by_length else "random"
+        notes = [
+            f"model {self.options.model}: {_count(arch.n_params())} parameters, "
+            f"max_length {max_width}, precision {hf.precision_name(setup.dtype)}, {batching} "
+            f"batches of {train.batch_size} padded {padding}"
+        ]
+        if stackable is None:
+            notes.append(f"one cell at a time: {self._no_stack}")
+        k_plan = max((max(sizes) for _, _, sizes in planned), default=1)
+        if probe and planned:
+            widths = sorted({w for b, _, _ in planned for (_, w) in b.shapes})
+            model, load_seconds, probe_notes = self._probe(arch, k_plan, widths, probe_seconds)
+            notes += probe_notes
+        else:
+            model, note = cost.peak_model(setup.device, low_precision=low)
+            load_seconds = 1.0
+            notes.append(note)
+        notes.append("evaluation projected at the training rate per FLOP (a third of a step's)")
+        out = []
+        for i, (batches, evals, sizes) in enumerate(planned):
+            seconds = sum(
+                cost.chunk_seconds(model, arch, k, batches, evals, load_seconds) for k in sizes
+            )
+            if i == 0 and stackable is not None:
+                seconds += load_seconds  # the worker builds its resident stack once
+            memory = None
+            if stackable is not None:
+                memory = max(sizes) * member_bytes(
+                    arch,
+                    batch_size=train.batch_size,
+                    width=max_width,
+                    low_precision=low,
+                    fused_attention=fused,
+                )
+            out.append(
+                GroupCost(
+                    seconds=seconds,
+                    steps=batches.steps,
+                    train_tokens=batches.tokens,
+                    padded_tokens=batches.padded_tokens,
+                    chunks=tuple(sizes),
+                    memory_bytes=memory,
+                )
+            )
+        return CostPlan(groups=out, device=device, notes=notes)
+
+    def _probe(
+        self, arch: Arch, k_plan: int, widths: Sequence[int], budget: float
+    ) -> tuple[cost.StepModel, float, list[str]]:
+        """Time a model load and a few stacked steps; fit the step model."""
+        setup = self.setup()
+        stackable = self.stack_arch() is not None
+        t0 = time.perf_counter()
+        with hf.seeded(0, setup.device):
+            model = self._load_model(to_device=not stackable)
+        load_seconds = time.perf_counter() - t0
+        trainers: dict[int, StackedTrainer] = {}
+        rows = self.context.train.batch_size
+
+        def timer(k: int, width: int, n_steps: int) -> float:
+            if not stackable:
+                return _solo_step_seconds(self, model, width, n_steps)
+            if k not in trainers:
+                trainers.clear()
+                _release(setup.device)
+                trainers[k] = StackedTrainer(
+                    model,
+                    k,
+                    device=setup.device,
+                    dtype=setup.dtype,
+                    train=self.context.train,
+                    max_grad_norm=self.options.max_grad_norm,
+                    pad_id=setup.pad_id,
+                    pad_multiple=self.width_multiple,
+                    max_width=setup.info.max_length,
+                    group_by_length=self.options.group_by_length,
+                    cuda_graphs=self.options.cuda_graphs,
+                )
+            return trainers[k].timed_steps(width, n_steps)
+
+        with hf.seeded(0, setup.device), _deterministic(setup.device):
+            points = cost.probe_steps(
+                arch,
+                timer,
+                k_plan=k_plan if stackable else 1,
+                rows=rows,
+                widths=widths,
+                budget=budget,
+            )
+        trainers.clear()
+        _release(setup.device)
+        fitted = cost.fit_step_model(arch, points)
+        notes = [
+            cost.describe_points(points) + f"; model load {load_seconds:.2f} s",
+            f"step time = {fitted.overhead * 1e3:.1f} ms + FLOPs / {cost.format_rate(fitted.rate)}"
+            " (fitted to the probe)",
+        ]
+        return fitted, load_seconds, notes
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 10**6 else f"{n / 1e3:.1f}k"
+
+
+def _lengths(ids: Sequence[np.ndarray]) -> np.ndarray:
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
+def _solo_step_seconds(backend: FinetuneBackend, model: Any, width: int, n_steps: int) -> float:
+    """Seconds per step of the per-cell loop at ``width`` (random tokens; for models that
+    cannot stack)."""
+    from ...config import TrainSpec
+
+    setup = backend.setup()
+    rows = backend.context.train.batch_size
+    rng = np.random.default_rng(0)
+    vocab = int(model.config.vocab_size)
+    ids = [rng.integers(0, vocab, size=width) for _ in range(rows * (n_steps + 1))]
+    labels = rng.integers(0, backend.context.n_classes, size=len(ids))
+    kwargs: dict[str, Any] = {
+        "device": setup.device,
+        "dtype": setup.dtype,
+        "pad_id": setup.pad_id,
+        "pad_multiple": backend.width_multiple,
+        "max_width": setup.info.max_length,
+        "group_by_length": False,
+        "max_grad_norm": backend.options.max_grad_norm,
+    }
+    train_loop(model, ids[:rows], labels[:rows], train=TrainSpec(steps=1), seed=0, **kwargs)
+    stats = train_loop(model, ids, labels, train=TrainSpec(steps=n_steps), seed=0, **kwargs)
+    return stats.seconds / n_steps
 
 
 class _StackedMember(Predictor):

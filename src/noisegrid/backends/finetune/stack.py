@@ -153,7 +153,30 @@ def stack_support(config: Any) -> str | None:
 
 
 def arch_of(config: Any) -> Arch:
-    """The :class:`Arch` of a supported config (see :func:`stack_support`)."""
+    """The :class:`Arch` of a config: exact for BERT and DistilBERT (see :func:`stack_support`),
+    read from the usual attribute names for other encoders (enough to count their FLOPs)."""
+    if config.model_type not in STACKABLE:
+
+        def get(*names: str, default: Any = 0) -> Any:
+            return next((getattr(config, n) for n in names if getattr(config, n, None)), default)
+
+        hidden = int(get("hidden_size", "dim", "d_model", default=768))
+        return Arch(
+            kind=str(config.model_type),
+            n_layers=int(get("num_hidden_layers", "n_layers", "num_layers", default=12)),
+            hidden=hidden,
+            n_heads=int(get("num_attention_heads", "n_heads", default=12)),
+            intermediate=int(get("intermediate_size", "hidden_dim", "ffn_dim", default=4 * hidden)),
+            activation=str(get("hidden_act", "activation", default="gelu")),
+            eps=1e-12,
+            p_hidden=0.0,
+            p_attention=0.0,
+            p_head=0.0,
+            vocab=int(get("vocab_size", default=30522)),
+            positions=int(get("max_position_embeddings", default=512)),
+            type_vocab=int(get("type_vocab_size", default=0)),
+            n_classes=int(config.num_labels),
+        )
     if config.model_type == "bert":
         head = config.classifier_dropout
         return Arch(
