@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .evaluation import draw_test_sample, score
     from .grid import Cell, expand_grid
     from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
+    from .planning import ExperimentPlan, plan_experiment
     from .report import build_report
     from .results import experiment_status, export_results, load_results
     from .runner import CellResult, RunSummary, Worker, run_experiment
@@ -78,6 +79,8 @@ _LAZY = {
     "apply_plan": "noise",
     "inject_noise": "noise",
     "build_report": "report",
+    "ExperimentPlan": "planning",
+    "plan_experiment": "planning",
     "AuditResult": "analysis.audit",
     "audit": "analysis.audit",
     "load_audit": "analysis.audit",
@@ -122,6 +125,7 @@ __all__ = [
     "ConfigError",
     "Corpus",
     "DataError",
+    "ExperimentPlan",
     "ExperimentSpec",
     "FlipPlan",
     "MissingDependencyError",
@@ -151,6 +155,7 @@ __all__ = [
     "load_corpus",
     "load_results",
     "load_spec",
+    "plan_experiment",
     "run_experiment",
     "score",
     "subsample_per_class",

@@ -434,6 +434,35 @@ def validate(
         typer.echo(explain_spec(spec, corpus), nl=False)
 
 
+@app.command()
+@_errors_as_one_line
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+    no_probe: Annotated[
+        bool,
+        typer.Option("--no-probe", help="Project from FLOP counts; time no training steps."),
+    ] = False,
+    probe_seconds: Annotated[
+        float, typer.Option("--probe-seconds", help="Time budget of the timed probe.")
+    ] = 60.0,
+    gpu_hour_cost: Annotated[
+        float | None,
+        typer.Option("--gpu-hour-cost", help="Price of one GPU-hour: print the run's cost."),
+    ] = None,
+) -> None:
+    """Project cells, sibling groups, training tokens, memory and wall time on this machine."""
+    from .config import load_spec
+    from .planning import plan_experiment
+
+    spec = load_spec(config, overrides=set_ or [], store=store)
+    result = plan_experiment(
+        spec, probe=not no_probe, probe_seconds=probe_seconds, gpu_hour_cost=gpu_hour_cost
+    )
+    typer.echo(result.describe())
+
+
 class _Progress:
     """A rich progress bar over cells (elapsed, ETA), or log lines with ``--quiet``.
 
