@@ -16,14 +16,9 @@ Examples
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("noisegrid")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
+from ._version import __version__
 from .config import ExperimentSpec, load_spec
 from .data import Corpus, Split, check_corpus, load_corpus
 from .errors import (
@@ -38,6 +33,7 @@ from .errors import (
 from .evaluation import draw_test_sample, score
 from .grid import Cell, expand_grid
 from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
+from .plugins import RegistryCatalog  # noqa: F401  (importing it installs the plug-in catalog)
 from .results import experiment_status, export_results, load_results
 from .runner import CellResult, RunSummary, Worker, run_experiment
 from .sampling import subsample_per_class

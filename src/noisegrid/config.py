@@ -1,10 +1,15 @@
 """The experiment spec: TOML loading, validation, ``--set`` overrides and the fingerprint.
 
+This is the ground floor of the package: it imports nothing above :mod:`noisegrid.errors`. The
+plug-in families (backends, noise models, executors) validate their own options one floor up, in
+:mod:`noisegrid.plugins`, which installs itself here as the :class:`PluginCatalog`.
+
 An :class:`ExperimentSpec` is frozen and fully validated before any work starts. Its
 :meth:`~ExperimentSpec.fingerprint` hashes every field that changes a cell's result (dataset, noise
-model and options, backend and options, training and evaluation settings) and nothing that does
-not (the store path, the executor, progress options, and the grid's lists: a cell's result does not
-depend on which *other* cells are in the grid, so growing a grid reuses the cells already done).
+model and options, backend and options, the training settings the backend reads, evaluation
+settings) and nothing that does not (the store path, the executor, progress options, and the
+grid's lists: a cell's result does not depend on which *other* cells are in the grid, so growing a
+grid reuses the cells already done).
 """
 
 from __future__ import annotations
@@ -12,19 +17,55 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
-FINGERPRINT_VERSION = 1
-"""Bumped whenever the meaning of a stored result changes for the same spec."""
+FINGERPRINT_VERSION = 2
+"""Bumped whenever the meaning of a stored result changes for the same spec.
+
+2: a cell's training seed depends on (seed, train_size) only, no longer on its noise rate
+(common random numbers between sibling cells), so results differ from version 1's."""
 
 NOISE_RATE_DECIMALS = 6
 """Noise rates are rounded to this many decimals, so 0.025 * 3 and 0.075 are the same cell."""
+
+
+class PluginCatalog(Protocol):
+    """What the spec asks of the plug-in families, answered one floor up (``noisegrid.plugins``).
+
+    This module is the ground floor and imports nothing above :mod:`noisegrid.errors`; the plug-in
+    layer installs its catalog with :func:`set_plugin_catalog` when the package is imported.
+    """
+
+    def check(self, spec: ExperimentSpec) -> None:
+        """Validate the backend's and noise models' options and the executor's name."""
+
+    def noise_keys(self, model: str) -> Collection[str]:
+        """The ``[noise]`` keys noise model ``model`` reads."""
+
+    def train_keys(self, backend: str) -> Collection[str]:
+        """The ``[train]`` keys backend ``backend`` reads."""
+
+
+_catalog: PluginCatalog | None = None
+
+
+def set_plugin_catalog(catalog: PluginCatalog) -> None:
+    """Install the catalog that validates plug-in options (called by ``noisegrid.plugins``)."""
+    global _catalog
+    _catalog = catalog
+
+
+def plugin_catalog() -> PluginCatalog:
+    """The installed plug-in catalog; importing the ``noisegrid`` package installs it."""
+    if _catalog is None:  # pragma: no cover - noisegrid/__init__ always installs it
+        raise RuntimeError("noisegrid.plugins was not imported; import noisegrid first")
+    return _catalog
 
 
 class _Section(BaseModel):
@@ -208,6 +249,17 @@ class RunSpec(_Section):
     """Per-cell resources for Ray: ``{cpu = 1, gpu = 0.5}``; fractional GPUs share a device."""
     max_retries: int = Field(default=3, ge=0)
     """How many times a cell whose worker died is retried (a cell that raises is not retried)."""
+    stack: int | Literal["auto"] = "auto"
+    """How many sibling cells (noise rates of one size and seed) a backend may fit together:
+    ``"auto"`` lets the backend choose (the GPU's memory for stacked fine-tuning; all of them for
+    tfidf), a number caps it, and ``1`` fits one cell at a time (the per-cell path)."""
+
+    @field_validator("stack")
+    @classmethod
+    def _stack(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('stack must be "auto" or an integer >= 1 (1: one cell at a time)')
+        return v
 
 
 class ExperimentSpec(_Section):
@@ -237,36 +289,9 @@ class ExperimentSpec(_Section):
 
     @model_validator(mode="after")
     def _plugins(self) -> ExperimentSpec:
-        # Plug-in options are checked here so a typo under [backend] or [noise] fails at load time.
-        from ._registry import validate_options
-        from .backends import get_backend_class
-        from .executors import check_executor
-        from .noise import get_noise_model_class
-
-        name = self.backend.name
-        validate_options(
-            get_backend_class(name).Options,
-            self.backend_options(),
-            where=f"[backend] of backend '{name}'",
-        )
-        noise_options = self.noise.options()
-        known: set[str] = set()
-        for model in self.grid.noise_models:
-            fields = get_noise_model_class(model).Options.model_fields
-            known.update(fields)
-            validate_options(
-                get_noise_model_class(model).Options,
-                {k: v for k, v in noise_options.items() if k in fields},
-                where=f"[noise] of noise model '{model}'",
-            )
-        unknown = sorted(set(noise_options) - known)
-        if unknown:
-            models = ", ".join(self.grid.noise_models)
-            raise ConfigError(
-                f"unknown key '{unknown[0]}' in [noise]: no noise model of this grid ({models}) "
-                f"reads it; valid keys: {', '.join(sorted(known)) or '(none)'}"
-            )
-        check_executor(self.run.executor)
+        # Plug-in options are checked here so a typo under [backend] or [noise] fails at load time;
+        # the checks themselves live one floor up, in the catalog (noisegrid.plugins).
+        plugin_catalog().check(self)
         return self
 
     @property
@@ -280,12 +305,11 @@ class ExperimentSpec(_Section):
         A spec with one noise model is its own only variant. Each variant has its own fingerprint,
         so the uniform variant of a multi-model grid reuses a plain uniform grid's cells.
         """
-        from .noise import get_noise_model_class
-
+        catalog = plugin_catalog()
         out = []
         options = self.noise.options()
         for model in self.grid.noise_models:
-            fields = get_noise_model_class(model).Options.model_fields
+            fields = catalog.noise_keys(model)
             grid = self.grid.model_copy(update={"noise_model": model})
             noise = NoiseSpec(**{k: v for k, v in options.items() if k in fields})
             out.append(self.model_copy(update={"grid": grid, "noise": noise}))
@@ -313,7 +337,7 @@ class ExperimentSpec(_Section):
             "noise_model": self.grid.noise_model,
             "noise": self.noise.model_dump(),
             "backend": self.backend.model_dump(),
-            "train": self.train.model_dump(),
+            "train": self.used_train(),
             "eval": self.eval.model_dump(),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -323,6 +347,32 @@ class ExperimentSpec(_Section):
         """The spec as plain data (round-trips through :meth:`from_dict`)."""
         data = self.model_dump(mode="json", exclude_none=True)
         data["grid"].pop("repeats", None)
+        return data
+
+    def used_train(self) -> dict[str, Any]:
+        """The ``[train]`` settings the spec's backend reads (tfidf reads none of them).
+
+        Only these enter the fingerprint, so ``--set train.epochs=3`` on a tfidf grid reuses its
+        cells.
+        """
+        keys = plugin_catalog().train_keys(self.backend.name)
+        return {k: v for k, v in self.train.model_dump().items() if k in keys}
+
+    def effective_dict(self) -> dict[str, Any]:
+        """The spec as plain data, with only the settings its backend and noise models read.
+
+        What a report lists as "the experiment": ``[train]`` keeps the keys the backend reads
+        (dropped entirely when it reads none), ``[noise]`` the keys some noise model of the grid
+        reads (the spec is already validated, so that is every key given).
+        """
+        data = self.to_dict()
+        used = self.used_train()
+        if used:
+            data["train"] = {k: v for k, v in data.get("train", {}).items() if k in used}
+        else:
+            data.pop("train", None)
+        if not data.get("noise"):
+            data.pop("noise", None)
         return data
 
     def backend_options(self) -> dict[str, Any]:

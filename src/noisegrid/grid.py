@@ -1,12 +1,18 @@
-"""Expanding a spec into cells, and the per-cell seeds.
+"""Expanding a spec into cells and sibling groups, and the per-cell seeds.
 
 A cell is (train_size, noise_rate, seed). Its randomness comes only from the repeat seed plus the
 cell's own coordinates (see :func:`noisegrid.sampling.rng_for`), so every cell is reproducible on
 its own and cells of one seed share subsamples and flip orders (the coupled design).
+
+The cells that share a subsample — every noise rate at one (seed, train_size) — form a
+:class:`SiblingGroup`, the unit of work an executor hands a worker. Their training randomness
+(initialisation, batch order, dropout) depends on (seed, train_size) only, so siblings differ in
+nothing but the labels the grid changes (architecture decision 9).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .config import NOISE_RATE_DECIMALS, ExperimentSpec
@@ -30,10 +36,71 @@ class Cell:
         return f"n={self.train_size} noise={self.noise_rate:.3g} seed={self.seed}"
 
     def train_seed(self) -> int:
-        """Seed for the backend's own randomness (initialisation, shuffling) in this cell."""
-        ppm = round(self.noise_rate * 10**NOISE_RATE_DECIMALS)
-        rng = rng_for(self.seed, STREAM_TRAIN, self.train_size, ppm)
+        """Seed for the backend's own randomness (initialisation, shuffling, dropout).
+
+        It depends on (seed, train_size) only, not on the noise rate: sibling cells train with
+        the same initialisation, batches and dropout (common random numbers), so the difference
+        between two noise rates carries no training noise, and siblings can train stacked.
+
+        Examples
+        --------
+        >>> Cell(0, 100, 0.0).train_seed() == Cell(0, 100, 0.2).train_seed()
+        True
+        >>> Cell(0, 100, 0.0).train_seed() == Cell(0, 200, 0.0).train_seed()
+        False
+        """
+        rng = rng_for(self.seed, STREAM_TRAIN, self.train_size)
         return int(rng.integers(0, 2**31 - 1))
+
+    @property
+    def group_key(self) -> tuple[int, int]:
+        """The sibling group this cell belongs to: (seed, train_size)."""
+        return (self.seed, self.train_size)
+
+
+@dataclass(frozen=True)
+class SiblingGroup:
+    """Cells that share one subsample: some or all noise rates at one (seed, train_size).
+
+    They train on the same texts with the same training seed and differ only in their labels, so a
+    backend may fit them together (:meth:`noisegrid.backends.Backend.fit_group`).
+    """
+
+    seed: int
+    train_size: int
+    cells: tuple[Cell, ...]
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def train_seed(self) -> int:
+        """The training seed every member shares."""
+        return self.cells[0].train_seed()
+
+    def label(self) -> str:
+        rates = ", ".join(f"{c.noise_rate:.3g}" for c in self.cells)
+        return f"n={self.train_size} seed={self.seed} noise=[{rates}]"
+
+
+def group_cells(cells: Iterable[Cell]) -> list[SiblingGroup]:
+    """Gather cells into sibling groups, one per (seed, train_size), noise rates ascending.
+
+    Groups come in the order their first cell appears; only the given cells are included, so
+    a resumed grid's groups hold just its missing cells.
+
+    Examples
+    --------
+    >>> cells = [Cell(0, 10, 0.1), Cell(0, 20, 0.0), Cell(0, 10, 0.0)]
+    >>> [(g.train_size, [c.noise_rate for c in g.cells]) for g in group_cells(cells)]
+    [(10, [0.0, 0.1]), (20, [0.0])]
+    """
+    groups: dict[tuple[int, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.group_key, []).append(cell)
+    return [
+        SiblingGroup(seed=seed, train_size=size, cells=tuple(sorted(members)))
+        for (seed, size), members in groups.items()
+    ]
 
 
 def expand_grid(spec: ExperimentSpec) -> list[Cell]:
@@ -53,3 +120,28 @@ def expand_grid(spec: ExperimentSpec) -> list[Cell]:
         for size in g.sizes
         for rate in g.noise_rates
     ]
+
+
+def split_groups(groups: Sequence[SiblingGroup], *, at_least: int) -> list[SiblingGroup]:
+    """Split the largest groups in halves until there are ``at_least`` groups (or all are single).
+
+    Parallel executors use it so that a grid of few groups still keeps every worker busy; the
+    halves still share their subsample and seed, so results do not change.
+
+    Examples
+    --------
+    >>> g = SiblingGroup(0, 10, tuple(Cell(0, 10, r) for r in (0.0, 0.1, 0.2)))
+    >>> [len(x) for x in split_groups([g], at_least=2)]
+    [2, 1]
+    """
+    out = list(groups)
+    while len(out) < at_least:
+        largest = max(range(len(out)), key=lambda i: len(out[i]), default=None)
+        if largest is None or len(out[largest]) < 2:
+            break
+        group = out.pop(largest)
+        half = (len(group) + 1) // 2
+        for part in (group.cells[:half], group.cells[half:]):
+            out.insert(largest, SiblingGroup(group.seed, group.train_size, part))
+            largest += 1
+    return out

@@ -1,11 +1,14 @@
 """Running an experiment: the fixed per-cell sequence and the driver loop.
 
-Per cell, always in this order (:meth:`Worker.run_cell`):
+Per sibling group (the noise rates of one size and seed), always in this order
+(:meth:`Worker.run_group`):
 
-1. subsample the training split (class-balanced, nested across sizes);
-2. inject noise (exact count, nested across rates; clean labels kept);
-3. ``backend.fit`` on the texts and noisy labels;
-4. evaluate on the seed's test sample → :class:`CellResult`.
+1. subsample the training split once (class-balanced, nested across sizes);
+2. inject noise: one flip plan, one labeling per noise rate (exact counts, nested across rates;
+   clean labels kept);
+3. ``backend.fit_group`` on the shared texts and every labeling (``backend.fit`` per cell with
+   ``[run] stack = 1``);
+4. evaluate every member on the seed's test sample → one :class:`CellResult` per cell.
 
 The driver (:func:`run_experiment`) validates everything before any work, hands pending cells to an
 executor, and is the only writer of the store: it stores each result the moment it arrives.
@@ -26,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, get_backend_class, make_backend
+from .backends import Backend, FitOutput, get_backend_class, make_backend
 from .config import ExperimentSpec
 from .data import Corpus, check_corpus, describe_corpus, load_corpus, texts_at
+from .errors import BackendError
 from .evaluation import draw_test_sample, score
 from .executors.base import Executor
-from .grid import Cell, expand_grid
-from .noise import NoiseModel, apply_plan, make_noise_model
+from .grid import Cell, SiblingGroup, expand_grid, group_cells
+from .noise import NoiseModel, NoisyLabels, apply_plan, make_noise_model
 from .sampling import subsample_per_class
 from .store import ResultStore
 
@@ -117,42 +121,133 @@ class Worker:
 
     def run_cell(self, cell: Cell) -> CellResult:
         """Run one cell; an exception inside it becomes a ``failed`` result with its traceback."""
+        return self.run_group(SiblingGroup(cell.seed, cell.train_size, (cell,)))[0]
+
+    def run_group(self, group: SiblingGroup) -> list[CellResult]:
+        """Run a sibling group; one result per cell, in the group's order.
+
+        The subsample and the flip plan are drawn once for the group, and the backend fits every
+        member's labeling together (:meth:`~noisegrid.backends.Backend.fit_group`) when it fits
+        groups; otherwise, and with ``[run] stack = 1``, one cell at a time. An exception in a
+        group fit fails every cell of the group with its traceback; on the per-cell path only the
+        cell that raised fails.
+        """
         try:
             self.prepare()
-            return self._run(cell)
+            return self._run_group(group)
         except Exception as exc:
-            return CellResult(
-                cell=cell,
-                status="failed",
-                noise_model=self.spec.grid.noise_model_name,
-                error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                traceback=tb.format_exc(),
-                host=socket.gethostname(),
-                finished_at=_now(),
-            )
+            return [self._failed(cell, exc) for cell in group.cells]
 
-    def _run(self, cell: Cell) -> CellResult:
+    def _failed(self, cell: Cell, exc: Exception) -> CellResult:
+        return CellResult(
+            cell=cell,
+            status="failed",
+            noise_model=self.spec.grid.noise_model_name,
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+            traceback=tb.format_exc(),
+            host=socket.gethostname(),
+            finished_at=_now(),
+        )
+
+    def _run_group(self, group: SiblingGroup) -> list[CellResult]:
         corpus, k = self.corpus, self.corpus.n_classes
         rows = subsample_per_class(
-            corpus.train.labels, cell.train_size, seed=cell.seed, n_classes=k
+            corpus.train.labels, group.train_size, seed=group.seed, n_classes=k
         )
         clean = corpus.train.labels[rows]
-        plan = self.noise_model.plan(clean, indices=rows, seed=cell.seed)
-        noisy = apply_plan(clean, cell.noise_rate, plan)
+        plan = self.noise_model.plan(clean, indices=rows, seed=group.seed)
+        noisy = [apply_plan(clean, cell.noise_rate, plan) for cell in group.cells]
+        texts = texts_at(corpus.train, rows)
+        test_rows = self.test_indices[group.seed]
+        test_texts = texts_at(corpus.test, test_rows)
+        seed = group.train_seed()
+        if self.spec.run.stack == 1 or len(group) == 1 or not self.backend.fits_groups:
+            return [
+                self._run_alone(cell, y, texts, test_texts, test_rows, clean, seed)
+                for cell, y in zip(group.cells, noisy, strict=True)
+            ]
 
         t0 = time.perf_counter()
-        fitted = self.backend.fit(
-            texts_at(corpus.train, rows), noisy.labels, seed=cell.train_seed()
+        outputs = self.backend.fit_group(texts, [y.labels for y in noisy], seed=seed)
+        group_fit = time.perf_counter() - t0
+        if len(outputs) != len(group):
+            raise BackendError(
+                f"backend '{self.spec.backend.name}' returned {len(outputs)} fitted models for a "
+                f"group of {len(group)} cells"
+            )
+        t0 = time.perf_counter()
+        probas = self.backend.predict_group(outputs, test_texts)
+        group_predict = time.perf_counter() - t0
+        n = len(group)
+        return [
+            self._result(
+                cell,
+                y,
+                output,
+                proba,
+                test_rows,
+                clean,
+                fit_seconds=group_fit / n,
+                predict_seconds=group_predict / n,
+                group_size=n,
+                group_fit_seconds=group_fit,
+            )
+            for cell, y, output, proba in zip(group.cells, noisy, outputs, probas, strict=True)
+        ]
+
+    def _run_alone(
+        self,
+        cell: Cell,
+        noisy: NoisyLabels,
+        texts: list[str],
+        test_texts: list[str],
+        test_rows: np.ndarray,
+        clean: np.ndarray,
+        seed: int,
+    ) -> CellResult:
+        """The per-cell path: fit and predict this cell on its own."""
+        try:
+            t0 = time.perf_counter()
+            output = self.backend.fit(texts, noisy.labels, seed=seed)
+            fit_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            proba = output.predictor.predict_proba(test_texts)
+            predict_seconds = time.perf_counter() - t0
+        except Exception as exc:
+            return self._failed(cell, exc)
+        return self._result(
+            cell,
+            noisy,
+            output,
+            proba,
+            test_rows,
+            clean,
+            fit_seconds=fit_seconds,
+            predict_seconds=predict_seconds,
+            group_size=1,
+            group_fit_seconds=fit_seconds,
         )
-        fit_seconds = time.perf_counter() - t0
 
-        test_rows = self.test_indices[cell.seed]
-        t0 = time.perf_counter()
-        proba = fitted.predictor.predict_proba(texts_at(corpus.test, test_rows))
-        predict_seconds = time.perf_counter() - t0
-        metrics = score(corpus.test.labels[test_rows], proba, n_classes=k)
-        info = dict(fitted.info)
+    def _result(
+        self,
+        cell: Cell,
+        noisy: NoisyLabels,
+        output: FitOutput,
+        proba: np.ndarray,
+        test_rows: np.ndarray,
+        clean: np.ndarray,
+        *,
+        fit_seconds: float,
+        predict_seconds: float,
+        group_size: int,
+        group_fit_seconds: float,
+    ) -> CellResult:
+        k = self.corpus.n_classes
+        metrics = score(self.corpus.test.labels[test_rows], proba, n_classes=k)
+        info = dict(output.info)
         info["flipped_per_class"] = np.bincount(clean[noisy.flipped], minlength=k).tolist()
+        info["group_size"] = group_size
+        info["group_fit_seconds"] = round(group_fit_seconds, 4)
         return CellResult(
             cell=cell,
             status="done",
@@ -167,6 +262,28 @@ class Worker:
             host=socket.gethostname(),
             finished_at=_now(),
         )
+
+
+def plan_groups(spec: ExperimentSpec, cells: Iterable[Cell]) -> list[SiblingGroup]:
+    """The units of work for ``cells``: sibling groups, or single cells where groups do not pay.
+
+    Cells sharing a (seed, train_size) form one group when the spec's backend fits groups
+    together (:attr:`~noisegrid.backends.Backend.fits_groups`); an integer ``[run] stack`` caps
+    a group's size (a larger group is cut into consecutive chunks), and ``stack = 1`` or a backend
+    that fits one cell at a time gives one group per cell, so a worker that dies costs one cell.
+    """
+    backend = get_backend_class(spec.backend.name)
+    stack = spec.run.stack
+    if stack == 1 or backend.fit_group is Backend.fit_group:
+        return [SiblingGroup(c.seed, c.train_size, (c,)) for c in cells]
+    groups = group_cells(cells)
+    if not isinstance(stack, int):
+        return groups
+    return [
+        SiblingGroup(g.seed, g.train_size, g.cells[i : i + stack])
+        for g in groups
+        for i in range(0, len(g), stack)
+    ]
 
 
 @dataclass
@@ -354,6 +471,7 @@ __all__ = [
     "RunSummary",
     "Worker",
     "pending_cells",
+    "plan_groups",
     "prepare_run",
     "run_experiment",
 ]

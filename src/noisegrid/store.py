@@ -167,7 +167,7 @@ class ResultStore:
 
     # -- writes (driver only) ---------------------------------------------------------------------
     def register_experiment(self, spec: ExperimentSpec) -> None:
-        from . import __version__
+        from ._version import __version__
 
         self._require_writer()
         self.conn.execute(

@@ -44,7 +44,10 @@ def make_backend(spec: ExperimentSpec, *, n_classes: int, cache_dir: Path) -> Ba
     options = validate_options(
         cls.Options, spec.backend_options(), where=f"[backend] of backend '{cls.name}'"
     )
-    context = BackendContext(train=spec.train, n_classes=n_classes, cache_dir=cache_dir)
+    stack = spec.run.stack if isinstance(spec.run.stack, int) else None
+    context = BackendContext(
+        train=spec.train, n_classes=n_classes, cache_dir=cache_dir, stack=stack
+    )
     return cls(options, context)  # type: ignore[arg-type]
 
 

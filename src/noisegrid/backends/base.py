@@ -1,9 +1,16 @@
-"""The backend interface: how a model is trained on one cell and scores the test sample.
+"""The backend interface: how models are trained on one cell or a sibling group, and scored.
 
 A backend instance lives for a whole worker (all the cells it runs), so heavy assets — a loaded
 tokenizer, cached embeddings — are loaded once in :meth:`Backend.prepare`, not once per cell.
-The fixed sequence per cell (subsample → noise → fit → evaluate) lives in the runner; backends
-only fit and predict.
+The fixed sequence (subsample → noise → fit → evaluate) lives in the runner; backends only fit
+and predict.
+
+The runner hands a backend a *sibling group*: the cells that share one subsample and differ only in
+their labels (one labeling per noise rate). :meth:`Backend.fit_group` fits them all; its default
+fits one cell at a time with :meth:`Backend.fit`, and a backend overrides it where sharing pays
+(one feature matrix for every labeling; K stacked transformer copies in the same kernels).
+:meth:`Backend.predict_group` is the matching evaluation. With ``[run] stack = 1`` the runner calls
+:meth:`Backend.fit` per cell instead (the per-cell path), which a group fit must match.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class BackendContext:
     train: TrainSpec
     n_classes: int
     cache_dir: Path
+    stack: int | None = None
+    """``[run] stack``: the most sibling cells to fit together (None: the backend decides)."""
 
 
 class Backend(ABC):
@@ -68,6 +77,9 @@ class Backend(ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     extra: ClassVar[str | None] = None
     """The pip extra this backend needs, if any (checked before any work)."""
+    train_keys: ClassVar[tuple[str, ...]] = ()
+    """The ``[train]`` settings this backend reads; only these enter the fingerprint and the
+    report (tfidf reads none)."""
 
     def __init__(self, options: BackendOptions, context: BackendContext) -> None:
         self.options = options
@@ -95,3 +107,44 @@ class Backend(ABC):
     @abstractmethod
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
         """Train on one cell's texts and (noisy) labels; ``seed`` fixes all randomness."""
+
+    @property
+    def fits_groups(self) -> bool:
+        """True when this backend overrides :meth:`fit_group` (fitting siblings shares work).
+
+        The runner uses the per-cell path for backends that do not: same results, and a cell
+        that raises fails alone.
+        """
+        return type(self).fit_group is not Backend.fit_group
+
+    def fit_group(
+        self, texts: Sequence[str], labelings: Sequence[np.ndarray], *, seed: int
+    ) -> list[FitOutput]:
+        """Train one model per labeling of the same texts (the cells of a sibling group).
+
+        Parameters
+        ----------
+        texts : sequence of str
+            The group's training texts (its shared subsample).
+        labelings : sequence of ndarray of int, each shape (len(texts),)
+            One (noisy) labeling per cell, in the group's cell order.
+        seed : int
+            The group's training seed, the same for every member (common random numbers).
+
+        Returns
+        -------
+        list of FitOutput
+            One per labeling, in order; each must equal what :meth:`fit` returns for that
+            labeling up to floating-point tolerance. The default calls :meth:`fit` for each; a
+            backend overrides this where fitting together shares work, splitting the group into
+            chunks of at most ``context.stack`` members when that is set.
+        """
+        return [self.fit(texts, labels, seed=seed) for labels in labelings]
+
+    def predict_group(self, outputs: Sequence[FitOutput], texts: Sequence[str]) -> list[np.ndarray]:
+        """Class probabilities of every fitted member on ``texts``; one (n, K) array each.
+
+        The default asks each predictor in turn; a backend whose members share work at prediction
+        time (a stacked model) overrides it.
+        """
+        return [output.predictor.predict_proba(texts) for output in outputs]

@@ -73,6 +73,7 @@ class EmbedBackend(Backend):
     """Frozen encoder (embeddings cached on disk) + logistic regression per cell."""
 
     Options = EmbedOptions
+    train_keys = ("max_length", "precision", "eval_batch_size")
     options: EmbedOptions
     extra = hf.EXTRA
 

@@ -43,6 +43,18 @@ if TYPE_CHECKING:
     from ..data import Corpus
 
 PURPOSE = "the 'finetune' backend"
+TRAIN_KEYS = (
+    "epochs",
+    "steps",
+    "learning_rate",
+    "batch_size",
+    "weight_decay",
+    "warmup_ratio",
+    "max_length",
+    "precision",
+    "eval_batch_size",
+)
+"""Every ``[train]`` setting: fine-tuning reads them all."""
 
 
 class FinetuneOptions(BackendOptions):
@@ -95,6 +107,7 @@ class FinetuneBackend(Backend):
     Options = FinetuneOptions
     options: FinetuneOptions
     extra = hf.EXTRA
+    train_keys = TRAIN_KEYS
 
     def __init__(self, options: BackendOptions, context: BackendContext) -> None:
         super().__init__(options, context)

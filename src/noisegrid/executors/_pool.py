@@ -1,17 +1,20 @@
 """Worker processes for the ``local`` executor, and the thread limits every worker applies.
 
 Each worker process builds one :class:`~noisegrid.runner.Worker` (corpus, noise model, backend and
-its caches) when it starts and then runs one cell at a time, so heavy assets load once per process,
-never once per cell. The driver keeps one connection per worker and sends a worker its next cell the
-moment it returns a result, so results stream back in completion order. Cells are handed out
+its caches) when it starts and then runs one sibling group at a time (the noise rates of one size
+and seed, :class:`~noisegrid.grid.SiblingGroup`), so heavy assets load once per process, never once
+per cell. The driver keeps one connection per worker and sends a worker its next group the moment it
+returns the group's results, so results stream back in completion order. Groups are handed out
 largest training size first (:func:`largest_first`), so the grid does not end with its most
-expensive cells running alone.
+expensive groups running alone, and groups are split when there are fewer than workers
+(:func:`~noisegrid.grid.split_groups`).
 
 Faults:
 
-- A worker process that dies in the middle of a cell (SIGKILL, the OOM killer, a segfault in native
-  code) is replaced and its cell is retried, up to ``[run] max_retries`` times; the cell's result
-  records how many attempts it took. After the last attempt the cell is returned as ``failed``.
+- A worker process that dies in the middle of a group (SIGKILL, the OOM killer, a segfault in native
+  code) is replaced and its group is retried, up to ``[run] max_retries`` times; each cell's result
+  records how many attempts it took. After the last attempt the group's cells are returned as
+  ``failed``.
 - A cell that raises is a ``failed`` result (the runner's :meth:`Worker.run_cell` catches it); it is
   not retried.
 - Worker processes are fresh interpreters, not forks: they inherit none of the driver's open files,
@@ -38,13 +41,21 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
-    from ..grid import Cell
+    from ..grid import Cell, SiblingGroup
     from ..runner import CellResult
+
+
+class _HasTrainSize(Protocol):
+    @property
+    def train_size(self) -> int: ...
+
+
+_Sized = TypeVar("_Sized", bound=_HasTrainSize)
 
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -103,12 +114,12 @@ def limit_threads(n_threads: int) -> Any:
     return limiter
 
 
-def largest_first(cells: Sequence[Cell]) -> list[Cell]:
-    """Cells ordered by training size, largest first (otherwise in their given order).
+def largest_first(cells: Sequence[_Sized]) -> list[_Sized]:
+    """Cells or sibling groups ordered by training size, largest first (otherwise as given).
 
-    A cell's cost grows with its training size, so parallel executors start the expensive cells
-    first and the cheap ones fill the gaps at the end: the grid finishes sooner than in grid order,
-    where the largest cells would start last and run alone.
+    Cost grows with the training size, so parallel executors start the expensive work first and
+    the cheap work fills the gaps at the end: the grid finishes sooner than in grid order, where
+    the largest cells would start last and run alone.
 
     Examples
     --------
@@ -134,30 +145,51 @@ def describe_exit(exitcode: int | None) -> str:
 
 @dataclass
 class Attempt:
-    """A cell and the attempt (1-based) it is on."""
+    """A sibling group and the attempt (1-based) it is on."""
 
-    cell: Cell
+    group: SiblingGroup
     number: int = 1
     deaths: list[str] = field(default_factory=list)
 
+    @property
+    def train_size(self) -> int:
+        return self.group.train_size
 
-def worker_died_result(spec: ExperimentSpec, attempt: Attempt) -> CellResult:
-    """The ``failed`` result of a cell whose worker died on every allowed attempt."""
+
+def worker_died_results(spec: ExperimentSpec, attempt: Attempt) -> list[CellResult]:
+    """The ``failed`` results of a group whose worker died on every allowed attempt."""
     from ..runner import CellResult, _now
 
     how = "; ".join(attempt.deaths)
-    return CellResult(
-        cell=attempt.cell,
-        status="failed",
-        noise_model=spec.grid.noise_models[0],
-        error=(
-            f"the worker running this cell died on all {len(attempt.deaths)} attempt(s) ({how}); "
-            "raise [run] max_retries if workers can die for reasons unrelated to the cell, or "
-            "check memory use (a worker killed by SIGKILL is often the out-of-memory killer)"
-        )[:500],
-        attempts=len(attempt.deaths),
-        finished_at=_now(),
-    )
+    error = (
+        f"the worker running this cell died on all {len(attempt.deaths)} attempt(s) ({how}); "
+        "raise [run] max_retries if workers can die for reasons unrelated to the cell, or "
+        "check memory use (a worker killed by SIGKILL is often the out-of-memory killer)"
+    )[:500]
+    return [
+        CellResult(
+            cell=cell,
+            status="failed",
+            noise_model=spec.grid.noise_models[0],
+            error=error,
+            attempts=len(attempt.deaths),
+            finished_at=_now(),
+        )
+        for cell in attempt.group.cells
+    ]
+
+
+def queue_groups(spec: ExperimentSpec, cells: Sequence[Cell], *, n_workers: int) -> deque[Attempt]:
+    """The work queue of a parallel executor: sibling groups, largest first, one attempt each.
+
+    Groups (:func:`~noisegrid.runner.plan_groups`) are split, never merged, until every one of
+    ``n_workers`` workers has one, so a grid of few large groups still uses every worker.
+    """
+    from ..grid import split_groups
+    from ..runner import plan_groups
+
+    groups = split_groups(plan_groups(spec, cells), at_least=n_workers)
+    return deque(Attempt(group) for group in largest_first(groups))
 
 
 # -- the worker process ------------------------------------------------------------------------
@@ -184,14 +216,14 @@ def worker_main(fd: int, payload_fd: int, n_threads: int, parent_pid: int) -> No
         return
     while True:
         try:
-            cell = conn.recv()
+            group = conn.recv()
         except (EOFError, OSError):
             return
-        if cell is None:
+        if group is None:
             return
-        result = worker.run_cell(cell)
+        results = worker.run_group(group)
         try:
-            conn.send(("result", result))
+            conn.send(("results", results))
         except OSError:
             return
 
@@ -308,9 +340,9 @@ def run_in_processes(
     """
     if not cells:
         return
-    n_workers = max(1, min(n_workers, len(cells)))
+    queue = queue_groups(spec, cells, n_workers=n_workers)
+    n_workers = max(1, min(n_workers, len(queue)))
     n_threads = threads_per_worker(n_workers) if n_threads is None else n_threads
-    queue: deque[Attempt] = deque(Attempt(cell) for cell in largest_first(cells))
     slots: list[_Slot] = []
     with tempfile.TemporaryFile(prefix="noisegrid-worker-") as shared:
         pickle.dump((spec, corpus), shared, protocol=pickle.HIGHEST_PROTOCOL)
@@ -350,23 +382,24 @@ def _drive(
                 message = None
             else:
                 continue
-            if message is not None and message[0] == "result":
-                result: CellResult = message[1]
-                result.attempts = attempt.number
-                finished.append(result)
+            if message is not None and message[0] == "results":
+                results: list[CellResult] = message[1]
+                for result in results:
+                    result.attempts = attempt.number
+                finished.extend(results)
                 slot.attempt = None
                 continue
             if message is not None and message[0] == "setup_failed":
                 error: BaseException = message[1]
                 error.add_note(f"raised while a worker process set up:\n{message[2]}")
                 raise error
-            # The worker died with the cell in flight: retry the cell on a fresh worker.
+            # The worker died with the group in flight: retry the group on a fresh worker.
             attempt.deaths.append(describe_exit(_wait_exit(slot.process)))
             slot.attempt = None
             _stop(slot)
             slots.remove(slot)
             if len(attempt.deaths) > max_retries:
-                finished.append(worker_died_result(spec, attempt))
+                finished.extend(worker_died_results(spec, attempt))
             else:
                 attempt.number += 1
                 queue.appendleft(attempt)
@@ -378,14 +411,14 @@ def _drive(
 
 
 def _dispatch(slots: list[_Slot], queue: deque[Attempt]) -> None:
-    """Send the next queued cell to every idle worker."""
+    """Send the next queued group to every idle worker."""
     for slot in slots:
         if slot.attempt is None and queue:
             slot.attempt = queue.popleft()
             # A worker that died while idle fails this send; the loop then sees it gone and the
-            # cell is retried like any cell whose worker died.
+            # group is retried like any group whose worker died.
             with contextlib.suppress(OSError):
-                slot.conn.send(slot.attempt.cell)
+                slot.conn.send(slot.attempt.group)
 
 
 def _receive(slot: _Slot) -> tuple[Any, ...] | None:
@@ -427,9 +460,10 @@ __all__ = [
     "largest_first",
     "limit_threads",
     "n_cores",
+    "queue_groups",
     "run_in_processes",
     "start_worker",
     "threads_per_worker",
-    "worker_died_result",
+    "worker_died_results",
     "worker_main",
 ]

@@ -1,11 +1,12 @@
 """``local``: cells run on this machine, in this process or in ``[run] workers`` processes.
 
-With ``workers = 1`` (the default) cells run one after another in the driver's own process. With
-``workers = N > 1`` they run in N worker processes (see :mod:`noisegrid.executors._pool`): each
-builds its :class:`~noisegrid.runner.Worker` once, gets ``cores // N`` threads for its numerical
-libraries so the workers together do not oversubscribe the cores, and a worker killed in the middle
-of a cell is replaced and the cell retried (``[run] max_retries``). The driver stays the only
-writer of the store.
+Cells run in sibling groups (the noise rates of one size and seed, see
+:class:`~noisegrid.grid.SiblingGroup`). With ``workers = 1`` (the default) groups run one after
+another in the driver's own process. With ``workers = N > 1`` they run in N worker processes
+(see :mod:`noisegrid.executors._pool`): each builds its :class:`~noisegrid.runner.Worker` once,
+gets ``cores // N`` threads for its numerical libraries so the workers together do not
+oversubscribe the cores, and a worker killed in the middle of a group is replaced and the group
+retried (``[run] max_retries``). The driver stays the only writer of the store.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class LocalExecutor(Executor):
                 max_retries=spec.run.max_retries,
             )
             return
-        from ..runner import Worker
+        from ..runner import Worker, plan_groups
 
         worker = Worker(spec, corpus=corpus)
-        for cell in cells:
-            yield worker.run_cell(cell)
+        for group in plan_groups(spec, cells):
+            yield from worker.run_group(group)

@@ -30,19 +30,18 @@ import logging
 import math
 import os
 import socket
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, NoisegridError, require
 from . import EXECUTORS
-from ._pool import Attempt, largest_first, limit_threads, worker_died_result
+from ._pool import Attempt, limit_threads, queue_groups, worker_died_results
 from .base import Executor
 
 if TYPE_CHECKING:
     from ..config import ExperimentSpec, RunSpec
     from ..data import Corpus
-    from ..grid import Cell
+    from ..grid import Cell, SiblingGroup
     from ..runner import CellResult, Worker
 
 log = logging.getLogger("noisegrid")
@@ -150,7 +149,7 @@ def actors_for(run: RunSpec, cluster: Mapping[str, float], *, n_cells: int) -> i
 
 
 class CellActor:
-    """A Ray actor holding one Worker; it runs one cell per call.
+    """A Ray actor holding one Worker; it runs one sibling group per call.
 
     Parameters
     ----------
@@ -167,13 +166,13 @@ class CellActor:
         self._corpus = corpus
         self._worker: Worker | None = None
 
-    def run_cell(self, cell: Cell) -> CellResult:
-        """Run one cell (building the Worker first, on the first call)."""
+    def run_group(self, group: SiblingGroup) -> list[CellResult]:
+        """Run one sibling group (building the Worker first, on the first call)."""
         if self._worker is None:
             from ..runner import Worker
 
             self._worker = Worker(self._spec, corpus=self._corpus)
-        return self._worker.run_cell(cell)
+        return self._worker.run_group(group)
 
     def pid(self) -> int:
         """The actor's process id (diagnostics and tests)."""
@@ -254,7 +253,15 @@ def _run_on_actors(
     options = ray_options(spec.run.resources)
     n_threads = max(1, int(options["num_cpus"]))
     n_actors = actors_for(spec.run, ray.cluster_resources(), n_cells=len(cells))
-    log.info("running %d cells on %d Ray actors (%s each)", len(cells), n_actors, options)
+    queue = queue_groups(spec, cells, n_workers=n_actors)
+    n_actors = min(n_actors, len(queue))
+    log.info(
+        "running %d cells in %d sibling groups on %d Ray actors (%s each)",
+        len(cells),
+        len(queue),
+        n_actors,
+        options,
+    )
 
     actor_class = ray.remote(max_restarts=0, max_task_retries=0)(CellActor).options(**options)
     spec_ref = ray.put(spec)
@@ -265,14 +272,13 @@ def _run_on_actors(
         actors.append(actor)
         return actor
 
-    queue: deque[Attempt] = deque(Attempt(cell) for cell in largest_first(cells))
     idle = [new_actor() for _ in range(n_actors)]
     in_flight: dict[Any, tuple[Any, Attempt]] = {}
 
     def dispatch() -> None:
         while idle and queue:
             actor, attempt = idle.pop(), queue.popleft()
-            in_flight[actor.run_cell.remote(attempt.cell)] = (actor, attempt)
+            in_flight[actor.run_group.remote(attempt.group)] = (actor, attempt)
 
     dispatch()
     while in_flight:
@@ -282,16 +288,17 @@ def _run_on_actors(
             actor, attempt = in_flight.pop(ref)
             outcome = _outcome(ref)
             if not isinstance(outcome, Exception):
-                outcome.attempts = attempt.number
-                finished.append(outcome)
+                for result in outcome:
+                    result.attempts = attempt.number
+                finished.extend(outcome)
                 idle.append(actor)
                 continue
-            # The actor's process or node died with the cell in flight: retry on a new actor.
+            # The actor's process or node died with the group in flight: retry on a new actor.
             attempt.deaths.append(_describe_death(outcome))
             _kill(actor)
             actors.remove(actor)
             if len(attempt.deaths) > spec.run.max_retries:
-                finished.append(worker_died_result(spec, attempt))
+                finished.extend(worker_died_results(spec, attempt))
             else:
                 attempt.number += 1
                 queue.appendleft(attempt)
@@ -308,8 +315,8 @@ def _run_on_actors(
         yield from finished
 
 
-def _outcome(ref: Any) -> CellResult | Exception:
-    """A finished call's result, or the Ray error saying its actor died.
+def _outcome(ref: Any) -> list[CellResult] | Exception:
+    """A finished call's results, or the Ray error saying its actor died.
 
     Raises the experiment's set-up error when the actor could not build its Worker.
     """
@@ -317,9 +324,9 @@ def _outcome(ref: Any) -> CellResult | Exception:
     from ray.exceptions import RayActorError, RayError, RayTaskError
 
     try:
-        result: CellResult = ray.get(ref)
+        results: list[CellResult] = ray.get(ref)
     except RayTaskError as exc:
-        # run_cell never raises once its Worker exists: building the Worker failed.
+        # run_group never raises once its Worker exists: building the Worker failed.
         raise _setup_error(exc) from None
     except RayActorError as exc:
         if exc.actor_init_failed:
@@ -327,7 +334,7 @@ def _outcome(ref: Any) -> CellResult | Exception:
         return exc
     except RayError as exc:
         return exc
-    return result
+    return results
 
 
 def _setup_error(exc: Exception) -> Exception:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,45 +80,88 @@ def heatmap(nma: NoiseModelAnalysis) -> go.Figure | None:
     cells = nma.cells[nma.cells["n_done"] > 0]
     if cells.empty:
         return None
-    values = _cell_values(cells, "accuracy_pct")
-    sizes, noise, z = _grid_matrix(nma, values)
-    hover = np.full(z.shape, "", dtype=object)
     by_cell = {(int(r["train_size"]), float(r["noise_level"])): r for _, r in nma.cells.iterrows()}
+
+    def hover(n: int, eta: float) -> str:
+        r = by_cell.get((n, eta))
+        head = f"size {n:,}<br>noise {pct(eta)}"
+        if r is None or r["n_done"] == 0:
+            failed = int(r["n_failed"]) if r is not None else 0
+            return head + (f"<br>{failed} run(s) failed" if failed else "<br>not run")
+        ci = ""
+        if math.isfinite(r["ci_low_pct"]):
+            ci = f"<br>95% interval {r['ci_low_pct']:.2f}–{r['ci_high_pct']:.2f} ({r['ci_method']})"
+        return (
+            f"{head}<br>accuracy {r['accuracy_pct']:.2f}%{ci}"
+            f"<br>seeds done {int(r['n_done'])}, failed {int(r['n_failed'])}"
+        )
+
+    return _grid_heatmap(
+        nma,
+        _cell_values(cells, "accuracy_pct"),
+        hover,
+        title=f"{FIGURE_TITLES['heatmap']} ({nma.noise_model} noise)",
+        texttemplate="%{z:.1f}",
+        colorscale="Viridis",
+        colorbar_title="accuracy %",
+        hoverongaps=True,
+    )
+
+
+def _grid_heatmap(
+    nma: NoiseModelAnalysis,
+    values: dict[tuple[int, float], float],
+    hover: Callable[[int, float], str],
+    *,
+    title: str,
+    texttemplate: str,
+    colorscale: str,
+    colorbar_title: str,
+    **trace: Any,
+) -> go.Figure:
+    """A heatmap with one labelled tile per (size, noise) cell of the grid.
+
+    Parameters
+    ----------
+    nma : NoiseModelAnalysis
+        Gives the grid (its coverage's sizes and noise levels).
+    values : dict of (int, float) to float
+        The value of each cell; cells without one are gaps.
+    hover : callable
+        ``hover(size, noise)`` returns the hover text of that cell.
+    title, texttemplate, colorscale, colorbar_title : str
+        The figure title, the tile label format, and the colour scale with its title.
+    **trace
+        Further ``plotly.graph_objects.Heatmap`` options.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    sizes, noise, z = _grid_matrix(nma, values)
+    # An infinite value (a surface that gains nothing from size there) is drawn as a gap.
+    z = np.where(np.isfinite(z), z, np.nan)
+    text = np.full(z.shape, "", dtype=object)
     for i, eta in enumerate(noise):
         for j, n in enumerate(sizes):
-            r = by_cell.get((n, eta))
-            head = f"size {n:,}<br>noise {pct(eta)}"
-            if r is None or r["n_done"] == 0:
-                failed = int(r["n_failed"]) if r is not None else 0
-                hover[i, j] = head + (f"<br>{failed} run(s) failed" if failed else "<br>not run")
-                continue
-            ci = ""
-            if math.isfinite(r["ci_low_pct"]):
-                ci = (
-                    f"<br>95% interval {r['ci_low_pct']:.2f}–{r['ci_high_pct']:.2f}"
-                    f" ({r['ci_method']})"
-                )
-            hover[i, j] = (
-                f"{head}<br>accuracy {r['accuracy_pct']:.2f}%{ci}"
-                f"<br>seeds done {int(r['n_done'])}, failed {int(r['n_failed'])}"
-            )
+            text[i, j] = hover(n, eta)
     fig = go.Figure(
         go.Heatmap(
             x=[f"{n:,}" for n in sizes],
             y=[pct(e) for e in noise],
             z=z,
-            text=hover,
+            text=text,
             hovertemplate="%{text}<extra></extra>",
-            texttemplate="%{z:.1f}",
-            colorscale="Viridis",
-            colorbar={"title": {"text": "accuracy %"}},
-            hoverongaps=True,
+            texttemplate=texttemplate,
+            colorscale=colorscale,
+            colorbar={"title": {"text": colorbar_title}},
             xgap=1,
             ygap=1,
+            **trace,
         )
     )
     fig.update_layout(
-        title=f"{FIGURE_TITLES['heatmap']} ({nma.noise_model} noise)",
+        title=title,
         xaxis={"title": "training examples", "type": "category"},
         yaxis={"title": "label noise", "type": "category"},
         **_LAYOUT,
@@ -231,45 +275,34 @@ def exchange_rate_map(nma: NoiseModelAnalysis) -> go.Figure | None:
     lr = nma.local_rates
     if nma.best is None or lr.empty:
         return None
-    values = _cell_values(lr, "rate")
-    sizes, noise, z = _grid_matrix(nma, values)
-    z = np.where(np.isfinite(z), z, np.nan)
-    hover = np.full(z.shape, "", dtype=object)
-    for _, r in lr.iterrows():
-        i, j = noise.index(float(r["noise_level"])), sizes.index(int(r["train_size"]))
+    by_cell = {(int(r["train_size"]), float(r["noise_level"])): r for _, r in lr.iterrows()}
+
+    def hover(n: int, eta: float) -> str:
+        r = by_cell.get((n, eta))
+        if r is None:
+            return ""
         ci = ""
         if math.isfinite(r["rate_low"]):
             ci = f" (95% CI {format_number(r['rate_low'])} to {format_number(r['rate_high'])})"
-        hover[i, j] = (
+        return (
             f"size {int(r['train_size']):,}<br>noise {pct(float(r['noise_level']))}"
             f"<br>one noise point = {format_number(r['train_size'] / 100)} labels"
             f"<br>worth {format_number(r['rate'])} examples{ci}"
             f"<br>{format_number(r['labels_per_correction'])} new labels per corrected label"
             f"<br>{'measured' if r['observed'] else 'not measured (interpolated)'}"
         )
-    fig = go.Figure(
-        go.Heatmap(
-            x=[f"{n:,}" for n in sizes],
-            y=[pct(e) for e in noise],
-            z=z,
-            text=hover,
-            hovertemplate="%{text}<extra></extra>",
-            texttemplate="%{z:,.0f}",
-            colorscale="Cividis",
-            colorbar={"title": {"text": "examples per<br>noise point"}},
-            xgap=1,
-            ygap=1,
-        )
-    )
-    fig.update_layout(
+
+    return _grid_heatmap(
+        nma,
+        _cell_values(lr, "rate"),
+        hover,
         title=(
             f"{FIGURE_TITLES['exchange-rate']} ({nma.noise_model} noise; surface {nma.best.name})"
         ),
-        xaxis={"title": "training examples", "type": "category"},
-        yaxis={"title": "label noise", "type": "category"},
-        **_LAYOUT,
+        texttemplate="%{z:,.0f}",
+        colorscale="Cividis",
+        colorbar_title="examples per<br>noise point",
     )
-    return fig
 
 
 def noise_model_comparison(analysis: Analysis) -> go.Figure | None:

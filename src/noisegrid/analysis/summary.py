@@ -1,0 +1,118 @@
+"""The whole-table result, :class:`Analysis`, and the plain-language summary it writes.
+
+:class:`Analysis` lives here rather than with the other result types (``_types.py``) because
+:meth:`Analysis.summary` states the trade-off at the summary cell (``tradeoff.py``), which is
+computed from those types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AnalysisError
+from ._format import _pct, format_number
+from ._types import NoiseModelAnalysis
+from .tradeoff import _tradeoff_at
+
+__all__ = ["Analysis"]
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """The result of :func:`analyze`: one :class:`NoiseModelAnalysis` per noise model.
+
+    Attributes
+    ----------
+    results : pandas.DataFrame
+        The table as analysed (every row, done and failed).
+    by_noise_model : dict of str to NoiseModelAnalysis
+    focus : tuple of (int, float) or None
+        The (size, noise level) cell inside the grid that the plain-language summary talks about.
+    noise_model_comparison : pandas.DataFrame or None
+        Exchange rates side by side when the table holds more than one noise model.
+    """
+
+    results: pd.DataFrame = field(repr=False)
+    by_noise_model: dict[str, NoiseModelAnalysis]
+    focus: tuple[int, float] | None
+    noise_model_comparison: pd.DataFrame | None
+    general_notes: tuple[str, ...] = ()
+    n_classes: int = 2
+    confidence: float = 0.95
+    n_bootstrap: int = 500
+    seed: int = 0
+
+    @property
+    def noise_models(self) -> list[str]:
+        """The noise models in the table, ``uniform`` first."""
+        return list(self.by_noise_model)
+
+    def notes(self) -> list[str]:
+        """Every noise model's caveats, prefixed by the noise model when there are several."""
+        many = len(self.by_noise_model) > 1
+        return [*self.general_notes] + [
+            f"{nm} noise: {note}" if many else note
+            for nm, a in self.by_noise_model.items()
+            for note in a.notes
+        ]
+
+    def summary(self) -> str:
+        """A few plain-language sentences per noise model (the top of the report)."""
+        return "\n\n".join(_summary_lines(self, nm) for nm in self.by_noise_model)
+
+
+def _summary_lines(analysis: Analysis, nm: str) -> str:
+    a = analysis.by_noise_model[nm]
+    head = f"{nm} noise: {a.coverage.describe(max_items=3)}"
+    lines = [head]
+    if analysis.focus is not None and a.best is not None:
+        size, noise = analysis.focus
+        try:
+            t = _tradeoff_at(a, size, noise)
+        except AnalysisError:
+            t = None
+        if t is not None:
+            r = t.examples_per_noise_point
+            per100 = t.labels_per_correction.scaled(100)
+            ci = f" ({per100.ci_text()})" if per100.ci_text() else ""
+            lines.append(
+                f"At {size:,} examples and {_pct(noise)} noise, correcting 100 labels is worth "
+                f"about {format_number(per100.estimate)} new labels{ci}: one point of noise "
+                f"({format_number(t.labels_per_noise_point)} wrong labels) costs as much accuracy "
+                f"as {format_number(r.estimate)} examples (best surface: {a.best.name}, "
+                f"cross-validated error {a.best.cv_rmse:.2f} accuracy points)."
+            )
+        lr = a.local_rates[a.local_rates["observed"]]
+        finite = lr[np.isfinite(lr["rate"].to_numpy(dtype=float))]
+        if len(finite):
+            lo = finite.loc[finite["rate"].idxmin()]
+            hi = finite.loc[finite["rate"].idxmax()]
+        if len(finite) and hi["rate"] <= 1.01 * lo["rate"]:
+            lines.append(
+                f"This surface gives the same rate in every measured cell, "
+                f"{format_number(lo['rate'])} examples per point of noise."
+            )
+        elif len(finite):
+            lines.append(
+                "Across the measured cells one point of noise is worth from "
+                f"{format_number(lo['rate'])} examples (at {int(lo['train_size']):,} examples, "
+                f"{_pct(lo['noise_level'])} noise) to {format_number(hi['rate'])} "
+                f"(at {int(hi['train_size']):,}, {_pct(hi['noise_level'])})."
+            )
+    elif a.surface_skipped:
+        lines.append(f"No local exchange rate: {a.surface_skipped}.")
+    ref = a.reference
+    if ref.skipped is None and ref.exchange_rate is not None:
+        lines.append(
+            f"The reference regression (one constant rate, as published) gives "
+            f"{ref.coef('train_size_1k'):+.3f} accuracy points per 1,000 examples and "
+            f"{ref.coef('noise_level_pct'):+.3f} per noise point, so one point of noise is worth "
+            f"{format_number(ref.exchange_rate.estimate)} examples ({ref.exchange_rate.ci_text()}; "
+            f"R² {ref.r_squared:.2f}; the published IMDB/DistilBERT value is 456)."
+        )
+    else:
+        lines.append(f"Reference regression skipped: {ref.skipped}.")
+    return "\n".join(lines)

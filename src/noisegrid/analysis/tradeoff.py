@@ -1,0 +1,110 @@
+"""Trade-off queries: the local exchange rate at one (size, noise) point, and across noise models.
+
+:func:`_tradeoff_at` answers "at this size and noise, what is one point of noise worth in
+examples, and one corrected label in new labels?" for one analysed noise model (the public
+:func:`~noisegrid.analysis.tradeoff` checks its arguments, analyses a table when given one and
+calls it); :func:`_compare_noise_models` puts every noise model's rates side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AnalysisError
+from ._format import _pct
+from ._types import Interval, NoiseModelAnalysis, TradeoffResult, _broadcast
+from .rates import _rate_interval
+
+
+def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffResult:
+    best = nma.best
+    if best is None:  # pragma: no cover - callers check
+        raise AnalysisError(f"no surface for noise model '{nma.noise_model}'")
+    n, eta = _broadcast(size, noise)
+    reason = best.candidate.skip_reason(n, eta)
+    if reason is not None:
+        raise AnalysisError(f"the surface {best.name} {reason}; ask about a lower noise rate")
+    est, low, high = _rate_interval(best, n, eta, nma.confidence)
+    b = best.boot_params.shape[0]
+    if best.candidate.rate_from_form:
+        method = f"no sampling interval: the {best.name} surface fixes the rate by its form"
+    elif b >= 2:
+        method = f"cell bootstrap, B={b}"
+    else:
+        method = "no interval (n_bootstrap=0)"
+    rate = Interval(float(est[0]), float(low[0]), float(high[0]), nma.confidence, method)
+    cov = nma.coverage
+    notes = []
+    in_grid = bool(
+        cov.sizes
+        and cov.noise_levels
+        and min(cov.sizes) <= size <= max(cov.sizes)
+        and min(cov.noise_levels) <= noise <= max(cov.noise_levels)
+    )
+    if not in_grid:
+        notes.append(
+            f"({size:,}, {_pct(noise)}) lies outside the measured grid (sizes "
+            f"{min(cov.sizes):,}-{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}-"
+            f"{_pct(max(cov.noise_levels))}); the rate is extrapolated."
+        )
+    if noise == 0:
+        notes.append(
+            "At 0% noise there is nothing to correct; the rate is what the first point of noise "
+            "would cost."
+        )
+    if not math.isfinite(rate.estimate):
+        notes.append("Here the fitted surface gains nothing from more examples.")
+    return TradeoffResult(
+        size=size,
+        noise=noise,
+        noise_model=nma.noise_model,
+        surface=best.name,
+        examples_per_noise_point=rate,
+        labels_per_noise_point=size / 100,
+        labels_per_correction=rate.scaled(100 / size),
+        accuracy_pct=float(best.predict(n, eta)[0]),
+        in_grid=in_grid,
+        notes=tuple(notes),
+    )
+
+
+def _compare_noise_models(
+    by_nm: Mapping[str, NoiseModelAnalysis], focus: tuple[int, float] | None
+) -> pd.DataFrame:
+    rows = []
+    for nm, a in by_nm.items():
+        ref = a.reference.exchange_rate
+        row: dict[str, Any] = {
+            "noise_model": nm,
+            "n_done": a.coverage.n_done,
+            "n_failed": a.coverage.n_failed,
+            "reference_rate": ref.estimate if ref else math.nan,
+            "reference_low": ref.low if ref else math.nan,
+            "reference_high": ref.high if ref else math.nan,
+            "noise_coef": a.reference.coef("noise_level_pct") if ref else math.nan,
+            "best_surface": a.best.name if a.best else None,
+            "focus_rate": math.nan,
+            "focus_low": math.nan,
+            "focus_high": math.nan,
+            "min_local_rate": math.nan,
+            "max_local_rate": math.nan,
+        }
+        if a.best is not None and focus is not None:
+            try:
+                t = _tradeoff_at(a, *focus)
+            except AnalysisError:
+                t = None
+            if t is not None:
+                r = t.examples_per_noise_point
+                row.update(focus_rate=r.estimate, focus_low=r.low, focus_high=r.high)
+        rates = a.local_rates.loc[a.local_rates["observed"], "rate"].to_numpy(dtype=float)
+        finite = rates[np.isfinite(rates)]
+        if finite.size:
+            row.update(min_local_rate=float(finite.min()), max_local_rate=float(finite.max()))
+        rows.append(row)
+    return pd.DataFrame(rows)
