@@ -60,6 +60,10 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imdb"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "recipes"), help="store folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--only", choices=sorted(RECIPES), default=None, help="run one recipe (the table needs both)"
+    )
     parser.add_argument("--quick", action="store_true", help="sizes 64/128, 2 seeds, 200 tests")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
@@ -70,6 +74,8 @@ def main() -> None:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from noisegrid import ExperimentSpec, load_results, run_experiment
     from noisegrid.backends._hf import cpu_has_native_bf16
 
@@ -85,6 +91,8 @@ def main() -> None:
     )
     tables = {}
     for name, recipe in RECIPES.items():
+        if args.only and name != args.only:
+            continue
         spec = ExperimentSpec.from_dict(
             {
                 "name": f"recipe-{name}",
@@ -120,6 +128,8 @@ def main() -> None:
         if summary.n_failed:
             raise SystemExit(f"{summary.n_failed} cell(s) failed; see `noisegrid status`")
         tables[name] = done.set_index(["train_size", "seed"])["eval_accuracy"] * 100
+    if len(tables) < 2:
+        return
     print()
     print(_table(tables["exact"], tables["fast"]).to_string(index=False))
     print(

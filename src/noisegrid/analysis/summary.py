@@ -7,6 +7,7 @@ computed from those types.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,8 @@ import pandas as pd
 
 from ..errors import AnalysisError
 from ._format import _pct, format_number
-from ._types import NoiseModelAnalysis
+from ._types import NoiseModelAnalysis, differs
+from .rates import ONE_SEED_NOTE
 from .tradeoff import _tradeoff_at
 
 __all__ = ["Analysis"]
@@ -82,8 +84,10 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
                 f"At {size:,} examples and {_pct(noise)} noise, correcting 100 labels is worth "
                 f"about {format_number(per100.estimate)} new labels{ci}: one point of noise "
                 f"({format_number(t.labels_per_noise_point)} wrong labels) costs as much accuracy "
-                f"as {format_number(r.estimate)} examples (best surface: {a.best.name}, "
-                f"cross-validated error {a.best.cv_rmse:.2f} accuracy points)."
+                f"as {format_number(r.estimate)} examples at the margin (the marginal exchange "
+                f"rate; best surface: {a.best.name}, cross-validated error "
+                f"{a.best.cv_rmse:.2f} accuracy points)."
+                + _exact_sentence(t.exact_compensation, r.estimate)
             )
         lr = a.local_rates[a.local_rates["observed"]]
         finite = lr[np.isfinite(lr["rate"].to_numpy(dtype=float))]
@@ -106,13 +110,33 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
         lines.append(f"No local exchange rate: {a.surface_skipped}.")
     ref = a.reference
     if ref.skipped is None and ref.exchange_rate is not None:
+        rate = ref.exchange_rate
+        ci = rate.ci_text() + (": the size slope is not significant" if rate.unbounded else "")
         lines.append(
             f"The reference regression (one constant rate, as published) gives "
             f"{ref.coef('train_size_1k'):+.3f} accuracy points per 1,000 examples and "
             f"{ref.coef('noise_level_pct'):+.3f} per noise point, so one point of noise is worth "
-            f"{format_number(ref.exchange_rate.estimate)} examples ({ref.exchange_rate.ci_text()}; "
+            f"{format_number(rate.estimate)} examples ({ci}, Fieller; "
             f"R² {ref.r_squared:.2f}; the published IMDB/DistilBERT value is 456)."
         )
     else:
         lines.append(f"Reference regression skipped: {ref.skipped}.")
+    if a.coverage.n_done and _n_seeds(a) == 1:
+        lines.append(ONE_SEED_NOTE)
     return "\n".join(lines)
+
+
+def _n_seeds(a: NoiseModelAnalysis) -> int:
+    done = a.cells["n_done"].to_numpy(dtype=int)
+    return int(done.max()) if done.size else 0
+
+
+def _exact_sentence(exact: float, marginal: float) -> str:
+    if not differs(exact, marginal):
+        return ""
+    if math.isinf(exact):
+        return (
+            " No number of examples makes up for a whole point exactly: the surface levels off "
+            "below the accuracy it costs."
+        )
+    return f" Making up for the whole point exactly takes {format_number(exact)} examples."
