@@ -42,8 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
 
-    from noisegrid.backends import _hf as hf
-    from noisegrid.backends import make_backend
+    from noisegrid.backends import hf, make_backend
     from noisegrid.config import load_spec
     from noisegrid.data import load_corpus
     from noisegrid.grid import expand_grid

@@ -123,7 +123,7 @@ def _trainer(texts, labels, args):  # type: ignore[no-untyped-def]
         TrainingArguments,
     )
 
-    from noisegrid.backends import _hf as hf
+    from noisegrid.backends import hf
 
     ref = hf.resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(ref.location, **ref.load_kwargs())

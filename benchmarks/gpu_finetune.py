@@ -83,7 +83,7 @@ def main() -> None:
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
 
-    from noisegrid.backends import _hf as hf
+    from noisegrid.backends import hf
 
     device = hf.choose_device()
     if args.smoke:
@@ -170,7 +170,7 @@ def _texts(data: str, n: int) -> tuple[list[str], np.ndarray, str]:
 def _tokenizer(texts: list[str], folder: Path) -> Any:
     from transformers import AutoTokenizer
 
-    from noisegrid.backends import _hf as hf
+    from noisegrid.backends import hf
 
     bundled = hf.bundled_model_path(MINILM)
     if bundled is not None:
@@ -216,7 +216,7 @@ def _distilbert(tokenizer: Any, folder: Path, smoke: bool) -> Path:
 def _minilm(tokenizer: Any, folder: Path, smoke: bool) -> Path:
     from transformers import BertConfig, BertModel
 
-    from noisegrid.backends import _hf as hf
+    from noisegrid.backends import hf
 
     if not smoke:
         try:
@@ -263,7 +263,7 @@ def _ours(folder: Path, ids: list[np.ndarray], labels: np.ndarray, device: Any, 
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from noisegrid.backends import _hf as hf
+    from noisegrid.backends import hf
     from noisegrid.backends.finetune import _deterministic, predict_probabilities, train_loop
     from noisegrid.config import TrainSpec
 

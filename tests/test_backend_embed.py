@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from noisegrid.backends import _hf as hf
-from noisegrid.backends import get_backend_class, make_backend
+from noisegrid.backends import get_backend_class, hf, make_backend
 from noisegrid.config import ExperimentSpec
 from noisegrid.data import Corpus, Split
 from noisegrid.errors import BackendError, ConfigError, MissingDependencyError

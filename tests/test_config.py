@@ -192,11 +192,29 @@ def test_fingerprint_covers_results_not_bookkeeping() -> None:
     # Everything that changes results does.
     for sections in (
         {"backend": {"C": 2.0}},
-        {"train": {"learning_rate": 1e-4}},
         {"eval": {"test_size": 500}},
         {"dataset": {"source": "other"}},
     ):
         assert spec_with(**sections).fingerprint() != base.fingerprint(), sections
+
+
+def test_fingerprint_holds_only_the_train_settings_the_backend_reads() -> None:
+    # tfidf reads no [train] setting: changing one reuses every stored cell.
+    tfidf = spec_with()
+    assert spec_with(train={"epochs": 3}).fingerprint() == tfidf.fingerprint()
+    assert tfidf.used_train() == {}
+    assert "train" not in tfidf.effective_dict()
+    # Fine-tuning reads them all.
+    finetune = spec_with(backend={"name": "finetune"})
+    changed = spec_with(backend={"name": "finetune"}, train={"learning_rate": 1e-4})
+    assert changed.fingerprint() != finetune.fingerprint()
+    assert changed.effective_dict()["train"]["learning_rate"] == 1e-4
+    # embed reads only the encoder's settings.
+    embed = spec_with(backend={"name": "embed"})
+    assert spec_with(backend={"name": "embed"}, train={"epochs": 5}).fingerprint() == (
+        embed.fingerprint()
+    )
+    assert set(embed.used_train()) == {"max_length", "precision", "eval_batch_size"}
 
 
 def test_round_trip_through_dict() -> None:

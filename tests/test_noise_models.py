@@ -28,22 +28,22 @@ from noisegrid import (
 )
 from noisegrid.config import DatasetSpec
 from noisegrid.noise import NoiseModel, NoisyLabels, apply_plan, make_noise_model, n_flips
-from noisegrid.noise_models import instance as instance_module
-from noisegrid.noise_models.class_conditional import (
+from noisegrid.noise import instance as instance_module
+from noisegrid.noise.class_conditional import (
     ClassConditionalNoise,
     as_fraction,
     flip_schedule,
     matrix_noise_rate,
     pair_flip_matrix,
 )
-from noisegrid.noise_models.instance import (
+from noisegrid.noise.instance import (
     InstanceNoise,
     cached_reference_margins,
     column_difficulty,
     mixed_order,
     reference_margins,
 )
-from noisegrid.noise_models.real import noisy_label_ids
+from noisegrid.noise.real import noisy_label_ids
 from noisegrid.sampling import subsample_per_class
 
 IMDB_LIKE = [[0.9, 0.1], [0.3, 0.7]]

@@ -33,7 +33,6 @@ from .errors import (
 from .evaluation import draw_test_sample, score
 from .grid import Cell, expand_grid
 from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
-from .plugins import RegistryCatalog  # noqa: F401  (importing it installs the plug-in catalog)
 from .results import experiment_status, export_results, load_results
 from .runner import CellResult, RunSummary, Worker, run_experiment
 from .sampling import subsample_per_class

@@ -15,6 +15,7 @@ grid reuses the cells already done).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
@@ -39,7 +40,8 @@ class PluginCatalog(Protocol):
     """What the spec asks of the plug-in families, answered one floor up (``noisegrid.plugins``).
 
     This module is the ground floor and imports nothing above :mod:`noisegrid.errors`; the plug-in
-    layer installs its catalog with :func:`set_plugin_catalog` when the package is imported.
+    layer installs its catalog with :func:`set_plugin_catalog` when it is imported, which
+    :func:`plugin_catalog` does by name on first use.
     """
 
     def check(self, spec: ExperimentSpec) -> None:
@@ -61,10 +63,20 @@ def set_plugin_catalog(catalog: PluginCatalog) -> None:
     _catalog = catalog
 
 
+PLUGIN_LAYER = "noisegrid.plugins"
+"""The module that installs the catalog when imported (found by name, like an entry point)."""
+
+
 def plugin_catalog() -> PluginCatalog:
-    """The installed plug-in catalog; importing the ``noisegrid`` package installs it."""
-    if _catalog is None:  # pragma: no cover - noisegrid/__init__ always installs it
-        raise RuntimeError("noisegrid.plugins was not imported; import noisegrid first")
+    """The installed plug-in catalog, loading the plug-in layer by name on first use.
+
+    The layer is located by name rather than imported here, so the spec never depends on the
+    plug-ins above it; importing it registers the catalog (:func:`set_plugin_catalog`).
+    """
+    if _catalog is None:
+        importlib.import_module(PLUGIN_LAYER)
+    if _catalog is None:  # pragma: no cover - the plug-in layer always installs one
+        raise RuntimeError(f"{PLUGIN_LAYER} did not install a plug-in catalog")
     return _catalog
 
 

@@ -4,7 +4,7 @@
 the plug-in modules themselves. This module sits one floor up, answers the spec's questions
 (:class:`~noisegrid.config.PluginCatalog`: are these options valid, which ``[noise]`` and
 ``[train]`` keys does a plug-in read) from the registries, and installs itself in
-:mod:`noisegrid.config` when imported (``noisegrid/__init__`` imports it).
+:mod:`noisegrid.config` when imported (the spec loads it by name on first use).
 """
 
 from __future__ import annotations

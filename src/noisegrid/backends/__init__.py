@@ -27,7 +27,7 @@ def _load_builtin_backends() -> None:
     if _loaded:
         return
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in {"base"}:
+        if mod.name not in {"base", "hf"}:  # shared parts, not backends
             importlib.import_module(f"{__name__}.{mod.name}")
     _loaded = True
 

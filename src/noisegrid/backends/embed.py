@@ -15,6 +15,7 @@ in length-sorted batches (:meth:`EmbedBackend.prepare`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from . import BACKENDS
-from . import _hf as hf
+from . import BACKENDS, hf
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
 
+log = logging.getLogger("noisegrid")
 PURPOSE = "the 'embed' backend"
 LOG_EVERY_S = 30.0
 """Seconds between progress lines while encoding."""
@@ -60,11 +61,9 @@ class EmbedOptions(BackendOptions):
 
 
 @dataclass
-class _Setup:
-    info: hf.ModelInfo
-    tokenizer: Any
-    device: torch.device
-    dtype: torch.dtype | None
+class _Setup(hf.ModelAssets):
+    """Per-worker assets: the model's (shared by the Hugging Face backends) and the embeddings."""
+
     store: hf.ArrayCache
 
 
@@ -92,32 +91,22 @@ class EmbedBackend(Backend):
     def setup(self) -> _Setup:
         """Resolve the model, load its tokenizer and open the embedding cache (once per worker)."""
         if self._setup is None:
-            train = self.context.train
-            info = hf.inspect_model(
-                self.options.model, need="encode", max_length=train.max_length, purpose=PURPOSE
+            assets = hf.load_model_assets(
+                self.options.model, need="encode", train=self.context.train, purpose=PURPOSE
             )
-            device = hf.choose_device()
-            dtype = hf.autocast_dtype(device, train.precision)
-            identity = hf.model_identity(info.ref)
             parts = {
                 "kind": "embeddings",
-                "model": identity,
-                "max_length": info.max_length,
+                "model": assets.identity,
+                "max_length": assets.info.max_length,
                 "pooling": self.options.pooling,
-                "precision": hf.precision_name(dtype),
+                "precision": hf.precision_name(assets.dtype),
             }
             store = hf.ArrayCache(
                 self.context.cache_dir / "embeddings" / hf.cache_key(**parts),
                 ragged=False,
                 meta={**parts, "name": self.options.model},
             )
-            self._setup = _Setup(
-                info=info,
-                tokenizer=hf.load_tokenizer(info.ref),
-                device=device,
-                dtype=dtype,
-                store=store,
-            )
+            self._setup = _Setup(**vars(assets), store=store)
         return self._setup
 
     def prepare(
@@ -129,7 +118,7 @@ class EmbedBackend(Backend):
         before = self.n_encoded
         t0 = time.perf_counter()
         self.embed(texts)
-        hf.log.info(
+        log.info(
             "embed: %d texts ready (%d encoded, the rest cached) in %.1fs",
             len(texts),
             self.n_encoded - before,
@@ -173,9 +162,9 @@ class EmbedBackend(Backend):
         ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         out = np.zeros((len(ids), 0), dtype=np.float32)
-        pad_id = int(setup.tokenizer.pad_token_id)
-        multiple = 8 if setup.device.type == "cuda" else 1
-        hf.log.info(
+        pad_id = setup.pad_id
+        multiple = setup.pad_multiple
+        log.info(
             "embed: encoding %d texts (%d tokens) with '%s' on %s (%s)",
             len(ids),
             int(lengths.sum()),
@@ -201,7 +190,7 @@ class EmbedBackend(Backend):
                 done += len(batch)
                 now = time.perf_counter()
                 if now - last_log > LOG_EVERY_S:
-                    hf.log.info("embed: %d/%d texts (%.0f/s)", done, len(ids), done / (now - t0))
+                    log.info("embed: %d/%d texts (%.0f/s)", done, len(ids), done / (now - t0))
                     last_log = now
         return list(out)
 

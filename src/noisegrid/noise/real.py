@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data import _label_key
 from ..errors import DataError
-from ..noise import NOISE_MODELS, FlipPlan, NoiseModel, balanced_order, n_flips
 from ..sampling import STREAM_NOISE, rng_for, subsample_per_class
+from .base import NOISE_MODELS, FlipPlan, NoiseModel, Reach, balanced_order, find_shortfall
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -129,24 +129,22 @@ class RealNoise(NoiseModel):
         noisy = noisy_label_ids(corpus, self.column)
         disagree = (noisy != MISSING) & (noisy != corpus.train.labels)
         k, top = corpus.n_classes, max(spec.grid.noise_rates)
-        worst: tuple[float, int, int, int] | None = None
-        failing: tuple[int, int, int, int] | None = None
+        reaches = []
         for seed in spec.grid.seeds:
             for size in spec.grid.sizes:
                 rows = subsample_per_class(corpus.train.labels, size, seed=seed, n_classes=k)
-                d = int(disagree[rows].sum())
-                if worst is None or d / size < worst[0]:
-                    worst = (d / size, size, seed, d)
-                if n_flips(top, size) > d and failing is None:
-                    failing = (size, seed, n_flips(top, size), d)
-        if failing is None or worst is None:
+                reaches.append(Reach(size, int(disagree[rows].sum()), seed))
+        # The flips needed grow with the rate, so the top rate fails wherever any rate does.
+        short = find_shortfall(reaches, [top])
+        if short is None:
             return
-        size, seed, need, d = failing
+        at, worst = short.at, short.worst
         raise DataError(
-            f"noise rate {top:g} needs {need} flipped labels at size {size} (seed {seed}), but "
-            f"only {d} examples of that subsample have a noisy label ('{self.column}') that "
-            f"differs from the clean one; this grid supports at most rate {worst[0]:.4g} (size "
-            f"{worst[1]}, seed {worst[2]}: {worst[3]} disagreements); lower grid.noise_rates"
+            f"noise rate {top:g} needs {short.n_needed} flipped labels at size {at.size} (seed "
+            f"{at.seed}), but only {at.max_flips} examples of that subsample have a noisy label "
+            f"('{self.column}') that differs from the clean one; this grid supports at most rate "
+            f"{worst.max_rate:.4g} (size {worst.size}, seed {worst.seed}: {worst.max_flips} "
+            "disagreements); lower grid.noise_rates"
         )
 
     def prepare(

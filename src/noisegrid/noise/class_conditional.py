@@ -40,8 +40,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..errors import DataError
-from ..noise import NOISE_MODELS, FlipPlan, NoiseModel, n_flips
 from ..sampling import STREAM_NOISE, rng_for
+from .base import NOISE_MODELS, FlipPlan, NoiseModel, Reach, find_shortfall
 
 if TYPE_CHECKING:
     from ..config import ExperimentSpec
@@ -325,18 +325,11 @@ class ClassConditionalNoise(NoiseModel):
         """Refuse a matrix of the wrong shape or a rate the matrix cannot reach at some size."""
         matrix = self.noise_matrix
         k = self.n_classes
-        worst: tuple[float, int] | None = None
-        failing: tuple[float, int, int] | None = None
-        for size in spec.grid.sizes:
-            reachable = self.max_flips(size // k, size)
-            if worst is None or reachable / size < worst[0]:
-                worst = (reachable / size, size)
-            for rate in spec.grid.noise_rates:
-                if n_flips(rate, size) > reachable and (failing is None or rate < failing[0]):
-                    failing = (rate, size, n_flips(rate, size))
-        if failing is None or worst is None:
+        reaches = [Reach(size, self.max_flips(size // k, size)) for size in spec.grid.sizes]
+        short = find_shortfall(reaches, spec.grid.noise_rates)
+        if short is None:
             return
-        rate, size, m = failing
+        rate, size, m = short.rate, short.at.size, short.n_needed
         steps = self.schedule(m)
         counts = np.bincount(steps[:, 0], minlength=k)
         row = int(np.argmax(counts - size // k))
@@ -346,7 +339,8 @@ class ClassConditionalNoise(NoiseModel):
             f"noise rate {rate:g} is out of reach for the class_conditional matrix {shown}: at "
             f"size {size} it needs {m} flips, {counts[row]} of them from class '{name}' (row "
             f"{row}), which has only {size // k} examples in the subsample; this matrix reaches at "
-            f"most rate {worst[0]:.4g} over the grid's sizes (at size {worst[1]}); lower "
+            f"most rate {short.worst.max_rate:.4g} over the grid's sizes (at size "
+            f"{short.worst.size}); lower "
             f"grid.noise_rates or move flip probability off row {row}"
         )
 

@@ -1,4 +1,4 @@
-"""Label-noise models and exact, nested noise injection.
+"""The ground floor of the noise models: flip plans, exact nested injection, the registry.
 
 Every noise model produces a :class:`FlipPlan` for one subsample: an *order* in which positions get
 flipped and the *target* label each position takes when flipped. Injecting noise at rate ``p``
@@ -9,29 +9,29 @@ flips exactly the first ``round(p × n)`` positions of the order (round half up)
 - clean labels and the flipped mask are kept with the result.
 
 Models register with :data:`NOISE_MODELS` (``@NOISE_MODELS.register("name")``) and read their
-options from the ``[noise]`` section. ``uniform`` is the reference experiment's noise: flips spread
-evenly over classes; binary labels go to the other class, K > 2 to a uniformly chosen other class.
+options from the ``[noise]`` section; each model is one module of this package (``uniform``,
+``class_conditional``, ``instance``, ``real``). :func:`find_shortfall` is their shared check that
+every subsample of a grid can reach the grid's noise rates.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ._registry import Registry
-from .errors import DataError
-from .sampling import STREAM_NOISE, rng_for
+from .._registry import Registry
+from ..errors import DataError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from .config import ExperimentSpec
-    from .data import Corpus
+    from ..config import ExperimentSpec
+    from ..data import Corpus
 
 
 def n_flips(noise_rate: float, n: int) -> int:
@@ -125,7 +125,21 @@ def balanced_order(labels: np.ndarray, n_classes: int, rng: np.random.Generator)
     sequence itself is shuffled), so after ``m`` flips per-class counts differ by at most one.
     """
     per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_classes)]
-    turn = rng.permutation(n_classes)
+    return interleave_classes(per_class, rng)
+
+
+def interleave_classes(per_class: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Take one item from each class's order in turn (class sequence shuffled once).
+
+    Every prefix is spread over classes as evenly as the orders' lengths allow.
+
+    Examples
+    --------
+    >>> order = interleave_classes([np.array([0, 1, 2]), np.array([5])], np.random.default_rng(0))
+    >>> sorted(order[:2].tolist()), order[2:].tolist()
+    ([0, 5], [1, 2])
+    """
+    turn = rng.permutation(len(per_class))
     out: list[int] = []
     depth = max((len(p) for p in per_class), default=0)
     for i in range(depth):
@@ -139,6 +153,79 @@ def other_class(labels: np.ndarray, n_classes: int, rng: np.random.Generator) ->
     if n_classes == 2:
         return 1 - labels
     return (labels + rng.integers(1, n_classes, size=len(labels))) % n_classes
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How many labels a noise model can flip in one subsample of a grid.
+
+    Attributes
+    ----------
+    size : int
+        The subsample's size.
+    max_flips : int
+        The most labels the noise model can flip in it.
+    seed : int or None
+        The repeat seed, where the reach depends on it.
+    """
+
+    size: int
+    max_flips: int
+    seed: int | None = None
+
+    @property
+    def max_rate(self) -> float:
+        return self.max_flips / self.size
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """The smallest grid rate some subsample cannot reach (see :func:`find_shortfall`).
+
+    Attributes
+    ----------
+    rate : float
+        The smallest unreachable noise rate.
+    n_needed : int
+        Flips that rate needs in the failing subsample.
+    at : Reach
+        The first subsample (in the order given) that cannot reach ``rate``.
+    worst : Reach
+        The first subsample with the lowest reachable rate (the grid's maximum rate).
+    """
+
+    rate: float
+    n_needed: int
+    at: Reach
+    worst: Reach
+
+
+def find_shortfall(reaches: Iterable[Reach], noise_rates: Sequence[float]) -> Shortfall | None:
+    """The smallest of ``noise_rates`` some subsample cannot reach; None when all are reachable.
+
+    Noise models call this from :meth:`NoiseModel.check` with one :class:`Reach` per subsample of
+    the grid, and word the error with what they know about why a subsample falls short.
+
+    Examples
+    --------
+    >>> s = find_shortfall([Reach(10, 3), Reach(20, 2)], [0.1, 0.2])
+    >>> s.rate, s.n_needed, s.at.size, s.worst.max_rate
+    (0.2, 4, 20, 0.1)
+    >>> find_shortfall([Reach(10, 3)], [0.1, 0.2]) is None
+    True
+    """
+    worst: Reach | None = None
+    failing: tuple[float, int, Reach] | None = None
+    for reach in reaches:
+        if worst is None or reach.max_rate < worst.max_rate:
+            worst = reach
+        for rate in noise_rates:
+            need = n_flips(rate, reach.size)
+            if need > reach.max_flips and (failing is None or rate < failing[0]):
+                failing = (rate, need, reach)
+    if failing is None or worst is None:
+        return None
+    return Shortfall(rate=failing[0], n_needed=failing[1], at=failing[2], worst=worst)
 
 
 class NoOptions(BaseModel):
@@ -207,7 +294,7 @@ def get_noise_model_class(name: str) -> type[NoiseModel]:
 
 def make_noise_model(spec: ExperimentSpec, *, n_classes: int) -> NoiseModel:
     """Instantiate the spec's noise model with its validated ``[noise]`` options."""
-    from ._registry import validate_options
+    from .._registry import validate_options
 
     cls = get_noise_model_class(spec.grid.noise_model_name)
     options = validate_options(
@@ -216,68 +303,11 @@ def make_noise_model(spec: ExperimentSpec, *, n_classes: int) -> NoiseModel:
     return cls(options, n_classes=n_classes)
 
 
-@NOISE_MODELS.register("uniform")
-class UniformNoise(NoiseModel):
-    """The reference experiment's noise: flips spread evenly over classes, uniform within a class.
-
-    Binary labels flip to the other class; with K > 2 classes a flipped label goes to a uniformly
-    chosen other class. As a noise matrix (entry [i, j] = P(observed j | true i), rows sum to 1):
-    ``1 - p`` on the diagonal and ``p / (K - 1)`` elsewhere.
-    """
-
-    def plan(self, labels: np.ndarray, *, indices: np.ndarray, seed: int) -> FlipPlan:
-        rng = rng_for(seed, STREAM_NOISE, len(labels))
-        order = balanced_order(labels, self.n_classes, rng)
-        return FlipPlan(order=order, targets=other_class(labels, self.n_classes, rng))
-
-
-def inject_noise(
-    labels: np.ndarray,
-    noise_rate: float,
-    *,
-    seed: int,
-    n_classes: int | None = None,
-) -> NoisyLabels:
-    """Flip exactly ``round(noise_rate × n)`` labels uniformly, spread evenly over classes.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (n,)
-        Clean class ids ``0..K-1``.
-    noise_rate : float
-        Fraction of labels to flip, in ``[0, 1 - 1/K)``.
-    seed : int
-        Repeat seed; for one seed, the flipped set grows with the rate (nested).
-    n_classes : int, optional
-        K; defaults to ``labels.max() + 1``.
-
-    Returns
-    -------
-    NoisyLabels
-
-    Examples
-    --------
-    >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    >>> out = inject_noise(y, 0.25, seed=0)
-    >>> out.n_flipped, np.bincount(out.clean[out.flipped]).tolist()
-    (2, [1, 1])
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    k = int(labels.max()) + 1 if n_classes is None else n_classes
-    limit = 1.0 - 1.0 / k
-    if not 0.0 <= noise_rate < limit:
-        raise DataError(f"noise_rate must be in [0, {limit:g}) for {k} classes; got {noise_rate}")
-    model = UniformNoise(NoOptions(), n_classes=k)
-    plan = model.plan(labels, indices=np.arange(len(labels)), seed=seed)
-    return apply_plan(labels, noise_rate, plan)
-
-
 def _load_builtin_models() -> None:
-    # Import side effect: modules under noise_models/ register themselves.
+    # Import side effect: every module of this package but base registers its model.
     import importlib
     import pkgutil
 
-    from . import noise_models
-
-    for mod in pkgutil.iter_modules(noise_models.__path__):
-        importlib.import_module(f"{noise_models.__name__}.{mod.name}")
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if mod.name != "base":
+            importlib.import_module(f"{__package__}.{mod.name}")

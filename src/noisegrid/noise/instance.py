@@ -52,8 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import texts_at
 from ..errors import DataError
-from ..noise import NOISE_MODELS, FlipPlan, NoiseModel
 from ..sampling import STREAM_NOISE, STREAM_NOISE_MODEL, rng_for, subsample_per_class
+from .base import NOISE_MODELS, FlipPlan, NoiseModel, interleave_classes
 
 if TYPE_CHECKING:
     from ..config import ExperimentSpec
@@ -265,19 +265,6 @@ def mixed_order(hard_first: np.ndarray, random_order: np.ndarray, mix: float) ->
         taken[pos[item]] = True
         out[step] = item
     return out
-
-
-def interleave_classes(per_class: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """Take one item from each class's order in turn (class sequence shuffled once).
-
-    Every prefix is spread over classes as evenly as the orders' lengths allow.
-    """
-    turn = rng.permutation(len(per_class))
-    out: list[int] = []
-    depth = max((len(p) for p in per_class), default=0)
-    for i in range(depth):
-        out.extend(int(per_class[c][i]) for c in turn if i < len(per_class[c]))
-    return np.asarray(out, dtype=np.int64)
 
 
 @NOISE_MODELS.register("instance")

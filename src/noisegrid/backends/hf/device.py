@@ -1,0 +1,104 @@
+"""Where the Hugging Face backends compute, in which precision, and seeding torch per cell.
+
+:func:`choose_device` (cuda, else mps, else cpu), :func:`autocast_dtype` for ``[train]
+precision`` (bf16 where the hardware has it natively), :func:`autocast` and :func:`seeded`.
+torch is imported only inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ...errors import BackendError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def choose_device() -> torch.device:
+    """cuda if available, else mps, else cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 / AMX); emulated bf16 is slower."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``[train] precision`` on ``device`` (None: plain fp32).
+
+    ``auto`` picks bf16 on GPUs that support it (else fp16), fp16 on Apple GPUs, bf16 on CPUs
+    with native bf16 and fp32 elsewhere (on CPUs without it, bf16 is emulated and slower).
+
+    Raises
+    ------
+    BackendError
+        ``bf16`` was asked for on a GPU without bf16 support.
+    """
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16":
+        if device.type == "cuda" and not cuda_bf16:
+            raise BackendError(
+                "[train] precision 'bf16' is not supported by this GPU; use 'fp16', 'fp32' or "
+                "'auto'"
+            )
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if cuda_bf16 else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``fp32``, ``bf16`` or ``fp16``."""
+    import torch
+
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    """An autocast context for ``dtype`` on ``device`` (a no-op for fp32)."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators for the block and restore them after (no global state leaks).
+
+    Initialisation of new weights and dropout draw from torch's global generators, which cannot be
+    passed explicitly; forking them keeps every cell reproducible on its own.
+    """
+    import torch
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        torch.manual_seed(seed)
+        yield

@@ -1,1 +1,0 @@
-"""Noise models beyond ``uniform``; each module registers itself with ``noise.NOISE_MODELS``."""
