@@ -62,7 +62,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "recipes"), help="store folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument(
-        "--only", choices=sorted(RECIPES), default=None, help="run one recipe (the table needs both)"
+        "--only",
+        choices=sorted(RECIPES),
+        default=None,
+        help="run one recipe (the table needs both)",
     )
     parser.add_argument("--quick", action="store_true", help="sizes 64/128, 2 seeds, 200 tests")
     parser.add_argument("--verbose", action="store_true")
@@ -77,7 +80,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from noisegrid import ExperimentSpec, load_results, run_experiment
-    from noisegrid.backends._hf import cpu_has_native_bf16
+    from noisegrid.backends.hf.device import cpu_has_native_bf16
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -413,7 +413,6 @@ def differs(exact: float, marginal: float) -> bool:
     return abs(exact - marginal) > EXACT_TOLERANCE * marginal
 
 
-
 # --------------------------------------------------------------------------------------------
 # The candidate-surface interface
 # --------------------------------------------------------------------------------------------

@@ -452,9 +452,7 @@ def _fit_surfaces(
         boot = np.empty((0, cand.n_params), dtype=float)
     else:
         seed = done["seed"].to_numpy(dtype=int)
-        boot, resampling = _bootstrap(
-            cand, n, eta, y, cell, seed, n_bootstrap=n_bootstrap, rng=rng
-        )
+        boot, resampling = _bootstrap(cand, n, eta, y, cell, seed, n_bootstrap=n_bootstrap, rng=rng)
     best = SurfaceFit(
         name=best_name,
         expression=cand.expression,
