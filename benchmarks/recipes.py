@@ -4,27 +4,31 @@ The ``finetune`` backend offers two recipes that differ in two options:
 
 - **exact** (the reference's ``Trainer``): ``[train] precision = "fp32"``,
   ``[backend] group_by_length = false`` (plain random batches);
-- **fast**: ``precision = "bf16"`` (bf16 autocast, fp32 weights and optimiser state) and
-  ``group_by_length = true`` (batches of similar lengths, less padding).
+- **fast**: ``precision = "bf16"`` (bf16 autocast; weights and optimiser state stay fp32) and
+  ``group_by_length = true`` (batches of similar lengths, less padding);
 
-Both train the same cells (same subsamples, same test sample per seed, same seeds), so the
-difference of their accuracies is paired: per (size, seed) it removes the test-sample and
-subsample noise the two recipes share. The script prints, per size, the mean accuracy of each
-recipe, the mean paired difference (fast − exact) with its 95% Student-t interval over seeds, and
-the seed-to-seed standard deviation of each recipe's accuracy, the yardstick a recipe difference
-has to be judged against.
+and, to tell the two options apart, **grouped**: fp32 with length-grouped batches.
+
+All recipes train the same cells (same subsamples, same test sample per seed, same seeds), so
+the differences of their accuracies are paired: per (size, seed) they remove the test-sample and
+subsample noise the recipes share. For each pair of recipes and each size the script prints the
+mean accuracy of each, the mean paired difference with its 95% Student-t interval over seeds,
+and the seed-to-seed standard deviation of the exact recipe's accuracy, the yardstick a recipe
+difference has to be judged against.
 
 It drives the backend through the public API (``ExperimentSpec.from_dict`` + ``run_experiment``)
-and stores the cells in one SQLite store per recipe, so an interrupted run resumes. On a CPU
-without native bf16 (most), bf16 autocast is emulated: correct, but several times slower than
-fp32. Defaults (MiniLM at 64 tokens, sizes 400 and 1,000, 5 seeds, noise 0, 1,000 test reviews)
-take about 10-15 minutes on 2 CPU cores.
+and keeps one SQLite store per recipe under ``--out``, so an interrupted run resumes and recipes
+can be run at different times (``--recipes``, ``--bf16-sizes``). On a GPU the defaults take
+minutes. On a CPU without native bf16 (AVX512-BF16 / AMX) bf16 autocast is emulated: correct,
+but on a 2-core AVX2 machine a bf16 training step of MiniLM took 12× the fp32 one (17 s against
+1.4 s of CPU at 64 tokens, batch 16), so there run the bf16 recipe on fewer sizes.
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/recipes.py                 # the default measurement
-    .venv/bin/python benchmarks/recipes.py --quick                    # a small check
-    .venv/bin/python benchmarks/recipes.py --sizes 1000 4000 --seeds 10 --max-length 256
+    .venv/bin/python benchmarks/recipes.py                                   # GPU: minutes
+    nice -n 19 .venv/bin/python benchmarks/recipes.py --sizes 200 500 --max-length 32 \\
+        --test-size 500 --threads 1 --bf16-sizes 200                         # a 2-core CPU
+    .venv/bin/python benchmarks/recipes.py --no-run                          # the table only
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -45,35 +48,31 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RECIPES: dict[str, dict[str, Any]] = {
     "exact": {"precision": "fp32", "group_by_length": False},
+    "grouped": {"precision": "fp32", "group_by_length": True},
     "fast": {"precision": "bf16", "group_by_length": True},
 }
+PAIRS = (("fast", "exact"), ("grouped", "exact"), ("fast", "grouped"))
+"""Comparisons printed: the two recipes, then length grouping alone, then bf16 alone."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[400, 1000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000])
+    parser.add_argument("--bf16-sizes", type=int, nargs="+", default=None, help="default: sizes")
     parser.add_argument("--seeds", type=int, default=5, help="repeat seeds 0..N-1")
     parser.add_argument("--noise", type=float, default=0.0, help="noise rate of every cell")
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imdb"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "recipes"), help="store folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument(
-        "--only",
-        choices=sorted(RECIPES),
-        default=None,
-        help="run one recipe (the table needs both)",
-    )
-    parser.add_argument("--quick", action="store_true", help="sizes 64/128, 2 seeds, 200 tests")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--no-run", action="store_true", help="print the table of stored cells")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if args.quick:
-        args.sizes, args.seeds, args.test_size = [64, 128], 2, 200
-        args.out = str(Path(args.out) / "quick")
 
     import torch
 
@@ -88,20 +87,24 @@ def main() -> None:
     bf16 = "native" if device == "cuda" or cpu_has_native_bf16() else "emulated (slow)"
     print(
         f"recipes: {args.model} at max_length {args.max_length}, {args.epochs:g} epochs, sizes "
-        f"{args.sizes}, seeds 0..{args.seeds - 1}, noise {args.noise:g}, test {args.test_size}; "
-        f"device {device}, bf16 {bf16}, torch threads {torch.get_num_threads()}, "
-        f"cpus {os.cpu_count()}, load {_load()}"
+        f"{args.sizes} (bf16: {args.bf16_sizes or args.sizes}), seeds 0..{args.seeds - 1}, "
+        f"noise {args.noise:g}, test {args.test_size}; device {device}, bf16 {bf16}, torch "
+        f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {_load()}",
+        flush=True,
     )
-    tables = {}
-    for name, recipe in RECIPES.items():
-        if args.only and name != args.only:
-            continue
+    accuracy = {}
+    order = [*args.recipes, *(r for r in RECIPES if r not in args.recipes)]
+    for name in order:  # the recipes to run, in the order given, then the others' stores
+        recipe = RECIPES[name]
+        sizes = args.sizes
+        if recipe["precision"] == "bf16" and args.bf16_sizes:
+            sizes = args.bf16_sizes
         spec = ExperimentSpec.from_dict(
             {
                 "name": f"recipe-{name}",
                 "dataset": {"source": args.data},
                 "grid": {
-                    "sizes": args.sizes,
+                    "sizes": sizes,
                     "noise_rates": [args.noise],
                     "seeds": list(range(args.seeds)),
                 },
@@ -119,55 +122,65 @@ def main() -> None:
                 "run": {"store": str(out / f"{name}.sqlite")},
             }
         )
-        t0 = time.perf_counter()
-        summary = run_experiment(spec)
-        seconds = time.perf_counter() - t0
-        table = load_results(spec)
-        done = table[table["status"] == "done"]
-        print(
-            f"{name:5}: {recipe}  {summary.n_done} cells run now, {len(done)} stored, "
-            f"{seconds:.0f} s this run (fit {done['fit_seconds'].sum():.0f} s over stored cells)"
-        )
-        if summary.n_failed:
-            raise SystemExit(f"{summary.n_failed} cell(s) failed; see `noisegrid status`")
-        tables[name] = done.set_index(["train_size", "seed"])["eval_accuracy"] * 100
-    if len(tables) < 2:
+        if name in args.recipes and not args.no_run:
+            t0 = time.perf_counter()
+            summary = run_experiment(spec)
+            print(
+                f"{name:7}: {summary.n_done} cells run now in {time.perf_counter() - t0:.0f} s, "
+                f"load {_load()}",
+                flush=True,
+            )
+            if summary.n_failed:
+                raise SystemExit(f"{summary.n_failed} cell(s) failed; see `noisegrid status`")
+        if not Path(spec.run.store).exists():
+            continue
+        done = load_results(spec, include_failed=False)
+        if done.empty:
+            continue
+        accuracy[name] = done.set_index(["train_size", "seed"])["eval_accuracy"] * 100
+        fit_s = done["fit_seconds"].sum()
+        print(f"{name:7}: {recipe}, {len(done)} cells stored (fit {fit_s:.0f} s in all)")
+    table = _table(accuracy)
+    if table.empty:
+        print("no recipe pair has cells at the same (size, seed) yet")
         return
     print()
-    print(_table(tables["exact"], tables["fast"]).to_string(index=False))
+    print(table.to_string(index=False))
     print(
-        "\nacc: mean accuracy (%) over seeds; diff: fast − exact, paired by (size, seed), with "
-        "its 95% t interval; sd: standard deviation over seeds (accuracy points); "
-        "|diff|/sd: the mean difference in units of the exact recipe's seed SD."
+        "\nA − B: paired by (size, seed); acc: mean accuracy (%) over seeds; diff: mean of A − B "
+        "with its 95% t interval over seeds; sd diff: SD of the paired differences; seed sd: "
+        "SD over seeds of B's accuracy (accuracy points); |diff|/sd: the mean difference in "
+        f"units of that seed SD. load after: {_load()}"
     )
-    print(f"load after: {_load()}")
 
 
-def _table(exact: pd.Series, fast: pd.Series) -> pd.DataFrame:
-    both = pd.concat({"exact": exact, "fast": fast}, axis=1).dropna()
+def _table(accuracy: dict[str, pd.Series]) -> pd.DataFrame:
     rows = []
-    for size, group in both.groupby(level="train_size"):
-        k = len(group)
-        diff = group["fast"] - group["exact"]
-        mean = float(diff.mean())
-        half = math.nan
-        if k > 1:
-            half = float(stats.t.ppf(0.975, k - 1) * diff.std(ddof=1) / math.sqrt(k))
-        sd_exact = float(group["exact"].std(ddof=1)) if k > 1 else math.nan
-        rows.append(
-            {
-                "size": int(size),  # type: ignore[call-overload]
-                "seeds": k,
-                "acc exact": round(float(group["exact"].mean()), 2),
-                "acc fast": round(float(group["fast"].mean()), 2),
-                "diff": round(mean, 2),
-                "diff 95% CI": f"{mean - half:+.2f} to {mean + half:+.2f}",
-                "sd diff": round(float(diff.std(ddof=1)), 2) if k > 1 else np.nan,
-                "sd exact": round(sd_exact, 2),
-                "sd fast": round(float(group["fast"].std(ddof=1)), 2) if k > 1 else np.nan,
-                "|diff|/sd": round(abs(mean) / sd_exact, 2) if sd_exact > 0 else np.nan,
-            }
-        )
+    for a, b in PAIRS:
+        if a not in accuracy or b not in accuracy:
+            continue
+        both = pd.concat({"a": accuracy[a], "b": accuracy[b]}, axis=1).dropna()
+        for size, group in both.groupby(level="train_size"):
+            k = len(group)
+            diff = group["a"] - group["b"]
+            mean = float(diff.mean())
+            sd_diff = float(diff.std(ddof=1)) if k > 1 else math.nan
+            half = float(stats.t.ppf(0.975, k - 1) * sd_diff / math.sqrt(k)) if k > 1 else math.nan
+            seed_sd = float(group["b"].std(ddof=1)) if k > 1 else math.nan
+            rows.append(
+                {
+                    "A − B": f"{a} − {b}",
+                    "size": int(size),  # type: ignore[call-overload]
+                    "seeds": k,
+                    "acc A": round(float(group["a"].mean()), 2),
+                    "acc B": round(float(group["b"].mean()), 2),
+                    "diff": round(mean, 2),
+                    "diff 95% CI": f"{mean - half:+.2f} to {mean + half:+.2f}",
+                    "sd diff": round(sd_diff, 2),
+                    "seed sd": round(seed_sd, 2),
+                    "|diff|/sd": round(abs(mean) / seed_sd, 2) if seed_sd > 0 else math.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
