@@ -37,7 +37,13 @@ ONE_SEED_NOTE = (
     "results by more than these intervals say. Run at least 3 seeds (e.g. --set "
     "'grid.seeds=[0,1,2]'); 5 give intervals about half as wide as 3."
 )
-"""The caveat of a one-seed analysis, in the notes and the summary."""
+"""The caveat of a one-seed analysis, in the notes."""
+
+ONE_SEED_SUMMARY = (
+    "With one repeat seed these intervals cover test-sample and fitting noise only, not "
+    "replication; run at least 3 seeds for intervals that do."
+)
+"""The same caveat in one sentence, at the end of the summary."""
 
 SINGLE_LEVEL = "drew a single training size or noise level"
 """Why a cell-bootstrap replicate cannot be refitted (a surface needs two of each)."""

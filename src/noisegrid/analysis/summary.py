@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import AnalysisError
 from ._format import _pct, format_number
 from ._types import NoiseModelAnalysis, differs
-from .rates import ONE_SEED_NOTE
+from .rates import ONE_SEED_SUMMARY
 from .tradeoff import _tradeoff_at
 
 __all__ = ["Analysis"]
@@ -122,7 +122,7 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
     else:
         lines.append(f"Reference regression skipped: {ref.skipped}.")
     if a.coverage.n_done and _n_seeds(a) == 1:
-        lines.append(ONE_SEED_NOTE)
+        lines.append(ONE_SEED_SUMMARY)
     return "\n".join(lines)
 
 
