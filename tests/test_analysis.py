@@ -466,7 +466,10 @@ def test_tradeoff_from_a_table_matches_tradeoff_from_its_analysis():
     [
         ({"size": 0, "noise": 0.1}, "size must be a positive number of examples; got 0"),
         ({"size": 1000, "noise": 10}, r"did you mean 0\.1 \(10%\)"),
-        ({"size": 1000, "noise": -0.1}, r"noise must be a fraction in \[0, 1\)"),
+        (
+            {"size": 1000, "noise": -0.1},
+            r"noise must be a fraction in \[0, 1 − 1/K\) = \[0, 0\.5\) for K = 2 classes",
+        ),
         ({"size": 1000, "noise": "0.1"}, "noise must be a fraction"),
     ],
 )
@@ -565,3 +568,105 @@ def test_constant_accuracy_and_no_done_runs_are_explained_not_crashes():
     assert nma.surface_skipped == "no runs are done yet"
     assert nma.coverage.n_failed == 4 and nma.coverage.n_done == 0
     assert "0 of 4 runs done; 4 failed" in result.summary()
+
+
+# --- what the summary may claim --------------------------------------------------------------
+
+
+def test_a_surface_whose_form_fixes_the_rate_is_named_not_used(effective_analysis):
+    nma = effective_analysis.by_noise_model["uniform"]
+    # On effective-size data the effective-size power law fits best, but its rate is a formula.
+    assert nma.form_fixed is not None and nma.form_fixed.name == "effective_size_power"
+    assert nma.best is not None and not nma.best.rate_from_form
+    used = nma.surfaces[nma.surfaces["selected"]].iloc[0]
+    assert used["name"] == nma.best.name and not used["rate_from_form"]
+    headline = effective_analysis.summary().splitlines()[1]
+    assert headline.startswith(
+        "The surface that fits best, power law in the effective size (a − b·(n·s²/1000)^(−g)), "
+        "fixes the exchange rate by its form whatever was measured, so the rate here comes from "
+        "the best surface whose rate the data determine. At 8,000 examples and 12.5% noise,"
+    )
+    assert "by the surface power law in size and label signal (a − b·" in headline
+
+
+def test_when_only_a_fixed_form_fits_the_headline_says_the_rate_is_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from noisegrid.analysis import surfaces as surfaces_mod
+
+    # Only the candidates whose form fixes the rate: as when the grid supports no other.
+    fixed = [c for c in surfaces_mod._candidates(2) if c.rate_from_form]
+    monkeypatch.setattr(surfaces_mod, "_candidates", lambda k: fixed)
+    table = make_table(effective_size, sizes=(1000, 2000, 4000), noise=(0.0, 0.1, 0.2))
+    analysis = analyze(table, n_bootstrap=0)
+    assert analysis.by_noise_model["uniform"].best.rate_from_form
+    headline = analysis.summary().splitlines()[1]
+    assert (
+        "the exchange rate is fixed by the form of the only surface that could be fitted"
+        in headline
+    )
+    assert "not measured from the data" in headline
+
+
+@pytest.mark.parametrize(
+    ("dataset", "mentioned"),
+    [("imdb", True), ("/data/copies/aclImdb", True), ("stanfordnlp/imdb", True),
+     ("/home/me/reviews", False), ("ag_news", False)],
+)  # fmt: skip
+def test_the_published_imdb_value_is_quoted_only_for_imdb(dataset: str, mentioned: bool):
+    table = make_table(published, sizes=SIZES[::4], noise=NOISE[::3]).assign(dataset=dataset)
+    text = analyze(table, n_bootstrap=0).summary()
+    assert ("the published IMDB/DistilBERT value is 456" in text) is mentioned
+    assert "The reference regression (one constant rate, as published) gives" in text
+
+
+def test_summary_names_surfaces_in_plain_words_with_the_formula():
+    table = make_table(log_interaction, sizes=SIZES[::2], seeds=(0, 1), sd=0.1)
+    analysis = analyze(table, n_bootstrap=20)
+    best = analysis.by_noise_model["uniform"].best
+    assert best is not None
+    text = analysis.summary()
+    assert f"by the surface {best.label} ({best.expression})" in text
+    for name in analysis.by_noise_model["uniform"].surfaces["name"]:
+        assert f" {name}" not in text and f"{name}," not in text  # no identifiers in prose
+
+
+def test_tradeoff_refusal_names_the_grid_and_the_class_bound():
+    table = make_table(published, sizes=(1000, 2000, 4000), noise=(0.0, 0.2, 0.4))
+    analysis = analyze(table, n_bootstrap=0)
+    with pytest.raises(
+        AnalysisError,
+        match=r"noise must be a fraction in \[0, 1 − 1/K\) = \[0, 0\.5\) for K = 2 classes, "
+        r"such as 0\.1; got 0\.6 \(from 1 − 1/K on, the labels carry no signal\); the measured "
+        r"grid stops at 40%; ask about a lower noise rate",
+    ):
+        tradeoff(analysis, size=2000, noise=0.6)
+    three = analyze(table, n_classes=3, n_bootstrap=0)
+    assert not tradeoff(three, size=2000, noise=0.45).in_grid  # allowed for 3 classes
+    with pytest.raises(AnalysisError, match=r"\[0, 0\.6667\) for K = 3 classes"):
+        tradeoff(three, size=2000, noise=0.7)
+
+
+def test_tradeoff_words_extrapolation_and_impossible_corrections_in_the_sentence(
+    effective_analysis,
+):
+    far = str(tradeoff(effective_analysis, size=100000, noise=0.1))
+    assert far.startswith("Extrapolating beyond the measured grid to 100,000 examples and 10%")
+    # 1,000 examples at 2.5% noise: 25 wrong labels, so "correcting 100" cannot happen.
+    few = tradeoff(effective_analysis, size=1000, noise=0.025)
+    assert few.n_wrong_labels == 25
+    assert "Correcting 100 labels" not in str(few)
+    assert "Correcting one of the 25 wrong labels is worth about" in str(few)
+    none = str(tradeoff(effective_analysis, size=1000, noise=0.0))
+    assert "No label is wrong at 0% noise; once labels are wrong, correcting one" in none
+
+
+def test_a_perfect_cell_lies_inside_its_own_interval():
+    # One seed, 100% accuracy: the Wilson interval's upper end is exactly 100, never a hair below
+    # (which made the report's error bars negative and the PNG export fail).
+    table = make_table(published, sizes=(1000, 2000), noise=(0.0, 0.1)).assign(
+        eval_accuracy=[1.0, 0.9, 1.0, 0.95], test_size=60
+    )
+    cells = cell_summary(table)
+    assert (cells["ci_low_pct"] <= cells["accuracy_pct"]).all()
+    assert (cells["accuracy_pct"] <= cells["ci_high_pct"]).all()

@@ -109,11 +109,49 @@ def test_cache_is_keyed_by_pooling_and_max_length(
 
 
 def test_batched_sorted_encoding_matches_one_by_one(tiny_model: Path, tmp_path: Path) -> None:
+    # In fp32; int8 quantises activations per batch (see test_int8_embeddings_...).
     texts = ["good", "a very very long and boring plot " * 3, "bad film", "great"]
-    batched = backend_for(make_spec(tiny_model), tmp_path / "a").embed(texts)
-    single = backend_for(make_spec(tiny_model), tmp_path / "b")
+    spec = make_spec(tiny_model, precision="fp32")
+    batched = backend_for(spec, tmp_path / "a").embed(texts)
+    single = backend_for(spec, tmp_path / "b")
     alone = np.concatenate([single.embed([t]) for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from noisegrid.backends import embed
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: False)
+    assert embed.encoder_precision("auto", cpu) == "int8"
+    monkeypatch.setattr(embed, "int8_engine", lambda: None)
+    assert embed.encoder_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: True)
+    assert embed.encoder_precision("auto", cpu) == "bf16"
+    assert embed.encoder_precision("fp32", cpu) == "fp32"
+    with pytest.raises(BackendError, match="'int8' needs torch's quantised CPU kernels"):
+        embed.encoder_precision("int8", cpu)
+    with pytest.raises(BackendError, match="'int8' runs on CPUs only, and this run uses cuda"):
+        embed.encoder_precision("int8", torch.device("cuda"))
+
+
+def test_int8_embeddings_are_close_to_fp32_and_cached_apart(
+    tiny_model: Path, tmp_path: Path, corpus: Corpus
+) -> None:
+    texts = corpus.test.texts[:20]
+    fp32 = backend_for(make_spec(tiny_model, precision="fp32"), tmp_path)
+    int8 = backend_for(make_spec(tiny_model, precision="int8"), tmp_path)
+    a, b = fp32.features(texts), int8.features(texts)
+    assert fp32.n_encoded == int8.n_encoded == 20  # neither reads the other's embeddings
+    assert not np.allclose(a, b)
+    assert (a * b).sum(axis=1).min() > 0.9  # cosine of the normalised embeddings
+    folders = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
+    assert len(folders) == 2
+    assert int8.setup().precision.startswith("int8-") and fp32.setup().precision == "fp32"
+    out = int8.fit(corpus.train.texts, corpus.train.labels, seed=0)
+    assert out.info["precision"] == int8.setup().precision
+    proba = out.predictor.predict_proba(corpus.test.texts)
+    assert (proba.argmax(axis=1) == corpus.test.labels).mean() >= 0.75
 
 
 def test_same_seed_same_predictions(tiny_model: Path, tmp_path: Path, corpus: Corpus) -> None:
@@ -181,6 +219,8 @@ def test_check_names_the_extra_when_torch_is_missing(
 def test_invalid_pooling_is_a_config_error(tiny_model: Path) -> None:
     with pytest.raises(ConfigError, match="'pooling' in \\[backend\\] of backend 'embed'"):
         make_spec(tiny_model, pooling="max")
+    with pytest.raises(ConfigError, match="'precision' in \\[backend\\] of backend 'embed'"):
+        make_spec(tiny_model, precision="int4")
 
 
 # -- the real MiniLM -----------------------------------------------------------------------------
@@ -197,7 +237,7 @@ def test_minilm_embeddings_match_sentence_transformers_and_classify_imdb(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     df = pd.read_parquet(IMDB / "train.parquet").sample(48, random_state=0)
     test = pd.read_parquet(IMDB / "test.parquet").sample(48, random_state=0)
-    spec = make_spec(MINILM, train={"max_length": 128})
+    spec = make_spec(MINILM, train={"max_length": 128}, precision="fp32")
     backend = backend_for(spec, tmp_path)
     out = backend.fit(df["text"].tolist(), df["label"].to_numpy(), seed=0)
     proba = out.predictor.predict_proba(test["text"].tolist())

@@ -8,7 +8,7 @@ import pytest
 
 from noisegrid import ConfigError, ExperimentSpec, load_spec
 from noisegrid._registry import Registry
-from noisegrid.config import apply_overrides, parse_override
+from noisegrid.config import apply_overrides, parse_override, resolve_paths
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"grid": {"sizes": [100, 200], "noise_rates": [0.0, 0.1]}, "backend": {"name": "tfidf"}}
@@ -114,6 +114,13 @@ def test_bad_override_is_refused(item: str) -> None:
         parse_override(item)
 
 
+@pytest.mark.parametrize("item", ["grid.sizes=[200,", "run.resources={cpu=1", 'dataset.source="x'])
+def test_malformed_override_literal_is_refused_not_taken_as_a_string(item: str) -> None:
+    key = item.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"--set {key}: .* is not a valid TOML value"):
+        parse_override(item)
+
+
 def test_override_into_a_value_is_refused() -> None:
     with pytest.raises(ConfigError, match="'source' is a value, not a section"):
         apply_overrides({"dataset": {"source": "x"}}, ["dataset.source.x=1"])
@@ -144,6 +151,12 @@ def test_load_spec_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=rf"invalid config {typo}: unknown key 'noise_rate'"):
         load_spec(typo)
+    with pytest.raises(ConfigError, match=r"is a folder, not a file; .*\(the folder has: bad"):
+        load_spec(tmp_path)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.toml is not UTF-8 text \(byte 0xe9 at offset 5"):
+        load_spec(latin)
 
 
 def test_example_configs_match_their_documentation() -> None:
@@ -223,3 +236,117 @@ def test_round_trip_through_dict() -> None:
     assert again.to_dict() == spec.to_dict()
     assert again.grid.seeds == (0, 1)
     assert again.fingerprint() == spec.fingerprint()
+
+
+# --- paths relative to the config file --------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "project" / "data").mkdir(parents=True)
+    cfg = _write(
+        tmp_path / "project" / "exp.toml",
+        '[dataset]\nsource = "data"\n[grid]\nsizes = [10]\nnoise_rates = [0.0]\n'
+        '[backend]\nname = "tfidf"\n[run]\nstore = "runs/r.sqlite"\ncache_dir = "../cache"\n',
+    )
+    monkeypatch.chdir(tmp_path)  # somewhere else than the config's folder
+    spec = load_spec("project/exp.toml")
+    assert spec.dataset.source == str(tmp_path / "project" / "data")
+    assert spec.run.store == str(tmp_path / "project" / "runs" / "r.sqlite")
+    assert spec.run.cache_dir == str(tmp_path / "cache")
+    # Values typed on the command line are relative to the current directory, as typed.
+    typed = load_spec(cfg, overrides=["dataset.source=mine/a/b", "run.store=here.sqlite"])
+    assert typed.dataset.source == "mine/a/b"
+    assert typed.run.store == "here.sqlite"
+    assert load_spec(cfg, store="x.sqlite").run.store == "x.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("source", "is_path"),
+    [
+        ("imdb", False),  # a hub name stays a hub name
+        ("stanfordnlp/imdb", False),  # and so does owner/name
+        ("./data", True),
+        ("../shared/data/imdb", True),
+        ("data/imdb/v2", True),
+        ("reviews.csv", True),
+        ("existing", True),  # a folder next to the config file
+    ],
+)
+def test_dataset_source_is_a_path_only_when_it_looks_like_one(
+    tmp_path: Path, source: str, is_path: bool
+) -> None:
+    (tmp_path / "existing").mkdir()
+    data = resolve_paths({"dataset": {"source": source}}, base=tmp_path)
+    resolved = data["dataset"]["source"]
+    if is_path:
+        assert Path(resolved).is_absolute() and resolved.startswith(str(tmp_path.parent))
+    else:
+        assert resolved == source
+
+
+def test_home_folder_expands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = resolve_paths({"run": {"store": "~/r.sqlite"}}, base=Path("/elsewhere"))
+    assert data["run"]["store"] == str(tmp_path / "r.sqlite")
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["seeds", "sizes", "noise_rates"])
+def test_a_number_where_a_list_belongs_says_use_a_list(key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"'{key}' in \[grid\]: {key} must be a list; use a "):
+        spec_with(grid={key: 0})
+    with pytest.raises(ConfigError, match=r"use a list such as \[0\]"):
+        spec_with(grid={"seeds": 0})
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "max_test", "expected"),
+    [(2, 25_000, 2000), (3, 12_000, 1998), (5, 60, 60), (3, 9, 9), (7, 2100, 1995)],
+)
+def test_default_test_size_is_the_largest_balanced_sample_up_to_the_cap(
+    n_classes: int, max_test: int, expected: int
+) -> None:
+    assert spec_with().eval.test_size is None
+    assert spec_with().eval.resolve_test_size(n_classes, max_test) == expected
+    assert spec_with(eval={"test_size": 10}).eval.resolve_test_size(n_classes, max_test) == 10
+
+
+def test_unset_test_size_keeps_the_fingerprint_of_the_old_default() -> None:
+    # Grids stored when the default was a fixed 2000 keep their cells.
+    assert spec_with().fingerprint() == spec_with(eval={"test_size": 2000}).fingerprint()
+    assert spec_with().fingerprint() != spec_with(eval={"test_size": 1998}).fingerprint()
+
+
+def test_data_identity_stands_for_the_source_in_the_fingerprint() -> None:
+    here = spec_with(dataset={"source": "data"})
+    there = spec_with(dataset={"source": "./data/"})
+    assert here.data_identity is None
+    assert here.fingerprint() != there.fingerprint()  # unresolved: the path as written
+    same = "sha256:0123456789abcdef"
+    assert (
+        here.with_data_identity(same).fingerprint() == there.with_data_identity(same).fingerprint()
+    )
+    assert (
+        here.with_data_identity(same).fingerprint()
+        != here.with_data_identity("sha256:fedcba9876543210").fingerprint()
+    )
+    # Variants (one per noise model) keep the identity; the spec itself is unchanged.
+    multi = spec_with(grid={"noise_model": ["uniform", "instance"]}).with_data_identity(same)
+    assert {v.data_identity for v in multi.variants()} == {same}
+    assert here.data_identity is None
+    assert multi.to_dict() == spec_with(grid={"noise_model": ["uniform", "instance"]}).to_dict()
+
+
+def test_an_empty_path_is_left_for_validation_to_refuse() -> None:
+    data = resolve_paths({"run": {"store": ""}, "dataset": {"source": " "}}, base=Path("/x"))
+    assert data == {"run": {"store": ""}, "dataset": {"source": " "}}

@@ -85,7 +85,7 @@ def test_one_seed_cell_bootstrap_misses_replication_and_says_so():
     result = analyze(table, n_bootstrap=20)
     assert ONE_SEED_NOTE in result.by_noise_model["uniform"].notes
     assert "Run at least 3 seeds" in ONE_SEED_NOTE
-    assert "covers test-sample and fitting noise only, not replication" in result.summary()
+    assert "cover test-sample and fitting noise only, not replication" in result.summary()
     assert "run at least 3 seeds" in result.summary()
 
 

@@ -12,6 +12,7 @@ import pytest
 from noisegrid import DataError, ExperimentSpec, check_corpus, load_corpus
 from noisegrid import data as data_mod
 from noisegrid.config import DatasetSpec
+from noisegrid.data import dataset_identity, resolve_data_identity, resolve_test_size
 
 
 def spec_for(source: Path | str, **grid: object) -> ExperimentSpec:
@@ -23,7 +24,7 @@ def spec_for(source: Path | str, **grid: object) -> ExperimentSpec:
             "dataset": {"source": str(source)},
             "grid": g,
             "backend": {"name": "tfidf"},
-            "eval": {"test_size": test_size},
+            "eval": {} if test_size is None else {"test_size": test_size},
         }
     )
 
@@ -182,3 +183,105 @@ def test_real_imdb_copy_loads(imdb_dir: Path) -> None:
     assert corpus.max_train_size() == 25000
     assert "rating" in corpus.train.extra
     assert not set(corpus.test.texts) & set(corpus.train.texts)
+
+
+def test_default_test_size_fits_the_test_split(make_dataset: Callable[..., Path]) -> None:
+    # 3 classes, 20 test rows each: the old fixed default (2000) failed twice (not a multiple of
+    # 3, larger than the split); the default now takes all 60.
+    folder = make_dataset(30, 20, n_classes=3)
+    corpus = load_corpus(DatasetSpec(source=str(folder)))
+    spec = spec_for(folder, sizes=[30], test_size=None)
+    check_corpus(corpus, spec)
+    assert resolve_test_size(corpus, spec) == 60
+
+
+def test_test_split_without_a_class_is_refused(tmp_path: Path) -> None:
+    pd.DataFrame({"text": ["a b", "c d", "e f", "g h"], "label": [0, 1, 2, 2]}).to_csv(
+        tmp_path / "train.csv", index=False
+    )
+    pd.DataFrame({"text": ["x y", "z w"], "label": [0, 2]}).to_csv(
+        tmp_path / "test.csv", index=False
+    )
+    corpus = load_corpus(DatasetSpec(source=str(tmp_path)))
+    with pytest.raises(DataError, match=r"split 'test' has no examples of class '1'"):
+        check_corpus(corpus, spec_for(tmp_path, sizes=[3], test_size=None))
+
+
+def test_missing_local_path_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"looked in {tmp_path / 'nope'};"):
+        load_corpus(DatasetSpec(source="./nope"))
+
+
+def test_identity_follows_the_content_not_the_path(
+    make_dataset: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_dataset(fmt="csv")
+    cache = tmp_path / "cache"
+    first = dataset_identity(DatasetSpec(source=str(folder)), cache_dir=cache)
+    assert first.startswith("sha256:") and len(first) == len("sha256:") + 16
+    assert len(list((cache / "data-identity").iterdir())) == 1
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+    for spelling in (f"{folder}/", "./data", "data/../data", "link"):
+        assert dataset_identity(DatasetSpec(source=spelling), cache_dir=cache) == first, spelling
+    # Other files in the folder are not read, so they are not part of the identity.
+    (folder / "notes.txt").write_text("unrelated")
+    assert dataset_identity(DatasetSpec(source=str(folder)), cache_dir=cache) == first
+    train = folder / "train.csv"
+    train.write_text(train.read_text().replace("movie", "film"))
+    changed = dataset_identity(DatasetSpec(source=str(folder)), cache_dir=cache)
+    assert changed != first
+    # The cache is keyed by path, size and mtime: a stale entry is never returned.
+    assert dataset_identity(DatasetSpec(source=str(folder))) == changed
+
+
+def test_identity_of_a_hub_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    spec = DatasetSpec(source="user/reviews", config_name="plain")
+    assert dataset_identity(spec) == "hub:user/reviews/plain"
+    ref = tmp_path / "datasets--user--reviews" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("0123abcd\n")
+    assert dataset_identity(spec) == "hub:user/reviews/plain@0123abcd"
+
+
+def test_resolved_spec_fingerprint_is_the_datas(make_dataset: Callable[..., Path]) -> None:
+    folder = make_dataset()
+    plain = spec_for(folder)
+    resolved = resolve_data_identity(plain)
+    assert resolved.data_identity == dataset_identity(plain.dataset)
+    assert resolve_data_identity(resolved) is resolved
+    assert resolve_data_identity(spec_for(f"{folder}/")).fingerprint() == resolved.fingerprint()
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_data_identity(spec_for(folder / "missing"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("train.csv", b"", r"train\.csv: the file is empty \(0 bytes\)"),
+        ("train.csv", b'text,label\na,0\n"b,1\n', r"the quote .* opened on line 3 is never closed"),
+        ("train.csv", b"text,label\na,0\nb,c,1\n", r"line 3 has 3 fields where the header has 2"),
+        ("train.csv", b"text,label\ncaf\xe9,0\n", r"not UTF-8 text \(byte 0xe9 on line 2\)"),
+        ("train.jsonl", b'{"text": "a", "label": 0}\n[1]\n', r"line 2 is a JSON list, not an"),
+        ("train.parquet", b"PAR1 not really", r"train\.parquet: it is not a readable parquet file"),
+    ],
+)
+def test_unreadable_split_file_is_named_with_the_fix(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    pd.DataFrame({"text": ["x", "y"], "label": [0, 1]}).to_parquet(tmp_path / "test.parquet")
+    with pytest.raises(DataError, match=message):
+        load_corpus(DatasetSpec(source=str(tmp_path)))
+
+
+def test_a_csv_text_with_quoted_newlines_is_fine(tmp_path: Path) -> None:
+    rows = pd.DataFrame({"text": ["line one\nline two, 1", "plain", "x", "y"], "label": [0, 1] * 2})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    rows.assign(text=rows["text"] + " t").to_csv(tmp_path / "test.csv", index=False)
+    corpus = load_corpus(DatasetSpec(source=str(tmp_path)))
+    assert corpus.train.texts[0] == "line one\nline two, 1"

@@ -108,6 +108,42 @@ def test_actors_for_a_run():
     assert actors_for(RunSpec(workers=12, address="auto"), cluster, n_cells=100) == 12
     # ... but never beyond what a private local instance holds.
     assert actors_for(RunSpec(workers=12), cluster, n_cells=100) == 8
+    # "auto" (the default) and 1 both mean as many as fit.
+    assert actors_for(RunSpec(workers="auto"), cluster, n_cells=100) == 8
+    assert actors_for(RunSpec(workers=1), cluster, n_cells=100) == 8
+
+
+def _grid_spec(backend, sizes, workers="auto"):
+    from noisegrid import ExperimentSpec
+
+    return ExperimentSpec.from_dict(
+        {
+            "grid": {"sizes": sizes, "noise_rates": [0.0, 0.1]},
+            "backend": {"name": backend},
+            "run": {"workers": workers},
+        }
+    )
+
+
+def test_auto_workers_follow_the_backends_threads_and_the_grids_size(monkeypatch):
+    from noisegrid.executors import local
+
+    monkeypatch.setattr(local, "n_cores", lambda: 4)
+    big = _grid_spec("tfidf", [5000, 10000])
+    assert local.n_local_workers(big, expand_grid(big)) == 4  # tfidf: one thread per worker
+    small = _grid_spec("tfidf", [100, 200])
+    assert local.n_local_workers(small, expand_grid(small)) == 1  # too little work to pay
+    one_process = _grid_spec("sleep", [5000, 10000])
+    assert local.n_local_workers(one_process, expand_grid(one_process)) == 1
+    fixed = _grid_spec("tfidf", [100], workers=3)
+    assert local.n_local_workers(fixed, expand_grid(fixed)) == 3
+
+
+def test_workers_must_be_auto_or_positive():
+    with pytest.raises(ValueError, match='workers must be "auto" or an integer >= 1'):
+        RunSpec(workers=0)
+    with pytest.raises(ValueError, match="workers"):
+        RunSpec(workers="many")
 
 
 def test_a_cell_larger_than_the_local_machine_is_refused():

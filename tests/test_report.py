@@ -219,12 +219,92 @@ def test_cli_report_and_tradeoff(make_dataset, write_config, tmp_path: Path):
     bad = cli.invoke(app, ["tradeoff", str(cfg), "--size", "40", "--noise", "10"])
     assert bad.exit_code == 2
     assert bad.stderr.strip() == (
-        "error: noise must be a fraction in [0, 1) such as 0.1; got 10; did you mean 0.1 (10%)?"
+        "error: noise must be a fraction in [0, 1 − 1/K) = [0, 0.5) for K = 2 classes, such as "
+        "0.1; got 10; the measured grid stops at 20%; did you mean 0.1 (10%)?"
     )
     other = cli.invoke(
         app, ["tradeoff", str(cfg), "--size", "40", "--noise", "0.1", "--noise-model", "real"]
     )
     assert other.exit_code == 2 and "noise model 'real' is not in the table" in other.stderr
+
+
+# --- readable labels, axes that stop at the grid ---------------------------------------------
+
+
+def _analysis_for_figures(table: pd.DataFrame):
+    return analyze(table, n_bootstrap=20)
+
+
+def test_heatmap_labels_contrast_with_their_cells_in_the_page(table: pd.DataFrame):
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    from noisegrid.report._colors import BLACK, WHITE, contrast_ratio
+
+    figures = make_figures(_analysis_for_figures(table))
+    for fid in ("heatmap-uniform", "exchange-rate-uniform"):
+        base, *labels = figures[fid].data
+        assert not base.texttemplate  # the labels are drawn by the layers above it
+        z = np.asarray(base.z, dtype=float)
+        labelled = np.zeros(z.shape, dtype=bool)
+        for layer in labels:
+            assert layer.texttemplate and layer.hoverinfo == "skip" and not layer.showscale
+            assert (layer.zmin, layer.zmax, layer.colorscale) == (
+                base.zmin,
+                base.zmax,
+                base.colorscale,
+            )
+            text = BLACK if layer.textfont.color == "black" else WHITE
+            lz = np.asarray(layer.z, dtype=float)
+            for (i, j), v in np.ndenumerate(lz):
+                if np.isfinite(v):
+                    assert v == z[i, j]
+                    scale = [[c[0], c[1]] for c in base.colorscale]
+                    t = (v - base.zmin) / (base.zmax - base.zmin)
+                    rgb = [c / 255 for c in unlabel_rgb(sample_colorscale(scale, [t])[0])]
+                    assert contrast_ratio(rgb, text) >= 4.5, (fid, v, layer.textfont.color)
+                    labelled[i, j] = True
+        assert (labelled == np.isfinite(z)).all()  # every cell with a value has one label
+
+
+def test_heatmap_labels_contrast_with_their_cells_in_the_pngs(table: pd.DataFrame):
+    from matplotlib.colors import to_rgb
+
+    from noisegrid.report._colors import contrast_ratio
+    from noisegrid.report._png import _heatmap
+
+    nma = _analysis_for_figures(table).by_noise_model["uniform"]
+    fig = _heatmap(nma)
+    assert fig is not None
+    ax = fig.axes[0]
+    image = ax.images[0]
+    z = np.ma.getdata(image.get_array())
+    assert len(ax.texts) == np.isfinite(z).sum()
+    for label in ax.texts:
+        j, i = (round(c) for c in label.get_position())
+        cell = image.cmap(image.norm(z[i, j]))[:3]
+        assert contrast_ratio(cell, to_rgb(label.get_color())) >= 4.5, label.get_text()
+
+
+def test_axes_stop_at_the_grid(table: pd.DataFrame):
+    from noisegrid.report._png import _contours, _learning_curves
+
+    analysis = _analysis_for_figures(table)
+    figures = make_figures(analysis)
+    curves = figures["learning-curves-uniform"].layout
+    assert list(curves.xaxis.range) == [min(SIZES), max(SIZES)]
+    contours = figures["contours-uniform"].layout
+    assert list(contours.xaxis.range) == [min(SIZES), max(SIZES)]
+    assert list(contours.yaxis.range) == [0.0, max(NOISE) * 100]
+    nma = analysis.by_noise_model["uniform"]
+    assert _learning_curves(nma).axes[0].get_xlim() == (min(SIZES), max(SIZES))
+    ax = _contours(nma).axes[0]
+    assert ax.get_xlim() == (min(SIZES), max(SIZES))
+    assert ax.get_ylim() == (0.0, max(NOISE) * 100)
+    # Error bars never stretch the accuracy axis past what accuracy can be.
+    for trace in figures["learning-curves-uniform"].data:
+        y = np.asarray(trace.y, dtype=float)
+        assert (y + np.asarray(trace.error_y.array) <= 100 + 1e-9).all()
+        assert (y - np.asarray(trace.error_y.arrayminus) >= -1e-9).all()
 
 
 # --- the page in a real browser ------------------------------------------------------------

@@ -13,6 +13,7 @@ from noisegrid import DataError, ResultStore, Worker, load_results, load_spec, r
 from noisegrid.backends import BACKENDS, FitOutput, Predictor
 from noisegrid.backends.base import Backend, BackendOptions
 from noisegrid.grid import Cell, expand_grid
+from noisegrid.results import resolve_spec
 
 
 class _Options(BackendOptions):
@@ -29,7 +30,7 @@ class _Majority(Predictor):
         return out / out.sum(axis=1, keepdims=True)
 
 
-@BACKENDS.register("majority_test")
+@BACKENDS.register("majority_test", hidden=True)
 class _MajorityBackend(Backend):
     """Predicts the majority training label; raises for cells of size ``fail_size``."""
 
@@ -89,7 +90,8 @@ def test_failed_cell_is_stored_and_the_grid_goes_on(
     assert failed["error"].str.contains("ValueError: cannot fit 20 examples").all()
     assert failed["eval_accuracy"].isna().all()
     with ResultStore(load_spec(cfg).run.store) as store:
-        tracebacks = store.frame(load_spec(cfg).fingerprint())["traceback"]
+        # The fingerprint the run stored under: the spec with its data identity resolved.
+        tracebacks = store.frame(resolve_spec(cfg).fingerprint())["traceback"]
     assert tracebacks.str.contains("Traceback").sum() == 2
 
     # Failed cells are skipped on a plain re-run and re-run with retry_failed.

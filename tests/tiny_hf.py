@@ -1,12 +1,14 @@
 """Tiny randomly initialised Hugging Face models for fast backend tests (no network, no weights).
 
-A two-layer BERT with 32 hidden units and a WordPiece tokenizer trained on a few synthetic texts,
-saved with ``save_pretrained`` into a folder, as a user's local model would be.
+Two-layer BERT and DistilBERT encoders (and a one-layer RoBERTa) with 32 hidden units and a
+WordPiece tokenizer trained on a few synthetic texts, saved with ``save_pretrained`` into a
+folder, as a user's local model would be.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,11 +35,9 @@ def synthetic_texts(n: int, *, seed: int = 0) -> tuple[list[str], np.ndarray]:
     return texts, np.array(labels)
 
 
-def build_tiny_bert(folder: Path, *, max_position_embeddings: int = 64) -> Path:
-    """Save a random tiny BERT encoder (no classification head) and its tokenizer to ``folder``."""
-    import torch
+def _tiny_tokenizer(max_position_embeddings: int) -> Any:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     texts, _ = synthetic_texts(200)
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -51,7 +51,7 @@ def build_tiny_bert(folder: Path, *, max_position_embeddings: int = 64) -> Path:
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -60,19 +60,66 @@ def build_tiny_bert(folder: Path, *, max_position_embeddings: int = 64) -> Path:
         mask_token="[MASK]",
         model_max_length=max_position_embeddings,
     )
+
+
+def _save(model_class: Any, config: Any, tokenizer: Any, folder: Path) -> Path:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_class(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_bert(folder: Path, *, max_position_embeddings: int = 64) -> Path:
+    """Save a random tiny BERT encoder (no classification head) and its tokenizer to ``folder``."""
+    from transformers import BertConfig, BertModel
+
+    tokenizer = _tiny_tokenizer(max_position_embeddings)
     config = BertConfig(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=max_position_embeddings,
-        pad_token_id=tok.token_to_id("[PAD]"),
+        pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = BertModel(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _save(BertModel, config, tokenizer, folder)
+
+
+def build_tiny_distilbert(folder: Path, *, max_position_embeddings: int = 64) -> Path:
+    """Save a random tiny DistilBERT encoder and the tiny tokenizer to ``folder``."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    tokenizer = _tiny_tokenizer(max_position_embeddings)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return _save(DistilBertModel, config, tokenizer, folder)
+
+
+def build_tiny_roberta(folder: Path, *, max_position_embeddings: int = 66) -> Path:
+    """Save a random tiny RoBERTa encoder (an architecture that does not train stacked)."""
+    from transformers import RobertaConfig, RobertaModel
+
+    tokenizer = _tiny_tokenizer(max_position_embeddings - 2)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return _save(RobertaModel, config, tokenizer, folder)

@@ -18,38 +18,85 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .config import ExperimentSpec, load_spec
-from .data import Corpus, Split, check_corpus, load_corpus
-from .errors import (
-    AnalysisError,
-    BackendError,
-    ConfigError,
-    DataError,
-    MissingDependencyError,
-    NoisegridError,
-    StoreError,
-)
-from .evaluation import draw_test_sample, score
-from .grid import Cell, expand_grid
-from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
-from .results import experiment_status, export_results, load_results
-from .runner import CellResult, RunSummary, Worker, run_experiment
-from .sampling import subsample_per_class
-from .store import ResultStore
-
 if TYPE_CHECKING:
-    from .analysis import Analysis, TradeoffResult, analyze, tradeoff
-    from .report import build_report
+    __version__: str
 
-# Analysis and report pull in scipy, statsmodels and plotly; worker processes never need them,
-# so they load on first use.
+    from .analysis import Analysis, TradeoffResult, analyze, tradeoff
+    from .analysis.advise import AdviceResult, advise
+    from .analysis.audit import AuditResult, audit, load_audit
+    from .config import ExperimentSpec, load_spec
+    from .data import Corpus, Split, check_corpus, load_corpus
+    from .errors import (
+        AnalysisError,
+        BackendError,
+        ConfigError,
+        DataError,
+        MissingDependencyError,
+        NoisegridError,
+        OutputError,
+        StoreError,
+    )
+    from .evaluation import draw_test_sample, score
+    from .grid import Cell, expand_grid
+    from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
+    from .planning import ExperimentPlan, plan_experiment
+    from .report import build_report
+    from .results import experiment_status, export_results, load_results
+    from .runner import CellResult, RunSummary, Worker, run_experiment
+    from .sampling import subsample_per_class
+    from .store import ResultStore
+
+# Every public name loads on first use, from the module that defines it. Importing the package
+# then costs almost nothing, so the command line starts fast (``noisegrid status --help`` needs
+# none of numpy, pandas, scikit-learn or pydantic) and worker processes never load the analysis
+# stack (scipy, statsmodels, plotly).
 _LAZY = {
     "Analysis": "analysis",
     "TradeoffResult": "analysis",
     "analyze": "analysis",
     "tradeoff": "analysis",
+    "ExperimentSpec": "config",
+    "load_spec": "config",
+    "Corpus": "data",
+    "Split": "data",
+    "check_corpus": "data",
+    "load_corpus": "data",
+    "AnalysisError": "errors",
+    "BackendError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "MissingDependencyError": "errors",
+    "NoisegridError": "errors",
+    "OutputError": "errors",
+    "StoreError": "errors",
+    "draw_test_sample": "evaluation",
+    "score": "evaluation",
+    "Cell": "grid",
+    "expand_grid": "grid",
+    "FlipPlan": "noise",
+    "NoiseModel": "noise",
+    "NoisyLabels": "noise",
+    "apply_plan": "noise",
+    "inject_noise": "noise",
     "build_report": "report",
+    "ExperimentPlan": "planning",
+    "plan_experiment": "planning",
+    "AuditResult": "analysis.audit",
+    "audit": "analysis.audit",
+    "load_audit": "analysis.audit",
+    "AdviceResult": "analysis.advise",
+    "advise": "analysis.advise",
+    "experiment_status": "results",
+    "export_results": "results",
+    "load_results": "results",
+    "CellResult": "runner",
+    "RunSummary": "runner",
+    "Worker": "runner",
+    "run_experiment": "runner",
+    "subsample_per_class": "sampling",
+    "ResultStore": "store",
+    # importlib.metadata scans the installed distributions: a tenth of a second, paid on use.
+    "__version__": "_version",
 }
 
 
@@ -57,25 +104,35 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'noisegrid' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
+    "AdviceResult",
     "Analysis",
     "AnalysisError",
+    "AuditResult",
     "BackendError",
     "Cell",
     "CellResult",
     "ConfigError",
     "Corpus",
     "DataError",
+    "ExperimentPlan",
     "ExperimentSpec",
     "FlipPlan",
     "MissingDependencyError",
     "NoiseModel",
     "NoisegridError",
     "NoisyLabels",
+    "OutputError",
     "ResultStore",
     "RunSummary",
     "Split",
@@ -83,8 +140,10 @@ __all__ = [
     "TradeoffResult",
     "Worker",
     "__version__",
+    "advise",
     "analyze",
     "apply_plan",
+    "audit",
     "build_report",
     "check_corpus",
     "draw_test_sample",
@@ -92,9 +151,11 @@ __all__ = [
     "experiment_status",
     "export_results",
     "inject_noise",
+    "load_audit",
     "load_corpus",
     "load_results",
     "load_spec",
+    "plan_experiment",
     "run_experiment",
     "score",
     "subsample_per_class",

@@ -32,14 +32,21 @@ class Registry(Generic[T]):
         self.key = key
         self._classes: dict[str, type[T]] = {}
         self._planned: set[str] = set()
+        self._hidden: set[str] = set()
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        """Class decorator: ``@registry.register("tfidf")``."""
+    def register(self, name: str, *, hidden: bool = False) -> Callable[[type[T]], type[T]]:
+        """Class decorator: ``@registry.register("tfidf")``.
+
+        ``hidden=True`` registers a diagnostic or test plug-in: it works when named, but lists of
+        valid names shown to users leave it out.
+        """
 
         def deco(cls: type[T]) -> type[T]:
             if name in self._classes:
                 raise RuntimeError(f"{self.family} '{name}' registered twice")
             self._classes[name] = cls
+            if hidden:
+                self._hidden.add(name)
             cls.name = name  # type: ignore[attr-defined]
             return cls
 
@@ -49,8 +56,9 @@ class Registry(Generic[T]):
         """Declare names a later version provides, so lookups say "not available yet"."""
         self._planned.update(names)
 
-    def names(self) -> list[str]:
-        return sorted(self._classes)
+    def names(self, *, include_hidden: bool = False) -> list[str]:
+        """Registered names, sorted; hidden (diagnostic) plug-ins only with ``include_hidden``."""
+        return sorted(n for n in self._classes if include_hidden or n not in self._hidden)
 
     def get(self, name: str) -> type[T]:
         try:

@@ -1,21 +1,26 @@
 """The ``noisegrid`` command line: thin Typer commands over the public API.
 
 Every command that reads an experiment takes the same ``CONFIG``, ``--set`` and ``--store``
-arguments. Library errors become one line on stderr and a non-zero exit, without a traceback.
+arguments. Library errors become one line on stderr and exit code 2, without a traceback; so does
+anything unexpected (exit code 3), with a pointer to ``noisegrid --debug``, which shows the
+traceback instead.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
-from .errors import NoisegridError
+from .errors import ConfigError, NoisegridError
 
 app = typer.Typer(
     name="noisegrid",
@@ -23,26 +28,60 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help text: rich's help renderer costs a third of a second at every start, and its
+    # markup would swallow the square brackets of section names such as [run].
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment TOML file.", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Experiment TOML file.", metavar="CONFIG", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
-        help="Override a config value: section.key=value (TOML literal), repeatable.",
+        help=(
+            "Override a config value: section.key=value (TOML literal), repeatable. Relative "
+            "paths resolve against the current directory."
+        ),
+        metavar="KEY=VALUE",
         show_default=False,
     ),
 ]
 StoreOpt = Annotated[
-    Path | None, typer.Option("--store", help="Results database; overrides [run] store.")
+    Path | None,
+    typer.Option(
+        "--store",
+        help=(
+            "Results database (SQLite file); overrides the store key of the config's [run] "
+            "section. A relative path resolves against the current directory."
+        ),
+        metavar="PATH",
+        show_default=False,
+    ),
 ]
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
+EXIT_UNEXPECTED = 3
 EXIT_INTERRUPTED = 130
+
+_debug = {"on": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback of an unexpected error (also NOISEGRID_DEBUG=1)."
+        ),
+    ] = False,
+) -> None:
+    """More labels or cleaner labels? Run a size × noise grid and measure the trade-off."""
+    _debug["on"] = debug or os.environ.get("NOISEGRID_DEBUG", "") not in ("", "0")
 
 
 def _errors_as_one_line(func: F) -> F:
@@ -53,8 +92,42 @@ def _errors_as_one_line(func: F) -> F:
         except NoisegridError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_USAGE) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            # The last resort: nobody sees a raw traceback unless they ask for it.
+            if _debug["on"]:
+                raise
+            line, code = _unexpected(exc, command=func.__name__)
+            typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full; free some space there or write elsewhere",
+    errno.EROFS: "that file system is read-only; use a location on a writable disk",
+    errno.EACCES: "you lack the permission; fix the permissions or use another location",
+    errno.EPERM: "you lack the permission; fix the permissions or use another location",
+    errno.ENOENT: "check that the path exists",
+    errno.EISDIR: "a folder is in the way; give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def _unexpected(exc: Exception, *, command: str) -> tuple[str, int]:
+    """The one line (and exit code) for an exception no library check turned into a message."""
+    debug = f"run `noisegrid --debug {command} ...` for the traceback"
+    if isinstance(exc, OSError) and exc.errno in _OS_FIXES:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}: {_OS_FIXES[exc.errno]} ({debug})", EXIT_USAGE
+    text = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"unexpected {detail}; {debug}, and please report it", EXIT_UNEXPECTED
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -87,7 +160,7 @@ def run(
 
     _setup_logging(quiet)
     spec = load_spec(config, overrides=set_ or [], store=store)
-    progress = _Progress(quiet=quiet)
+    progress = _Progress(quiet=quiet, noise_model_names=len(spec.grid.noise_models) > 1)
     try:
         with progress:
             summary = run_experiment(
@@ -123,6 +196,8 @@ def status(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> No
     typer.echo(st.describe())
     for label in st.failed[:20]:
         typer.echo(f"  failed: {label}")
+    if st.other:
+        typer.echo(f"note: {st.other}")
 
 
 @app.command()
@@ -135,16 +210,17 @@ def export(
     store: StoreOpt = None,
 ) -> None:
     """Write one tidy row per cell (reference column names included) as CSV or parquet."""
-    from .results import export_results
+    from .results import export_results, other_fingerprints, resolve_spec
 
-    path = export_results(
-        config,
-        out=out,
-        format=format,  # type: ignore[arg-type]
-        overrides=set_ or [],
-        store=store,
-    )
+    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    path = export_results(spec, out=out, format=format)  # type: ignore[arg-type]
+    _note_other_fingerprints(other_fingerprints(spec))
     typer.echo(f"wrote {path}")
+
+
+def _note_other_fingerprints(note: str | None) -> None:
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -158,10 +234,19 @@ def report(
     """Write the HTML report, PNG figures, summary.md and results.csv of the stored grid."""
     from .analysis import analyze
     from .report import build_report
-    from .results import load_results, resolve_spec
+    from .results import (
+        check_writable,
+        load_results,
+        other_fingerprints,
+        require_results,
+        resolve_spec,
+    )
 
     spec = resolve_spec(config, overrides=set_ or [], store=store)
     table = load_results(spec)
+    require_results(spec, table)
+    check_writable(out, option="--out")
+    _note_other_fingerprints(other_fingerprints(spec))
     analysis = analyze(table, grid=spec.to_dict()["grid"])
     path = build_report(table, out_dir=out, spec=spec, analysis=analysis)
     typer.echo(analysis.summary())
@@ -183,33 +268,211 @@ def tradeoff(
 ) -> None:
     """Print the local exchange rate at one (size, noise) point: labels to correct vs collect."""
     from .analysis import tradeoff as tradeoff_at
-    from .results import load_results
+    from .results import load_results, require_results, resolve_spec
 
-    table = load_results(config, overrides=set_ or [], store=store)
+    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    table = load_results(spec)
+    require_results(spec, table)
     typer.echo(str(tradeoff_at(table, size=size, noise=noise, noise_model=noise_model)))
 
 
 @app.command()
 @_errors_as_one_line
-def validate(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> None:
+def audit(
+    config: ConfigArg,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for suspects.csv, per_class.csv, calibration.csv, …"),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Out-of-fold probabilities from: tfidf or embed.")
+    ] = "tfidf",
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", help="Audit a class-proportional sample of N examples."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Audit every training example (no sample).")
+    ] = False,
+    folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds.")] = 5,
+    no_calibration: Annotated[
+        bool,
+        typer.Option("--no-calibration", help="Skip the injected-noise calibration (faster)."),
+    ] = False,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", help="Bootstrap resamples for the intervals.")
+    ] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of sample, folds, noise.")] = 0,
+    set_: SetOpt = None,
+) -> None:
+    """Estimate the noise in the dataset's own labels and list the labels most likely wrong."""
+    from .analysis.audit import DEFAULT_CALIBRATION_RATES, DEFAULT_SAMPLE
+    from .analysis.audit import audit as run_audit
+
+    if full and sample is not None:
+        raise ConfigError("give --sample N or --full, not both")
+    result = run_audit(
+        config,
+        overrides=set_ or [],
+        backend=backend,
+        sample=None if full else (sample if sample is not None else DEFAULT_SAMPLE),
+        n_folds=folds,
+        calibration_rates=() if no_calibration else DEFAULT_CALIBRATION_RATES,
+        n_bootstrap=bootstrap,
+        seed=seed,
+    )
+    typer.echo(result.describe())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
+@app.command()
+@_errors_as_one_line
+def advise(
+    config: ConfigArg,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Labels you have (default: the audited split).")
+    ] = None,
+    noise: Annotated[
+        float | None,
+        typer.Option("--noise", help="Their noise rate, e.g. 0.1 (default: the audit's estimate)."),
+    ] = None,
+    label_cost: Annotated[
+        float | None, typer.Option("--label-cost", help="Cost of one new label.")
+    ] = None,
+    review_cost: Annotated[
+        float | None, typer.Option("--review-cost", help="Cost of reviewing one label.")
+    ] = None,
+    budget: Annotated[float | None, typer.Option("--budget", help="Money to spend.")] = None,
+    new_label_noise: Annotated[
+        float | None,
+        typer.Option("--new-label-noise", help="Noise rate of new labels (default: --noise)."),
+    ] = None,
+    audit_dir: Annotated[
+        Path | None,
+        typer.Option("--audit", help="Reuse an audit folder written by noisegrid audit --out."),
+    ] = None,
+    review_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--review-precision", help="Share of reviewed labels that are wrong (skips the audit)."
+        ),
+    ] = None,
+    noise_model: Annotated[
+        str | None,
+        typer.Option("--noise-model", help="Which noise model, when the grid has several."),
+    ] = None,
+    allow_extrapolation: Annotated[
+        bool,
+        typer.Option("--allow-extrapolation", help="Accept a start point outside the grid."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for advice.csv, advice_curve.csv and advice.png."),
+    ] = None,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Collect new labels, review suspected wrong ones, or mix: what the budget buys."""
+    from .analysis.advise import advise as run_advise
+
+    result = run_advise(
+        config,
+        overrides=set_ or [],
+        store=store,
+        size=size,
+        noise=noise,
+        label_cost=label_cost,
+        review_cost=review_cost,
+        budget=budget,
+        new_label_noise=new_label_noise,
+        audit=audit_dir,
+        review_precision=review_precision,
+        noise_model=noise_model,
+        allow_extrapolation=allow_extrapolation,
+    )
+    typer.echo(result.describe())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
+@app.command()
+@_errors_as_one_line
+def validate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also print the resolved experiment as TOML, every default filled in.",
+        ),
+    ] = False,
+) -> None:
     """Check the config and the data against the grid, without running anything."""
     from .config import load_spec
-    from .data import describe_corpus
+    from .data import describe_corpus, resolve_data_identity
     from .runner import prepare_run
 
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
+    spec = resolve_data_identity(spec, cache_dir=spec.run.cache_path())
     typer.echo(
         f"ok: {spec.grid.n_cells_total} cells, fingerprint "
         f"{spec.fingerprint()}; {describe_corpus(corpus)}"
     )
+    if explain:
+        from .explain import explain_spec
+
+        typer.echo(
+            f"\n# {config} as it will run; lines ending '# default' are values left at their "
+            "default (commented out: uncomment one to pin it)"
+        )
+        typer.echo(explain_spec(spec, corpus), nl=False)
+
+
+@app.command()
+@_errors_as_one_line
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+    no_probe: Annotated[
+        bool,
+        typer.Option("--no-probe", help="Project from FLOP counts; time no training steps."),
+    ] = False,
+    probe_seconds: Annotated[
+        float, typer.Option("--probe-seconds", help="Time budget of the timed probe.")
+    ] = 60.0,
+    gpu_hour_cost: Annotated[
+        float | None,
+        typer.Option("--gpu-hour-cost", help="Price of one GPU-hour: print the run's cost."),
+    ] = None,
+) -> None:
+    """Project cells, sibling groups, training tokens, memory and wall time on this machine."""
+    from .config import load_spec
+    from .planning import plan_experiment
+
+    spec = load_spec(config, overrides=set_ or [], store=store)
+    result = plan_experiment(
+        spec, probe=not no_probe, probe_seconds=probe_seconds, gpu_hour_cost=gpu_hour_cost
+    )
+    typer.echo(result.describe())
 
 
 class _Progress:
-    """A rich progress bar over cells (elapsed, ETA), or log lines with ``--quiet``."""
+    """A rich progress bar over cells (elapsed, ETA), or log lines with ``--quiet``.
 
-    def __init__(self, *, quiet: bool) -> None:
+    ``noise_model_names`` puts each cell's noise model in its line: a grid with several runs the
+    same (size, noise, seed) cell once per model.
+    """
+
+    def __init__(self, *, quiet: bool, noise_model_names: bool = False) -> None:
         self.quiet = quiet
+        self.noise_model_names = noise_model_names
         self._bar: Any = None
         self._task: Any = None
 
@@ -249,7 +512,10 @@ class _Progress:
 
     def advance(self, result: Any) -> None:
         acc = result.metrics.get("accuracy")
-        last = f"{result.cell.label()} acc={acc:.3f}" if acc is not None else "FAILED"
+        label = result.cell.label()
+        if self.noise_model_names:
+            label = f"{result.noise_model}: {label}"
+        last = f"{label} acc={acc:.3f}" if acc is not None else f"{label} FAILED"
         if self._bar is not None:
             self._bar.update(self._task, advance=1, last=last)
         else:

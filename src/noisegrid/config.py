@@ -17,12 +17,23 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -128,6 +139,14 @@ class GridSpec(_Section):
     noise_model: str | tuple[str, ...] = "uniform"
     """One noise model, or several: the grid then runs once under each (see
     :meth:`ExperimentSpec.variants`)."""
+
+    @field_validator("sizes", "noise_rates", "seeds", mode="before")
+    @classmethod
+    def _lists(cls, v: Any, info: ValidationInfo) -> Any:
+        # A single number is the commonest slip (seeds = 0); say what to write instead.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(f"{info.field_name} must be a list; use a list such as [{v}]")
+        return v
 
     @field_validator("noise_model")
     @classmethod
@@ -238,20 +257,71 @@ class TrainSpec(_Section):
         return "steps" if self.steps is not None else "epochs"
 
 
+DEFAULT_TEST_SIZE_CAP = 2000
+"""The most test rows an unset ``[eval] test_size`` draws (:meth:`EvalSpec.resolve_test_size`)."""
+
+
 class EvalSpec(_Section):
     """``[eval]``: the held-out test sample (class-balanced, drawn once per seed)."""
 
-    test_size: int = Field(default=2000, ge=2)
+    test_size: int | None = Field(default=None, ge=2)
+    """Rows in the test sample; unset: the largest class-balanced sample of the test split up to
+    :data:`DEFAULT_TEST_SIZE_CAP` rows."""
+
+    def resolve_test_size(self, n_classes: int, max_test_size: int) -> int:
+        """The test sample's size for a corpus with ``n_classes`` classes.
+
+        Parameters
+        ----------
+        n_classes : int
+            K, the number of classes.
+        max_test_size : int
+            K × the smallest class count of the usable test split (after dropping rows that
+            duplicate training texts).
+
+        Returns
+        -------
+        int
+            ``test_size`` when set; otherwise ``min(2000, max_test_size)`` rounded down to a
+            multiple of K.
+
+        Examples
+        --------
+        >>> EvalSpec().resolve_test_size(3, 12_000)
+        1998
+        >>> EvalSpec().resolve_test_size(5, 150)
+        150
+        >>> EvalSpec(test_size=500).resolve_test_size(2, 12_000)
+        500
+        """
+        if self.test_size is not None:
+            return self.test_size
+        cap = min(DEFAULT_TEST_SIZE_CAP, max_test_size)
+        return cap - cap % n_classes
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """What the fingerprint hashes of ``[eval]``.
+
+        An unset ``test_size`` hashes as the cap, the value it had before it depended on the
+        data, so grids stored then keep their cells. No two different test samples share it: where
+        the automatic size differs from the cap, an explicit ``test_size`` equal to the cap is
+        refused (not a multiple of K, or larger than the test split allows).
+        """
+        return {"test_size": DEFAULT_TEST_SIZE_CAP if self.test_size is None else self.test_size}
 
 
 class RunSpec(_Section):
     """``[run]``: where results go and how cells are executed. Never part of the fingerprint."""
 
     store: str = "runs/noisegrid.sqlite"
+    """The results database; a config file's default is ``runs/noisegrid.sqlite`` in its folder."""
     executor: str = "local"
-    workers: int = Field(default=1, ge=1)
-    """Parallel worker processes for the local executor. With Ray, a value above 1 sets the number
-    of actors; by default as many start as the cluster's resources fit."""
+    workers: int | Literal["auto"] = "auto"
+    """Parallel worker processes for the local executor: ``"auto"`` runs as many as the cores fit
+    at the backend's threads per worker (tfidf: one per core; the transformer backends: one) when
+    the grid has enough work to pay for starting them; a number fixes it (1: in the driver's own
+    process). With Ray, a number above 1 sets the number of actors; otherwise as many start as the
+    cluster's resources fit."""
     cache_dir: str | None = None
     """Where tokenisations and embeddings are cached; default ``$NOISEGRID_CACHE`` or
     ``~/.cache/noisegrid``."""
@@ -266,12 +336,52 @@ class RunSpec(_Section):
     ``"auto"`` lets the backend choose (the GPU's memory for stacked fine-tuning; all of them for
     tfidf), a number caps it, and ``1`` fits one cell at a time (the per-cell path)."""
 
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError('workers must be "auto" or an integer >= 1 (1: no worker processes)')
+        return v
+
     @field_validator("stack")
     @classmethod
     def _stack(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
             raise ValueError('stack must be "auto" or an integer >= 1 (1: one cell at a time)')
         return v
+
+    def cache_path(self) -> Path:
+        """``cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("NOISEGRID_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
+
+
+class AdviceSpec(_Section):
+    """``[advice]``: what labels and reviews cost, for ``noisegrid advise`` and the report.
+
+    Never part of the fingerprint. ``size`` and ``noise`` default to the audited training split
+    (its size and the audit's noise estimate); ``review_precision`` (a fixed share of reviewed
+    labels that turn out wrong) replaces the audit's calibrated precision when given.
+    """
+
+    label_cost: float = Field(gt=0)
+    """Cost of one new label."""
+    review_cost: float = Field(gt=0)
+    """Cost of reviewing one existing label."""
+    budget: float = Field(gt=0)
+    """Money to spend."""
+    size: int | None = Field(default=None, ge=1)
+    noise: float | None = Field(default=None, ge=0, lt=1)
+    new_label_noise: float | None = Field(default=None, ge=0, lt=1)
+    """Noise rate of new labels; default: the current noise rate."""
+    review_precision: float | None = Field(default=None, ge=0, le=1)
+    audit: str | None = None
+    """A folder written by ``noisegrid audit --out``, reused instead of auditing again."""
+    audit_sample: int | None = Field(default=None, ge=2)
+    """Examples the audit samples when advice needs one (default: the audit's default)."""
+    currency: str = "$"
 
 
 class ExperimentSpec(_Section):
@@ -298,6 +408,26 @@ class ExperimentSpec(_Section):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     run: RunSpec = RunSpec()
+    advice: AdviceSpec | None = None
+
+    _data_identity: str | None = PrivateAttr(default=None)
+
+    @property
+    def data_identity(self) -> str | None:
+        """What the dataset is, as the loading step resolved it (None until then).
+
+        A hash of the local split files' content, or a hub dataset's name, configuration and
+        revision; set by :func:`noisegrid.data.resolve_data_identity`. When set, it stands for
+        ``dataset.source`` in the fingerprint, so the same data under another path spelling shares
+        the stored cells and new data in the same place does not.
+        """
+        return self._data_identity
+
+    def with_data_identity(self, identity: str) -> ExperimentSpec:
+        """A copy of the spec whose fingerprint identifies the data by ``identity``."""
+        spec = self.model_copy()
+        spec._data_identity = identity
+        return spec
 
     @model_validator(mode="after")
     def _plugins(self) -> ExperimentSpec:
@@ -338,19 +468,23 @@ class ExperimentSpec(_Section):
     def fingerprint(self) -> str:
         """Hash of everything that changes a cell's result; 16 hex characters.
 
-        A spec with several noise models hashes its variants' fingerprints.
+        The dataset enters by its :attr:`data_identity` once resolved, else by ``dataset.source``
+        as written. A spec with several noise models hashes its variants' fingerprints.
         """
         if not self.is_variant:
             joined = ",".join(v.fingerprint() for v in self.variants())
             return hashlib.sha256(joined.encode()).hexdigest()[:16]
+        dataset = self.dataset.model_dump()
+        if self._data_identity is not None:
+            dataset["source"] = self._data_identity
         payload = {
             "version": FINGERPRINT_VERSION,
-            "dataset": self.dataset.model_dump(),
+            "dataset": dataset,
             "noise_model": self.grid.noise_model,
             "noise": self.noise.model_dump(),
             "backend": self.backend.model_dump(),
             "train": self.used_train(),
-            "eval": self.eval.model_dump(),
+            "eval": self.eval.fingerprint_data(),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -396,7 +530,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
     The value is read as a TOML literal (``[1000, 2000]``, ``0.1``, ``true``, ``"text"``); a value
     that is not valid TOML is taken as a plain string, so ``--set dataset.source=../data`` works
-    without quotes.
+    without quotes, unless it starts like a list, table or quoted string (``[200,``): that is a
+    typo and raises :class:`ConfigError`.
 
     Examples
     --------
@@ -416,7 +551,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set key '{key}' has an empty part; write it as section.key")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw.strip().startswith(("[", "{", '"', "'")):
+            # Meant as a list, table or quoted string: taking it as a bare word would hide the typo.
+            raise ConfigError(
+                f"--set {key}: {raw.strip()} is not a valid TOML value ({exc}); write it as a "
+                "TOML literal, e.g. --set grid.sizes=[200,400]"
+            ) from None
         value = raw.strip()
     return path, value
 
@@ -463,6 +604,12 @@ def load_spec(
         The file is missing or not valid TOML, a key is unknown, or a value is invalid.
     """
     path = Path(path)
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.toml"))[:5])
+        raise ConfigError(
+            f"config '{path}' is a folder, not a file; pass the path of an experiment TOML"
+            + (f" (the folder has: {found})" if found else "")
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file '{path}' does not exist; pass the path of an experiment TOML"
@@ -471,10 +618,87 @@ def load_spec(
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+    # Paths written in the file are relative to the file; --set and --store values are relative
+    # to the current directory (where the user typed them), so they are left as given.
+    base = path.absolute().parent
+    data = resolve_paths(data, base=base)
+    run = data.setdefault("run", {})
+    if isinstance(run, dict) and "store" not in run:
+        # The default store, too, sits by the config: the same results from any directory.
+        run["store"] = _absolute(RunSpec.model_fields["store"].default, base)
     data = apply_overrides(data, overrides)
     if store is not None:
         data.setdefault("run", {})["store"] = str(store)
     return ExperimentSpec.from_dict(data, source=str(path))
+
+
+PATH_KEYS = (("dataset", "source"), ("run", "store"), ("run", "cache_dir"))
+"""The keys whose relative values :func:`resolve_paths` resolves against a config file's folder."""
+
+_SPLIT_FILE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_paths(data: Mapping[str, Any], *, base: Path) -> dict[str, Any]:
+    """Return a copy of config ``data`` whose relative paths are absolute, relative to ``base``.
+
+    ``run.store`` and ``run.cache_dir`` are always paths. ``dataset.source`` is a path when it
+    exists relative to ``base`` or looks like one (starts with ``.``, ``~`` or ``/``, names a
+    split file such as ``reviews.csv``, or has more than one ``/``); otherwise it is a Hugging Face
+    dataset name and is kept as written: ``imdb``, or ``owner/name`` (write ``./owner/name`` for a
+    folder that does not exist yet). ``~`` expands to the home folder.
+
+    Parameters
+    ----------
+    data : mapping
+        Parsed TOML, before validation.
+    base : Path
+        The config file's folder (absolute).
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> resolve_paths({"run": {"store": "runs/a.sqlite"}}, base=Path("/exp"))["run"]["store"]
+    '/exp/runs/a.sqlite'
+    >>> resolve_paths({"dataset": {"source": "imdb"}}, base=Path("/exp"))["dataset"]["source"]
+    'imdb'
+    >>> resolve_paths({"dataset": {"source": "../data"}}, base=Path("/exp"))["dataset"]["source"]
+    '/data'
+    """
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for section, key in PATH_KEYS:
+        node = out.get(section)
+        if not isinstance(node, dict) or not isinstance(node.get(key), str):
+            continue
+        value = node[key]
+        if not value.strip():
+            continue  # an empty path is refused by validation, with its own message
+        if section == "dataset" and not _is_local_path(value, base):
+            continue
+        node[key] = _absolute(value, base)
+    return out
+
+
+def _is_local_path(source: str, base: Path) -> bool:
+    if source.startswith((".", "~", "/")) or "\\" in source:
+        return True
+    if Path(source).suffix in _SPLIT_FILE_SUFFIXES or (base / source).exists():
+        return True
+    return "/" in source and not _HUB_ID.match(source)
+
+
+def _absolute(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    # normpath, not resolve(): keep symlinked folders as the user named them in messages.
+    return os.path.normpath(path if path.is_absolute() else base / path)
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -512,4 +736,5 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "train": TrainSpec,
     "eval": EvalSpec,
     "run": RunSpec,
+    "advice": AdviceSpec,
 }

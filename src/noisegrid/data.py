@@ -9,6 +9,9 @@ problem and the fix, every dataset that cannot serve the experiment, before any 
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
+import json
 import os
 import re
 import socket
@@ -91,27 +94,49 @@ def load_corpus(spec: DatasetSpec) -> Corpus:
     Raises
     ------
     DataError
-        The source cannot be found or read, a column is missing, texts or labels are empty, or
-        there are fewer than two classes.
+        The source cannot be found or read (the message names the file and what is wrong with it),
+        a column is missing, texts or labels are empty, or there are fewer than two classes.
     """
-    path = Path(spec.source).expanduser()
-    if path.is_dir():
-        if (path / spec.train_split / "pos").is_dir() or (path / spec.train_split / "neg").is_dir():
-            frames = {s: _read_aclimdb_split(path / s) for s in (spec.train_split, spec.test_split)}
-        else:
-            frames = {s: _read_split_file(path, s) for s in (spec.train_split, spec.test_split)}
-    elif path.suffix in SPLIT_FILE_SUFFIXES or spec.source.startswith((".", "/", "~")):
-        raise DataError(
-            f"dataset.source '{spec.source}' does not exist; point it at a folder holding "
-            f"{spec.train_split}.parquet/.csv/.jsonl and {spec.test_split}.* files, an aclImdb "
-            "folder, or give a Hugging Face dataset name"
-        )
-    else:
+    folder = _local_folder(spec)
+    if folder is None:
         frames = _load_hub(spec)
+    elif _is_aclimdb(folder, spec):
+        frames = {s: _read_aclimdb_split(folder / s) for s in (spec.train_split, spec.test_split)}
+    else:
+        frames = {s: _read_split(folder, s, spec) for s in (spec.train_split, spec.test_split)}
     return _build_corpus(spec, frames)
 
 
-def _read_split_file(folder: Path, split: str) -> pd.DataFrame:
+def _local_folder(spec: DatasetSpec) -> Path | None:
+    """The local folder ``dataset.source`` names, or None for a hub dataset name."""
+    path = Path(spec.source).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        raise DataError(
+            f"dataset.source '{spec.source}' is a file, not a folder; point it at the folder that "
+            f"holds the split files (e.g. --set dataset.source={path.parent}), named "
+            f"{spec.train_split}.parquet/.csv/.jsonl and {spec.test_split}.*"
+        )
+    if path.suffix in SPLIT_FILE_SUFFIXES or spec.source.startswith((".", "/", "~")):
+        raise DataError(
+            f"dataset.source '{spec.source}' does not exist; point it at a folder holding "
+            f"{spec.train_split}.parquet/.csv/.jsonl and {spec.test_split}.* files, an aclImdb "
+            f"folder, or give a Hugging Face dataset name (looked in {path.absolute()}; a "
+            "relative path in a config file is relative to the file's folder, one given with "
+            "--set to the current directory)"
+        )
+    return None
+
+
+def _is_aclimdb(folder: Path, spec: DatasetSpec) -> bool:
+    return (folder / spec.train_split / "pos").is_dir() or (
+        folder / spec.train_split / "neg"
+    ).is_dir()
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    """The files a split is read from: ``<split>.parquet`` (plus shards), ``.csv`` or ``.jsonl``."""
     candidates = [folder / f"{split}{suffix}" for suffix in SPLIT_FILE_SUFFIXES]
     candidates += sorted(folder.glob(f"{split}-*.parquet"))
     found = [p for p in candidates if p.is_file()]
@@ -123,14 +148,164 @@ def _read_split_file(folder: Path, split: str) -> pd.DataFrame:
         )
     first = found[0]
     if first.suffix == ".parquet":
-        parquet = [p for p in found if p.suffix == ".parquet"]
-        return pd.concat([pd.read_parquet(p) for p in parquet], ignore_index=True)
-    if first.suffix == ".csv":
-        return pd.read_csv(first)
-    return pd.read_json(first, lines=first.suffix == ".jsonl")
+        return [p for p in found if p.suffix == ".parquet"]
+    return [first]
+
+
+def _read_split(folder: Path, split: str, spec: DatasetSpec) -> pd.DataFrame:
+    files = _split_files(folder, split)
+    for file in files:
+        if file.stat().st_size == 0:
+            raise DataError(
+                f"cannot read {file}: the file is empty (0 bytes); write the split into it again "
+                "or remove it"
+            )
+    suffix = files[0].suffix
+    if suffix == ".parquet":
+        frame = pd.concat([_read_parquet(p) for p in files], ignore_index=True)
+    elif suffix == ".csv":
+        frame = _read_csv(files[0], spec)
+    else:
+        frame = _read_json(files[0], lines=suffix == ".jsonl")
+    frame.attrs["files"] = ", ".join(str(p) for p in files)
+    return frame
+
+
+def _read_parquet(file: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(file)
+    except (OSError, ValueError, TypeError, NotImplementedError) as exc:  # pyarrow's errors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = re.sub(r"^Could not open Parquet input source '.*?': ", "", reason)
+        raise DataError(
+            f"cannot read {file}: it is not a readable parquet file ({reason}); write the split "
+            "again (e.g. DataFrame.to_parquet) or give it as .csv or .jsonl"
+        ) from None
+
+
+def _read_csv(file: Path, spec: DatasetSpec) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(file, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(file) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"cannot read {file}: it has no header line (no columns); the first line must name the "
+            f"columns, e.g. {spec.text_column},{spec.label_column}"
+        ) from None
+    except pd.errors.ParserError as exc:
+        problem = _csv_problem(file, spec) or str(exc).strip().splitlines()[-1]
+        raise DataError(f"cannot read {file}: {problem}") from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas takes a first data row with more fields than the header as an index column.
+        problem = _csv_problem(file, spec) or "a row has more fields than the header"
+        raise DataError(f"cannot read {file}: {problem}")
+    text = frame.get(spec.text_column)
+    if text is not None and text.map(lambda t: isinstance(t, str) and "\n" in t).any():
+        merged = _csv_problem(file, spec, labels=frame.get(spec.label_column), only_merged=True)
+        if merged:
+            raise DataError(f"cannot read {file}: {merged}")
+    return frame
+
+
+def _csv_problem(
+    file: Path, spec: DatasetSpec, *, labels: pd.Series | None = None, only_merged: bool = False
+) -> str | None:
+    """Where a csv file's structure goes wrong, with the line number and the fix (or None)."""
+    known = {str(v).strip() for v in labels.dropna()} if labels is not None else set()
+    with file.open(newline="", encoding="utf-8") as handle:
+        # Strict quoting finds broken structure; rows swallowed by a quote parse as pandas did.
+        reader = csv.reader(handle, strict=not only_merged)
+        line = 1
+        try:
+            header = next(reader)
+            line = reader.line_num + 1
+            position = header.index(spec.label_column) if spec.label_column in header else -1
+            for record in reader:
+                if len(record) != len(header) and not only_merged:
+                    return (
+                        f"line {line} has {len(record)} fields where the header has "
+                        f"{len(header)} ({', '.join(header)}): a text with a comma must be "
+                        'quoted ("good, really") — quote it or remove the extra field'
+                    )
+                if reader.line_num > line and position >= 0:
+                    swallowed = [
+                        row
+                        for value in record
+                        for row in value.split("\n")[:-1]
+                        if _looks_like_row(row, len(header), position, known)
+                    ]
+                    if swallowed:
+                        return (
+                            f'a quote (") on line {line} opens a field that runs to line '
+                            f"{reader.line_num} and swallows what look like "
+                            f"{len(swallowed)} row(s) ({swallowed[0][:40]!r}): a stray quote — "
+                            'write a quote inside a text as "" or quote the whole text'
+                        )
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            if only_merged:
+                return None
+            if "end of data" in str(exc):
+                return (
+                    f'the quote (") opened on line {line} is never closed: the file ends inside '
+                    'a quoted field — close that quote, or write a quote inside a text as ""'
+                )
+            return f'line {line} has a stray quote ({exc}); write a quote inside a text as ""'
+    return None
+
+
+def _looks_like_row(text: str, n_fields: int, label_position: int, labels: set[str]) -> bool:
+    fields = next(csv.reader([text]), [])
+    return len(fields) == n_fields and fields[label_position].strip() in labels
+
+
+def _not_utf8(file: Path) -> DataError:
+    data = file.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return DataError(
+            f"cannot read {file}: it is not UTF-8 text (byte 0x{data[exc.start]:02x} on line "
+            f"{line}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        )
+    return DataError(f"cannot read {file}: it is not UTF-8 text; save it as UTF-8")
+
+
+def _read_json(file: Path, *, lines: bool) -> pd.DataFrame:
+    try:
+        return pd.read_json(file, lines=lines, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(file) from None
+    except (ValueError, TypeError) as exc:
+        problem = _jsonl_problem(file) if lines else None
+        reason = problem or f"it is not valid JSON ({str(exc).splitlines()[0]})"
+        raise DataError(
+            f"cannot read {file}: {reason}; fix or remove "
+            + ("that line" if problem else "the broken part")
+        ) from None
+
+
+def _jsonl_problem(file: Path) -> str | None:
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+            if not isinstance(value, dict):
+                return f"line {number} is a JSON {type(value).__name__}, not an object"
+    return None
 
 
 _ACLIMDB_NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
+
+
+def _aclimdb_files(folder: Path) -> list[Path]:
+    return [f for name in ("neg", "pos") for f in sorted((folder / name).glob("*.txt"))]
 
 
 def _read_aclimdb_split(folder: Path) -> pd.DataFrame:
@@ -140,21 +315,121 @@ def _read_aclimdb_split(folder: Path) -> pd.DataFrame:
             f"aclImdb split folder {folder} does not exist; expected {folder}/pos, /neg"
         )
     rows: list[dict[str, Any]] = []
-    for _label, name in enumerate(("neg", "pos")):
-        for file in sorted((folder / name).glob("*.txt")):
-            match = _ACLIMDB_NAME.match(file.name)
-            rating = int(match.group(2)) if match else None
-            rows.append(
-                {
-                    "id": f"{folder.name}/{name}/{file.stem}",
-                    "text": file.read_text(encoding="utf-8"),
-                    "label": name,
-                    "rating": rating,
-                }
-            )
+    for file in _aclimdb_files(folder):
+        match = _ACLIMDB_NAME.match(file.name)
+        rating = int(match.group(2)) if match else None
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise _not_utf8(file) from None
+        rows.append(
+            {
+                "id": f"{folder.name}/{file.parent.name}/{file.stem}",
+                "text": text,
+                "label": file.parent.name,
+                "rating": rating,
+            }
+        )
     if not rows:
         raise DataError(f"aclImdb split folder {folder} has no pos/*.txt or neg/*.txt files")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["files"] = str(folder)
+    return frame
+
+
+# -- what the data is -----------------------------------------------------------------------------
+def dataset_identity(spec: DatasetSpec, *, cache_dir: str | Path | None = None) -> str:
+    """What the dataset is, independent of how its path is written.
+
+    A local dataset is identified by the content of the files a load reads (``sha256:`` and 16 hex
+    characters of their hash); the hash is cached under ``cache_dir`` by each file's resolved
+    path, size and modification time, so it is computed once per version of the files. A hub
+    dataset is identified by its name, configuration and, when the local Hugging Face cache knows
+    it, the revision (``hub:NAME[/CONFIG][@REVISION]``).
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+    cache_dir : str or Path, optional
+        Where content hashes are cached; no caching without it.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DataError
+        The local source or one of its split files does not exist.
+    """
+    folder = _local_folder(spec)
+    if folder is None:
+        name = spec.source + (f"/{spec.config_name}" if spec.config_name else "")
+        revision = _hub_revision(spec.source)
+        return f"hub:{name}" + (f"@{revision}" if revision else "")
+    if _is_aclimdb(folder, spec):
+        files = [f for s in (spec.train_split, spec.test_split) for f in _aclimdb_files(folder / s)]
+    else:
+        files = [f for s in (spec.train_split, spec.test_split) for f in _split_files(folder, s)]
+    return _content_hash(folder, files, cache_dir=cache_dir)
+
+
+def resolve_data_identity(
+    spec: ExperimentSpec, *, cache_dir: str | Path | None = None
+) -> ExperimentSpec:
+    """``spec`` with its :attr:`~noisegrid.config.ExperimentSpec.data_identity` set.
+
+    Call it once before taking fingerprints; a spec whose identity is already set is returned
+    as it is.
+    """
+    if spec.data_identity is not None:
+        return spec
+    return spec.with_data_identity(dataset_identity(spec.dataset, cache_dir=cache_dir))
+
+
+def _content_hash(root: Path, files: list[Path], *, cache_dir: str | Path | None) -> str:
+    stats = [(f, f.stat()) for f in files]
+    key_text = "\n".join(
+        f"{os.path.realpath(f)}\t{st.st_size}\t{st.st_mtime_ns}" for f, st in stats
+    )
+    key = hashlib.sha256(key_text.encode()).hexdigest()
+    cached = Path(cache_dir).expanduser() / "data-identity" / key if cache_dir else None
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            value = cached.read_text(encoding="utf-8").strip()
+            if value.startswith("sha256:"):
+                return value
+    digest = hashlib.sha256()
+    for file, _ in stats:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    value = "sha256:" + digest.hexdigest()[:16]
+    if cached is not None:
+        # The cache only saves time: a folder that cannot be written is no reason to fail.
+        with contextlib.suppress(OSError):
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f"{key}.{os.getpid()}.tmp")
+            tmp.write_text(value, encoding="utf-8")
+            os.replace(tmp, cached)
+    return value
+
+
+def _hub_revision(name: str) -> str | None:
+    """The revision of ``name`` the local Hugging Face hub cache holds, if it records one."""
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    root = (
+        Path(cache)
+        if cache
+        else Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+    )
+    ref = root / f"datasets--{name.replace('/', '--')}" / "refs" / "main"
+    try:
+        return ref.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
@@ -245,6 +520,12 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
                 f"its columns are: {', '.join(map(str, df.columns))}; set dataset.text_column / "
                 "dataset.label_column"
             )
+        if df.empty:
+            where = df.attrs.get("files", f"'{spec.source}'")
+            raise DataError(
+                f"split '{split}' has no rows ({where} holds only its column names); "
+                "fill it with labelled examples or point dataset.source at the data"
+            )
         _check_values(df, spec, split)
 
     label_names = _label_names(train_df, test_df, spec)
@@ -284,6 +565,20 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
 
 def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     texts = df[spec.text_column]
+    not_text = texts.notna() & ~texts.map(lambda t: isinstance(t, str))
+    n_not_text = int(not_text.sum())
+    if n_not_text:
+        examples = ", ".join(repr(v) for v in texts[not_text].head(3))
+        what = (
+            "holds numbers, not texts"
+            if n_not_text == int(texts.notna().sum())
+            else f"has {n_not_text} values that are not texts"
+        )
+        raise DataError(
+            f"column '{spec.text_column}' of split '{split}' {what} (e.g. {examples}); set "
+            "dataset.text_column to the column holding the texts; the columns are: "
+            f"{', '.join(map(str, df.columns))}"
+        )
     bad_text = texts.isna() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
     bad_label = df[spec.label_column].isna() | df[spec.label_column].map(
         lambda v: isinstance(v, str) and v.strip() == ""
@@ -369,7 +664,22 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
             f"noise rate {bad_rates[0]} is out of range for {k} classes: rates must be in "
             f"[0, {limit:g}) (at 1 - 1/K the labels carry no information); lower grid.noise_rates"
         )
-    test_size = spec.eval.test_size
+    if len(corpus.test) == 0 and corpus.n_test_dropped_overlap:
+        raise DataError(
+            f"every row of split '{spec.dataset.test_split}' ({corpus.n_test_dropped_overlap}) "
+            f"repeats a text of split '{spec.dataset.train_split}', so no test data is left (test "
+            "rows that also appear in training are dropped); use a test split of texts the model "
+            "does not train on"
+        )
+    counts = corpus.test.class_counts(k)
+    if counts.min() == 0:
+        absent = [name for name, n in zip(corpus.label_names, counts, strict=True) if n == 0]
+        raise DataError(
+            f"split '{spec.dataset.test_split}' has no examples of class "
+            f"{', '.join(map(repr, absent[:5]))}, so no class-balanced test sample can be drawn; "
+            "add such rows to the test split or drop the class from both splits"
+        )
+    test_size = resolve_test_size(corpus, spec)
     if test_size % k:
         raise DataError(
             f"eval.test_size {test_size} cannot be split evenly over {k} classes; use a multiple "
@@ -377,10 +687,27 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
         )
     max_test = corpus.max_test_size()
     if test_size > max_test:
+        dropped = (
+            f", after dropping {corpus.n_test_dropped_overlap} test rows that repeat training texts"
+            if corpus.n_test_dropped_overlap
+            else ""
+        )
         raise DataError(
             f"eval.test_size {test_size} is larger than class-balanced sampling of split "
-            f"'{spec.dataset.test_split}' allows: the maximum is {max_test}; lower eval.test_size"
+            f"'{spec.dataset.test_split}' allows: the maximum is {max_test}{dropped}; lower "
+            "eval.test_size, or leave it out for the largest class-balanced sample (up to 2,000 "
+            "rows)"
         )
+
+
+def resolve_test_size(corpus: Corpus, spec: ExperimentSpec) -> int:
+    """The test sample's size for ``spec`` on ``corpus``.
+
+    ``[eval] test_size`` when set; otherwise the largest class-balanced sample of the usable test
+    split (after dropping rows that repeat training texts) up to 2,000 rows, rounded down to a
+    multiple of K (:meth:`~noisegrid.config.EvalSpec.resolve_test_size`).
+    """
+    return spec.eval.resolve_test_size(corpus.n_classes, corpus.max_test_size())
 
 
 def describe_corpus(corpus: Corpus) -> str:

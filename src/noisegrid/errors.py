@@ -24,7 +24,11 @@ class MissingDependencyError(NoisegridError):
 
 
 class StoreError(NoisegridError):
-    """The results store cannot be used: locked by another run, or a different schema."""
+    """The results store cannot be used: locked, not a store, damaged, full or read-only disk."""
+
+
+class OutputError(NoisegridError):
+    """An output (export file, report folder) cannot be written: full or read-only disk, ..."""
 
 
 class BackendError(NoisegridError):

@@ -1,22 +1,31 @@
 """Reading an experiment's results: the tidy table, status counts and export.
 
+Every reader resolves the spec's data identity first (:func:`resolve_spec`), so it finds the cells
+``noisegrid run`` stored for the same data however its path is written, and says so when the store
+holds cells of the same experiment under other fingerprints (:func:`other_fingerprints`).
+
 The tidy table has one row per cell with the reference experiment's column names
 (``train_size``, ``noise_level``, ``eval_accuracy``); ``docs/results-schema.md`` lists them all.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from .backends import get_backend_class
 from .config import ExperimentSpec, load_spec
-from .errors import ConfigError
+from .data import resolve_data_identity
+from .errors import ConfigError, OutputError, StoreError
 from .grid import expand_grid
 from .store import ResultStore
 
@@ -41,15 +50,26 @@ def resolve_spec(
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
 ) -> ExperimentSpec:
-    """An :class:`ExperimentSpec` from a TOML path (with overrides) or an existing spec."""
+    """An :class:`ExperimentSpec` from a TOML path (with overrides) or an existing spec.
+
+    Its data identity is resolved (see :func:`noisegrid.data.dataset_identity`), so its
+    fingerprints are those ``noisegrid run`` stores cells under.
+
+    Raises
+    ------
+    ConfigError, DataError
+        The config is invalid, or the local data it names cannot be found.
+    """
     if isinstance(config, ExperimentSpec):
         if overrides:
             raise ConfigError("overrides apply to a TOML path; change the spec object instead")
+        spec = config
         if store is not None:
             run = config.run.model_copy(update={"store": str(store)})
-            return config.model_copy(update={"run": run})
-        return config
-    return load_spec(config, overrides=overrides, store=store)
+            spec = config.model_copy(update={"run": run})
+    else:
+        spec = load_spec(config, overrides=overrides, store=store)
+    return resolve_data_identity(spec, cache_dir=spec.run.cache_path())
 
 
 def load_results(
@@ -80,8 +100,7 @@ def load_results(
     """
     spec = resolve_spec(config, overrides=overrides, store=store)
     frames = []
-    rs = ResultStore(spec.run.store)
-    try:
+    with ResultStore(spec.run.store) as rs:
         for variant in spec.variants():
             raw = rs.frame(variant.fingerprint())
             wanted = {c.key for c in expand_grid(variant)}
@@ -90,8 +109,6 @@ def load_results(
             mask = np.array([(int(s), float(r), int(d)) in wanted for s, r, d in keys], dtype=bool)
             raw = raw[mask]
             frames.append(_tidy(raw, variant))
-    finally:
-        rs.close()
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
     if not include_failed:
         table = table[table["status"] == "done"]
@@ -112,6 +129,143 @@ def _tidy(raw: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     return out.reindex(columns=TIDY_COLUMNS)
 
 
+def require_results(spec: ExperimentSpec, table: pd.DataFrame) -> None:
+    """Raise :class:`StoreError` when the store holds no cell of ``spec``'s grid.
+
+    The message says whether the store is missing, or which other fingerprints of the same
+    experiment it holds and what differs, and how to fix it.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+        A resolved spec (:func:`resolve_spec`).
+    table : DataFrame
+        Its tidy table (:func:`load_results`).
+    """
+    with ResultStore(spec.run.store) as rs:
+        if not rs.exists():
+            raise StoreError(
+                f"results store {spec.run.store} does not exist; run the grid first "
+                "(noisegrid run CONFIG), or point --store / [run] store at the store that holds it"
+            )
+        if not table.empty:
+            return
+        note = other_fingerprints(spec, rs)
+    detail = f"; {note}" if note else "; run the grid first (noisegrid run CONFIG)"
+    raise StoreError(
+        f"results store {spec.run.store} holds no cells of this experiment's grid "
+        f"(fingerprint {spec.fingerprint()}){detail}"
+    )
+
+
+def other_fingerprints(spec: ExperimentSpec, store: ResultStore | None = None) -> str | None:
+    """Whether the store holds cells of this experiment under other fingerprints, and why.
+
+    Compares the recorded spec of every other fingerprint with cells in the store, among those
+    of the same experiment ``name``, with ``spec`` (a resolved spec), field by field over what
+    the fingerprint covers.
+
+    Returns
+    -------
+    str or None
+        One sentence naming the cell count and the fields that differ (the closest fingerprint's),
+        or None when there is nothing else of this experiment in the store.
+    """
+    if store is None:
+        with ResultStore(spec.run.store) as rs:
+            return other_fingerprints(spec, rs)
+    variants = {v.grid.noise_model: v for v in spec.variants()}
+    ours = {v.fingerprint() for v in variants.values()}
+    candidates = []
+    for fingerprint, (stored, n_cells) in store.experiments().items():
+        if fingerprint in ours or stored is None or stored.get("name") != spec.name:
+            continue
+        model = stored.get("grid", {}).get("noise_model")
+        mine = variants.get(model) if isinstance(model, str) else None
+        mine = mine if mine is not None else next(iter(variants.values()))
+        changes = _differences(stored, _recorded(mine), train_keys=set(mine.used_train()))
+        candidates.append((len(changes), fingerprint, n_cells, changes))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda c: (c[0], -c[2]))
+    _, fingerprint, n_cells, changes = candidates[0]
+    total = sum(c[2] for c in candidates)
+    where = (
+        f"under another fingerprint ({fingerprint})"
+        if len(candidates) == 1
+        else f"under {len(candidates)} other fingerprints (the closest, {fingerprint}, has "
+        f"{n_cells})"
+    )
+    differs = "; ".join(changes) if changes else "nothing recorded (an older noisegrid's store)"
+    return (
+        f"the store holds {total} cell(s) of this experiment {where}, which differs in: " + differs
+    )
+
+
+def _recorded(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec as the store records it (see :meth:`ResultStore.register_experiment`)."""
+    data = spec.to_dict()
+    if spec.data_identity is not None:
+        data["data_identity"] = spec.data_identity
+    return data
+
+
+def _differences(
+    stored: dict[str, Any], current: dict[str, Any], *, train_keys: set[str]
+) -> list[str]:
+    """What differs between two recorded specs, over what the fingerprint covers.
+
+    ``train_keys`` are the ``[train]`` settings the current backend reads; the others are not
+    part of its fingerprint.
+    """
+    changes = []
+    old_id, new_id = stored.get("data_identity"), current.get("data_identity")
+    if old_id != new_id:
+        if old_id and new_id and old_id.startswith("sha256:") and new_id.startswith("sha256:"):
+            changes.append(
+                f"the dataset's content (stored {old_id}, now {new_id}: the data files changed "
+                "since those cells ran)"
+            )
+        elif old_id is None:
+            changes.append(
+                f"the dataset's identity (not recorded by the noisegrid that stored those cells; "
+                f"now {new_id})"
+            )
+        else:
+            changes.append(f"the dataset's identity (stored {old_id}, now {new_id})")
+    old, new = _flatten(stored), _flatten(current)
+    for key in sorted(set(old) | set(new)):
+        section = key.split(".")[0]
+        if section in _NOT_FINGERPRINTED or key in ("grid.sizes", "grid.noise_rates", "grid.seeds"):
+            continue
+        if section == "train" and key.removeprefix("train.") not in train_keys:
+            continue
+        # With both identities known, the path as written is not part of the fingerprint.
+        if key == "dataset.source" and old_id and new_id:
+            continue
+        if old.get(key) != new.get(key):
+            changes.append(f"{key} (stored {_show(old.get(key))}, now {_show(new.get(key))})")
+    return changes
+
+
+_NOT_FINGERPRINTED = {"name", "description", "run", "data_identity", "repeats"}
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _show(value: Any) -> str:
+    text = "unset" if value is None else json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass(frozen=True)
 class ExperimentStatus:
     """Done / failed / pending counts of an experiment's grid."""
@@ -121,6 +275,8 @@ class ExperimentStatus:
     n_done: int
     n_failed: int
     failed: list[str]
+    other: str | None = None
+    """Cells of this experiment stored under other fingerprints, and what differs (or None)."""
 
     @property
     def n_pending(self) -> int:
@@ -139,12 +295,11 @@ def experiment_status(
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
 ) -> ExperimentStatus:
-    """Count the grid's cells by stored status. Never creates a store."""
+    """Count the grid's cells by stored status. Never creates or writes a store."""
     spec = resolve_spec(config, overrides=overrides, store=store)
     done = failed = 0
     failed_cells: list[str] = []
-    rs = ResultStore(spec.run.store)
-    try:
+    with ResultStore(spec.run.store) as rs:
         for variant in spec.variants():
             statuses = rs.statuses(variant.fingerprint())
             for cell in expand_grid(variant):
@@ -153,14 +308,14 @@ def experiment_status(
                 if st == "failed":
                     failed += 1
                     failed_cells.append(f"{variant.grid.noise_model}: {cell.label()}")
-    finally:
-        rs.close()
+        other = other_fingerprints(spec, rs)
     return ExperimentStatus(
         store=Path(spec.run.store),
         n_cells=spec.grid.n_cells_total,
         n_done=done,
         n_failed=failed,
         failed=failed_cells,
+        other=other,
     )
 
 
@@ -172,14 +327,64 @@ def export_results(
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
 ) -> Path:
-    """Write the tidy table (failed cells included) to ``out`` as CSV or parquet."""
+    """Write the tidy table (failed cells included) to ``out`` as CSV or parquet.
+
+    Raises
+    ------
+    ConfigError
+        An unknown format.
+    StoreError
+        The store does not exist or holds no cell of this experiment's grid.
+    OutputError
+        ``out`` cannot be written (read-only or full disk, a folder in the way).
+    """
     if format not in ("csv", "parquet"):
         raise ConfigError(f"export format must be 'csv' or 'parquet'; got '{format}'")
-    table = load_results(config, overrides=overrides, store=store)
+    spec = resolve_spec(config, overrides=overrides, store=store)
+    table = load_results(spec)
+    require_results(spec, table)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if format == "csv":
-        table.to_csv(path, index=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if format == "csv":
+            table.to_csv(path, index=False)
+        else:
+            table.to_parquet(path, index=False)
+    except OSError as exc:
+        raise output_error(exc, path, option="--out") from None
+    return path
+
+
+def output_error(exc: OSError, path: str | Path, *, option: str) -> OutputError:
+    """One line for an output that cannot be written: which file, why, and the fix."""
+    where = exc.filename or path
+    if exc.errno == errno.ENOSPC:
+        fix = f"free some space on that disk, or choose another {option}"
+    elif exc.errno == errno.EROFS:
+        fix = f"that disk is read-only; choose an {option} on a writable disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        fix = f"you may not write there; fix the permissions or choose another {option}"
+    elif exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        fix = f"a folder or file is in the way; choose another {option}"
     else:
-        table.to_parquet(path, index=False)
+        fix = f"choose another {option}"
+    return OutputError(f"cannot write {where}: {exc.strerror or exc}; {fix}")
+
+
+def check_writable(folder: str | Path, *, option: str) -> Path:
+    """Create ``folder`` and check a file can be written in it, before expensive work.
+
+    Raises
+    ------
+    OutputError
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path) as probe:
+            probe.write(b"noisegrid")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise output_error(exc, path, option=option) from None
     return path

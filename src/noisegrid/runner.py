@@ -17,7 +17,6 @@ executor, and is the only writer of the store: it stores each result the moment 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import traceback as tb
@@ -31,7 +30,15 @@ import numpy as np
 
 from .backends import Backend, FitOutput, get_backend_class, make_backend
 from .config import ExperimentSpec
-from .data import Corpus, check_corpus, describe_corpus, load_corpus, texts_at
+from .data import (
+    Corpus,
+    check_corpus,
+    describe_corpus,
+    load_corpus,
+    resolve_data_identity,
+    resolve_test_size,
+    texts_at,
+)
 from .errors import BackendError
 from .evaluation import draw_test_sample, score
 from .executors.base import Executor
@@ -70,10 +77,7 @@ class CellResult:
 
 def default_cache_dir(spec: ExperimentSpec) -> Path:
     """``[run] cache_dir``, else ``$NOISEGRID_CACHE``, else ``~/.cache/noisegrid``."""
-    if spec.run.cache_dir:
-        return Path(spec.run.cache_dir).expanduser()
-    env = os.environ.get("NOISEGRID_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "noisegrid"
+    return spec.run.cache_path()
 
 
 class Worker:
@@ -93,9 +97,8 @@ class Worker:
         self.noise_model: NoiseModel = make_noise_model(spec, n_classes=k)
         self.backend: Backend = make_backend(spec, n_classes=k, cache_dir=default_cache_dir(spec))
         seeds = spec.grid.seeds
-        self.test_indices = {
-            s: draw_test_sample(self.corpus, spec.eval.test_size, seed=s) for s in seeds
-        }
+        test_size = resolve_test_size(self.corpus, spec)
+        self.test_indices = {s: draw_test_sample(self.corpus, test_size, seed=s) for s in seeds}
         self._prepared = False
 
     def prepare(self) -> None:
@@ -381,15 +384,18 @@ def run_experiment(
     Raises
     ------
     noisegrid.errors.NoisegridError
-        Invalid data or grid (before the store is created or touched), or the store is locked.
+        The store is locked by another run (checked first), or invalid data or grid (before the
+        store is created or touched), or the store cannot be written.
     """
     from .executors import make_executor
 
     t_start = time.perf_counter()
-    corpus = prepare_run(spec)
-    executor = make_executor(spec)
-    variants = spec.variants()
+    # The lock first: a second run on the same store refuses at once, before loading any data.
     with ResultStore(spec.run.store) as store, store.writer():
+        corpus = prepare_run(spec)
+        spec = resolve_data_identity(spec, cache_dir=default_cache_dir(spec))
+        executor = make_executor(spec)
+        variants = spec.variants()
         work = []
         skipped = 0
         for variant in variants:

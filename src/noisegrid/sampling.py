@@ -19,6 +19,7 @@ STREAM_NOISE = 2
 STREAM_TEST = 3
 STREAM_TRAIN = 4
 STREAM_NOISE_MODEL = 5
+STREAM_AUDIT = 6
 
 
 def rng_for(seed: int, stream: int, *keys: int) -> np.random.Generator:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError
-from ._format import _list_cells
+from ._format import _list_cells, _pct
 from ._format import format_number as format_number
 from ._types import (
     Coverage,
@@ -213,7 +213,7 @@ def tradeoff(
     size : int
         Training-set size (examples) to ask about.
     noise : float
-        Noise rate there, as a fraction in [0, 1) (0.1 for 10%).
+        Noise rate there, as a fraction in [0, 1 − 1/K) for K classes (0.1 for 10%).
     noise_model : str, optional
         Required when the table holds several noise models.
     n_classes, n_bootstrap, confidence, seed
@@ -243,17 +243,21 @@ def tradeoff(
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
         raise AnalysisError(f"size must be a positive number of examples; got {size!r}")
     if isinstance(noise, bool) or not isinstance(noise, int | float | np.floating):
-        raise AnalysisError(f"noise must be a fraction in [0, 1) such as 0.1; got {noise!r}")
-    if not 0 <= noise < 1:
-        hint = f"; did you mean {noise / 100:g} ({noise:g}%)?" if 1 <= noise < 100 else ""
-        raise AnalysisError(f"noise must be a fraction in [0, 1) such as 0.1; got {noise:g}{hint}")
+        raise AnalysisError(
+            f"noise must be a fraction in [0, 1 − 1/K) (K classes) such as 0.1; got {noise!r}"
+        )
     if isinstance(results, Analysis):
         nm = _pick_noise_model_from(results.noise_models, noise_model)
         nma = results.by_noise_model[nm]
+        _check_noise(float(noise), results.n_classes, nma.coverage.noise_levels)
     else:
-        # Only the chosen noise model is analysed (and a bad name fails before any fitting).
+        # Only the chosen noise model is analysed (and a bad name or noise rate fails before
+        # any fitting).
         table = _prepare(results)
         nm = _pick_noise_model(table, noise_model)
+        k = n_classes or _infer_n_classes(table) or 2
+        levels = table.loc[table["noise_model"] == nm, "noise_level"]
+        _check_noise(float(noise), int(k), tuple(float(v) for v in levels))
         analysis = analyze(
             table[table["noise_model"] == nm],
             n_classes=n_classes,
@@ -267,6 +271,24 @@ def tradeoff(
             f"cannot compute an exchange rate for noise model '{nm}': {nma.surface_skipped}"
         )
     return _tradeoff_at(nma, int(size), float(noise))
+
+
+def _check_noise(noise: float, n_classes: int, grid_levels: tuple[float, ...]) -> None:
+    """Refuse a noise rate outside [0, 1 − 1/K), where K-class labels still carry signal."""
+    limit = 1 - 1 / n_classes
+    if 0 <= noise < limit:
+        return
+    top = f"; the measured grid stops at {_pct(max(grid_levels))}" if grid_levels else ""
+    if 1 <= noise < 100:
+        hint = f"{top}; did you mean {noise / 100:g} ({noise:g}%)?"
+    elif limit <= noise < 1:
+        hint = f" (from 1 − 1/K on, the labels carry no signal){top}; ask about a lower noise rate"
+    else:
+        hint = top
+    raise AnalysisError(
+        f"noise must be a fraction in [0, 1 − 1/K) = [0, {limit:.4g}) for K = {n_classes} "
+        f"classes, such as 0.1; got {noise:g}{hint}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +311,7 @@ def _analyze_noise_model(
     cells = _cell_summary(df, confidence).drop(columns="noise_model")
     done = _done(df)
     reference = _reference(done, confidence, "auto")
-    surfaces, best, skipped = _fit_surfaces(
+    surfaces, best, skipped, form_fixed = _fit_surfaces(
         done, n_classes=n_classes, n_bootstrap=n_bootstrap, rng=rng, focus=focus
     )
     local = _local_rates(best, expected, cells, confidence)
@@ -317,9 +339,17 @@ def _analyze_noise_model(
         )
     if best is not None and best.candidate.rate_from_form:
         notes.append(
-            f"The best surface ({best.name}) fixes the exchange rate by its form, "
-            "r = 2n·(K/(K−1))/(100·s) examples per noise point, so it has no sampling interval; "
-            "the comparison table shows what the other surfaces give."
+            f"The only surfaces that could be fitted fix the exchange rate by their form "
+            f"({best.describe()}: r = 2n·(K/(K−1))/(100·s) examples per noise point), so the "
+            "rates come from that form, not from the data, and have no sampling interval."
+        )
+    elif best is not None and form_fixed is not None:
+        notes.append(
+            f"The surface that fits best, {form_fixed.describe()}, with a cross-validated error "
+            f"of {form_fixed.cv_rmse:.2f} points, fixes the exchange rate by its form: "
+            "r = 2n·(K/(K−1))/(100·s) examples per noise point, whatever was measured. The rates "
+            f"come from the best surface whose rate the data determine, {best.describe()}, with "
+            f"a cross-validated error of {best.cv_rmse:.2f} points."
         )
     if best is not None and best.resampling is not None and best.resampling.n_failed:
         notes.append(
@@ -343,4 +373,5 @@ def _analyze_noise_model(
         notes=tuple(notes),
         confidence=confidence,
         n_bootstrap=n_bootstrap,
+        form_fixed=form_fixed,
     )

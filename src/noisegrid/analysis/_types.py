@@ -254,6 +254,8 @@ class SurfaceFit:
         Leave-one-cell-out root mean squared error, in accuracy points.
     resampling : Resampling or None
         How ``boot_params`` were drawn (``None`` when there was no bootstrap).
+    label : str
+        The form in plain words, e.g. ``"log of size and log of label signal"``.
     """
 
     name: str
@@ -263,6 +265,16 @@ class SurfaceFit:
     cv_rmse: float
     candidate: _Candidate = field(repr=False)
     resampling: Resampling | None = None
+    label: str = ""
+
+    @property
+    def rate_from_form(self) -> bool:
+        """True when the surface's form alone fixes the exchange rate (no fitted parameter)."""
+        return self.candidate.rate_from_form
+
+    def describe(self) -> str:
+        """Plain words with the formula beside, e.g. ``log of size (b0 + b1·ln n + b2·p)``."""
+        return f"{self.label or self.name} ({self.expression})"
 
     def predict(self, train_size: Any, noise_level: Any) -> FloatArray:
         """Predicted accuracy in percent at sizes (examples) and noise levels (fractions)."""
@@ -291,7 +303,9 @@ class NoiseModelAnalysis:
         The candidate comparison: ``name``, ``expression``, ``n_params``, ``cv_rmse``, ``cv_mae``,
         ``rmse``, ``r_squared``, ``rate_at_focus``, ``selected``, ``skipped``.
     best : SurfaceFit or None
-        The candidate with the lowest cross-validated error.
+        The surface the exchange rates come from: the candidate with the lowest cross-validated
+        error among those whose rate the data determine (among all candidates only when none of
+        those could be fitted).
     local_rates : pandas.DataFrame
         At every (size, noise level) of the grid: ``accuracy_pct`` (fitted), ``rate``,
         ``rate_low``, ``rate_high`` (the marginal exchange rate, examples per noise point, with
@@ -302,6 +316,9 @@ class NoiseModelAnalysis:
         Why no surface was fitted.
     notes : tuple of str
         Caveats in plain language (failed runs, few seeds, extrapolation, ...).
+    form_fixed : SurfaceFit or None
+        A candidate that fits better than ``best`` but whose form fixes the exchange rate (an
+        effective-size form); the summary names it, the rates do not come from it.
     """
 
     noise_model: str
@@ -315,6 +332,7 @@ class NoiseModelAnalysis:
     notes: tuple[str, ...]
     confidence: float = 0.95
     n_bootstrap: int = 0
+    form_fixed: SurfaceFit | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +365,10 @@ class TradeoffResult:
         Examples Δn that make up for one whole point of noise on the fitted surface,
         acc(n + Δn, p + 1) = acc(n, p); ``inf`` when no number does, NaN when not computed. It
         differs from the marginal rate where the surface curves over one point.
+    surface_description : str
+        The surface in plain words with its formula, for sentences.
+    rate_from_form : bool
+        Whether the surface's form, not the data, fixes the rate.
     """
 
     size: int
@@ -360,20 +382,68 @@ class TradeoffResult:
     in_grid: bool
     notes: tuple[str, ...] = ()
     exact_compensation: float = math.nan
+    surface_description: str = ""
+    rate_from_form: bool = False
+
+    @property
+    def n_wrong_labels(self) -> int:
+        """Wrong labels at this point: ``round(noise × size)``, what there is to correct."""
+        return math.floor(self.noise * self.size + 0.5)
+
+    def correction_sentence(self) -> str:
+        """What correcting labels is worth here, never for more labels than are wrong.
+
+        The rate is local: "correcting 100 labels" where only 10 are wrong would describe
+        corrections that cannot be made, so below 100 wrong labels the sentence speaks of one.
+
+        Returns
+        -------
+        str
+            A clause without a final full stop, e.g. ``"correcting 100 labels is worth about 830
+            new labels (95% CI 610 to 1,100)"``.
+        """
+        k = self.labels_per_correction
+        wrong = self.n_wrong_labels
+        if wrong >= 100:
+            per100 = k.scaled(100)
+            ci = f" ({per100.ci_text()})" if per100.ci_text() else ""
+            worth = format_number(per100.estimate)
+            return f"correcting 100 labels is worth about {worth} new labels{ci}"
+        ci = f" ({k.ci_text()})" if k.ci_text() else ""
+        one = f"about {format_number(k.estimate)} new labels{ci}"
+        if wrong == 0:
+            return (
+                f"no label is wrong at {_pct(self.noise)} noise; once labels are wrong, "
+                f"correcting one would be worth {one}"
+            )
+        if wrong == 1:
+            return f"correcting the one wrong label is worth {one}"
+        return f"correcting one of the {wrong} wrong labels is worth {one}"
+
+    def where(self) -> str:
+        """``At 3,000 examples and 12.5% noise``; a point outside the grid says it extrapolates."""
+        point = f"{self.size:,} examples and {_pct(self.noise)} noise"
+        return (
+            f"At {point}" if self.in_grid else f"Extrapolating beyond the measured grid to {point}"
+        )
 
     def __str__(self) -> str:
         r = self.examples_per_noise_point
         k = self.labels_per_correction
-        per100 = self.labels_per_correction.scaled(100)
+        surface = self.surface_description or self.surface
+        correction = self.correction_sentence()
         lines = [
-            f"At {self.size:,} examples and {_pct(self.noise)} noise ({self.noise_model} noise; "
-            f"surface {self.surface}, fitted accuracy {self.accuracy_pct:.1f}%):",
+            f"{self.where()} ({self.noise_model} noise; fitted accuracy {self.accuracy_pct:.1f}%):",
+            f"  surface: {surface}.",
             f"  one point of noise = {format_number(self.labels_per_noise_point)} wrong labels; "
             f"at the margin it costs as much accuracy as {format_number(r.estimate)} examples "
             f"(the marginal exchange rate; {r.ci_text() or 'no interval'}; {r.method}).",
-            f"  Correcting 100 labels is worth about {format_number(per100.estimate)} new labels "
-            f"({per100.ci_text() or 'no interval'}), i.e. "
-            f"{format_number(k.estimate)} new labels per corrected label.",
+            f"  {correction[0].upper()}{correction[1:]}"
+            + (
+                f", i.e. {format_number(k.estimate)} new labels per corrected label."
+                if self.n_wrong_labels >= 100
+                else "."
+            ),
             *self._exact_line(),
             f"  Clean first if correcting one label costs less than {format_number(k.estimate)} "
             "times what collecting and labelling a new example costs; otherwise collect more.",
@@ -423,6 +493,8 @@ def differs(exact: float, marginal: float) -> bool:
 
 class _Candidate:
     name: str = ""
+    label: str = ""
+    """The form in plain words, for sentences (the name is an identifier)."""
     expression: str = ""
     n_params: int = 0
     rate_from_form: bool = False

@@ -166,7 +166,9 @@ def _wilson(p: FloatArray, n: FloatArray, confidence: float) -> tuple[FloatArray
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return centre - half, centre + half
+    # At p = 0 or 1 one end equals p exactly; rounding can put it a hair on the wrong side
+    # (99.99999999999997 for 100% accuracy), which plotting libraries refuse as an error bar.
+    return np.minimum(centre - half, p), np.maximum(centre + half, p)
 
 
 def _expected_grid(

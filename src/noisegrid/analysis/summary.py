@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..errors import AnalysisError
 from ._format import _pct, format_number
-from ._types import NoiseModelAnalysis, differs
+from ._types import NoiseModelAnalysis, SurfaceFit, TradeoffResult, differs
 from .rates import ONE_SEED_SUMMARY
 from .tradeoff import _tradeoff_at
 
@@ -77,31 +77,21 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
         except AnalysisError:
             t = None
         if t is not None:
-            r = t.examples_per_noise_point
-            per100 = t.labels_per_correction.scaled(100)
-            ci = f" ({per100.ci_text()})" if per100.ci_text() else ""
-            lines.append(
-                f"At {size:,} examples and {_pct(noise)} noise, correcting 100 labels is worth "
-                f"about {format_number(per100.estimate)} new labels{ci}: one point of noise "
-                f"({format_number(t.labels_per_noise_point)} wrong labels) costs as much accuracy "
-                f"as {format_number(r.estimate)} examples at the margin (the marginal exchange "
-                f"rate; best surface: {a.best.name}, cross-validated error "
-                f"{a.best.cv_rmse:.2f} accuracy points)."
-                + _exact_sentence(t.exact_compensation, r.estimate)
-            )
+            lines.append(_headline(a, a.best, t))
         lr = a.local_rates[a.local_rates["observed"]]
         finite = lr[np.isfinite(lr["rate"].to_numpy(dtype=float))]
         if len(finite):
             lo = finite.loc[finite["rate"].idxmin()]
             hi = finite.loc[finite["rate"].idxmax()]
+        by_form = " (set by the surface's form)" if a.best.rate_from_form else ""
         if len(finite) and hi["rate"] <= 1.01 * lo["rate"]:
             lines.append(
                 f"This surface gives the same rate in every measured cell, "
-                f"{format_number(lo['rate'])} examples per point of noise."
+                f"{format_number(lo['rate'])} examples per point of noise{by_form}."
             )
         elif len(finite):
             lines.append(
-                "Across the measured cells one point of noise is worth from "
+                f"Across the measured cells one point of noise is worth{by_form} from "
                 f"{format_number(lo['rate'])} examples (at {int(lo['train_size']):,} examples, "
                 f"{_pct(lo['noise_level'])} noise) to {format_number(hi['rate'])} "
                 f"(at {int(hi['train_size']):,}, {_pct(hi['noise_level'])})."
@@ -112,12 +102,13 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
     if ref.skipped is None and ref.exchange_rate is not None:
         rate = ref.exchange_rate
         ci = rate.ci_text() + (": the size slope is not significant" if rate.unbounded else "")
+        published = "; the published IMDB/DistilBERT value is 456" if _is_imdb(analysis) else ""
         lines.append(
             f"The reference regression (one constant rate, as published) gives "
             f"{ref.coef('train_size_1k'):+.3f} accuracy points per 1,000 examples and "
             f"{ref.coef('noise_level_pct'):+.3f} per noise point, so one point of noise is worth "
             f"{format_number(rate.estimate)} examples ({ci}, Fieller; "
-            f"R² {ref.r_squared:.2f}; the published IMDB/DistilBERT value is 456)."
+            f"R² {ref.r_squared:.2f}{published})."
         )
     else:
         lines.append(f"Reference regression skipped: {ref.skipped}.")
@@ -140,3 +131,42 @@ def _exact_sentence(exact: float, marginal: float) -> str:
             "below the accuracy it costs."
         )
     return f" Making up for the whole point exactly takes {format_number(exact)} examples."
+
+
+def _headline(a: NoiseModelAnalysis, best: SurfaceFit, t: TradeoffResult) -> str:
+    """The trade-off at the summary cell, saying where the number comes from."""
+    r = t.examples_per_noise_point
+    correction = t.correction_sentence()
+    cost = (
+        f"one point of noise ({format_number(t.labels_per_noise_point)} wrong labels) costs as "
+        f"much accuracy as {format_number(r.estimate)} examples at the margin (the marginal "
+        "exchange rate)"
+    )
+    fit = f"cross-validated error is {best.cv_rmse:.2f} accuracy points"
+    if best.rate_from_form:
+        # Nothing measured enters this number: say so before giving it.
+        return (
+            f"{t.where()}, the exchange rate is fixed by the form of the only surface that could "
+            f"be fitted, {best.describe()}, not measured from the data: by that form "
+            f"{correction}, and {cost}; the surface's {fit}."
+        )
+    text = f"{t.where()}, {correction}: {cost}, by the surface {best.describe()}, whose {fit}."
+    text += _exact_sentence(t.exact_compensation, r.estimate)
+    if a.form_fixed is not None:
+        text = (
+            f"The surface that fits best, {a.form_fixed.describe()}, fixes the exchange rate by "
+            "its form whatever was measured, so the rate here comes from the best surface whose "
+            f"rate the data determine. {text}"
+        )
+    return text
+
+
+def _is_imdb(analysis: Analysis) -> bool:
+    """Whether every analysed run is on IMDB (a hub name or a local copy named imdb/aclImdb),
+    the dataset of the published reference value."""
+    if "dataset" not in analysis.results.columns:
+        return False
+    names = {
+        str(v).rstrip("/").rsplit("/", 1)[-1].lower() for v in analysis.results["dataset"].dropna()
+    }
+    return bool(names) and names <= {"imdb", "aclimdb"}

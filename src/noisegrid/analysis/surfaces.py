@@ -44,6 +44,7 @@ class _LinearCandidate(_Candidate):
     def __init__(
         self,
         name: str,
+        label: str,
         expression: str,
         features: _Features,
         d_size: _Features,
@@ -51,7 +52,7 @@ class _LinearCandidate(_Candidate):
         signal_coef: float | None = None,
         rate_from_form: bool = False,
     ) -> None:
-        self.name, self.expression = name, expression
+        self.name, self.label, self.expression = name, label, expression
         self.rate_from_form = rate_from_form
         self._features, self._d_size, self._d_noise = features, d_size, d_noise
         self._signal_coef = signal_coef
@@ -86,6 +87,7 @@ class _PowerCandidate(_Candidate):
     """acc = a − b·m^(−g) with m = n·s²/1000: a power-law learning curve in effective size."""
 
     name = "effective_size_power"
+    label = "power law in the effective size"
     n_params = 3
     rate_from_form = True
 
@@ -160,6 +162,7 @@ class _PowerSignalCandidate(_Candidate):
     """
 
     name = "power_size_signal"
+    label = "power law in size and label signal"
     n_params = 4
 
     def __init__(self, signal_coef: float) -> None:
@@ -324,6 +327,7 @@ def _candidates(n_classes: int) -> list[_Candidate]:
     return [
         _LinearCandidate(
             "linear",
+            "straight lines in size and noise",
             "b0 + b1·n/1000 + b2·p (the reference regression)",
             lambda n, e: np.column_stack([ones(n), n / 1000, 100 * e]),
             lambda n, e: np.column_stack([zeros(n), ones(n) / 1000, zeros(n)]),
@@ -331,6 +335,7 @@ def _candidates(n_classes: int) -> list[_Candidate]:
         ),
         _LinearCandidate(
             "interaction",
+            "straight lines with a size × noise term",
             "b0 + b1·n/1000 + b2·p + b3·(n/1000)·p",
             lambda n, e: np.column_stack([ones(n), n / 1000, 100 * e, n / 1000 * 100 * e]),
             lambda n, e: np.column_stack([zeros(n), ones(n) / 1000, zeros(n), 100 * e / 1000]),
@@ -338,6 +343,7 @@ def _candidates(n_classes: int) -> list[_Candidate]:
         ),
         _LinearCandidate(
             "log_size",
+            "log of size, straight in noise",
             "b0 + b1·ln n + b2·p",
             lambda n, e: np.column_stack([ones(n), np.log(n), 100 * e]),
             lambda n, e: np.column_stack([zeros(n), 1 / n, zeros(n)]),
@@ -345,6 +351,7 @@ def _candidates(n_classes: int) -> list[_Candidate]:
         ),
         _LinearCandidate(
             "log_size_interaction",
+            "log of size with a noise × log-size term",
             "b0 + b1·ln n + b2·p + b3·p·ln n",
             lambda n, e: np.column_stack([ones(n), np.log(n), 100 * e, 100 * e * np.log(n)]),
             lambda n, e: np.column_stack([zeros(n), 1 / n, zeros(n), 100 * e / n]),
@@ -352,6 +359,7 @@ def _candidates(n_classes: int) -> list[_Candidate]:
         ),
         _LinearCandidate(
             "log_size_log_signal",
+            "log of size and log of label signal",
             f"b0 + b1·ln n + b2·ln s, s = {s_text}",
             lambda n, e: np.column_stack([ones(n), np.log(n), np.log(sig(e))]),
             lambda n, e: np.column_stack([zeros(n), 1 / n, zeros(n)]),
@@ -360,6 +368,7 @@ def _candidates(n_classes: int) -> list[_Candidate]:
         ),
         _LinearCandidate(
             "effective_size_log",
+            "log of the effective size",
             f"b0 + b1·ln(n·s²), s = {s_text}",
             lambda n, e: np.column_stack([ones(n), np.log(n * sig(e) ** 2)]),
             lambda n, e: np.column_stack([zeros(n), 1 / n]),
@@ -404,10 +413,19 @@ def _fit_surfaces(
     n_bootstrap: int,
     rng: np.random.Generator,
     focus: tuple[int, float] | None,
-) -> tuple[pd.DataFrame, SurfaceFit | None, str | None]:
+) -> tuple[pd.DataFrame, SurfaceFit | None, str | None, SurfaceFit | None]:
+    """Fit and cross-validate every candidate; return the table and the surface rates come from.
+
+    Returns ``(table, best, skipped, form_fixed)``: ``best`` is the candidate with the lowest
+    cross-validated error among those whose exchange rate the data determine (or among all
+    when none of those could be fitted), ``skipped`` why there is none, and ``form_fixed`` the
+    candidate that fits better than ``best`` but fixes the rate by its form, if there is one.
+    """
     columns = [
         "name",
+        "label",
         "expression",
+        "rate_from_form",
         "n_params",
         "cv_rmse",
         "cv_mae",
@@ -419,18 +437,18 @@ def _fit_surfaces(
     ]
     n_sizes, n_noise = done["train_size"].nunique(), done["noise_level"].nunique()
     if done.empty:
-        return pd.DataFrame(columns=columns), None, "no runs are done yet"
+        return pd.DataFrame(columns=columns), None, "no runs are done yet", None
     if n_sizes < 2 or n_noise < 2:
         what = "training size" if n_sizes < 2 else "noise level"
         why = (
             f"a surface needs at least two training sizes and two noise levels; the done runs have "
             f"a single {what}"
         )
-        return pd.DataFrame(columns=columns), None, why
+        return pd.DataFrame(columns=columns), None, why, None
 
     if done["eval_accuracy"].nunique() == 1:
         why = "accuracy is the same in every done run, so there is no surface to fit"
-        return pd.DataFrame(columns=columns), None, why
+        return pd.DataFrame(columns=columns), None, why, None
     n = done["train_size"].to_numpy(dtype=float)
     eta = done["noise_level"].to_numpy(dtype=float)
     y = done["eval_accuracy"].to_numpy(dtype=float) * 100
@@ -441,8 +459,10 @@ def _fit_surfaces(
     rows: list[dict[str, Any]] = []
     fitted: dict[str, tuple[_Candidate, FloatArray, float]] = {}
     for cand in _candidates(n_classes):
-        row: dict[str, Any] = {"name": cand.name, "expression": cand.expression}
-        row["n_params"] = cand.n_params
+        row: dict[str, Any] = {"name": cand.name, "label": cand.label}
+        row.update(
+            expression=cand.expression, rate_from_form=cand.rate_from_form, n_params=cand.n_params
+        )
         reason: str | None = cand.skip_reason(n, eta)
         if reason is None and n_cells <= cand.n_params:
             reason = (
@@ -482,8 +502,18 @@ def _fit_surfaces(
 
     table = pd.DataFrame(rows, columns=columns)
     if not fitted:
-        return table, None, "no candidate surface could be fitted (see the comparison table)"
-    best_name = min(fitted, key=lambda k: fitted[k][2])
+        return (
+            table,
+            None,
+            "no candidate surface could be fitted (see the comparison table)",
+            None,
+        )
+    best_fit = min(fitted, key=lambda k: fitted[k][2])
+    # The rates come from the best surface whose rate the data determine. A form that fixes the
+    # rate (effective size n·s²) gives the same rate whatever was measured, so it is used only
+    # when no other candidate could be fitted; when it fits best, it is kept to say so.
+    measured = [k for k in fitted if not fitted[k][0].rate_from_form]
+    best_name = min(measured, key=lambda k: fitted[k][2]) if measured else best_fit
     table["selected"] = table["name"] == best_name
     cand, params, cv_rmse = fitted[best_name]
     resampling = None
@@ -501,5 +531,18 @@ def _fit_surfaces(
         cv_rmse=cv_rmse,
         candidate=cand,
         resampling=resampling,
+        label=cand.label,
     )
-    return table, best, None
+    form_fixed = None
+    if best_fit != best_name:
+        f_cand, f_params, f_cv = fitted[best_fit]
+        form_fixed = SurfaceFit(
+            name=best_fit,
+            expression=f_cand.expression,
+            params=f_params,
+            boot_params=np.empty((0, f_cand.n_params), dtype=float),
+            cv_rmse=f_cv,
+            candidate=f_cand,
+            label=f_cand.label,
+        )
+    return table, best, None, form_fixed

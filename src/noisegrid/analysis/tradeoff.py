@@ -27,13 +27,18 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
     if best is None:  # pragma: no cover - callers check
         raise AnalysisError(f"no surface for noise model '{nma.noise_model}'")
     n, eta = _broadcast(size, noise)
-    reason = best.candidate.skip_reason(n, eta)
-    if reason is not None:
-        raise AnalysisError(f"the surface {best.name} {reason}; ask about a lower noise rate")
+    cov = nma.coverage
+    if best.candidate.skip_reason(n, eta) is not None:
+        top = max(cov.noise_levels) if cov.noise_levels else 0.0
+        raise AnalysisError(
+            f"at {_pct(noise)} noise the labels carry no signal for the surface the rates come "
+            f"from, {best.describe()}; the measured grid stops at {_pct(top)} noise; ask about a "
+            f"lower noise rate, at most {_pct(top)}"
+        )
     est, low, high = _rate_interval(best, n, eta, nma.confidence)
     rs = best.resampling
     if best.candidate.rate_from_form:
-        method = f"no sampling interval: the {best.name} surface fixes the rate by its form"
+        method = f"no sampling interval: the surface ({best.label}) fixes the rate by its form"
     elif rs is not None and best.boot_params.shape[0] >= 2:
         method = f"Fieller, {rs.describe()}"
         if rs.unit == "cell":
@@ -41,7 +46,6 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
     else:
         method = "no interval (n_bootstrap=0)"
     rate = Interval(float(est[0]), float(low[0]), float(high[0]), nma.confidence, method)
-    cov = nma.coverage
     notes = []
     in_grid = bool(
         cov.sizes
@@ -62,6 +66,16 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         )
     if not math.isfinite(rate.estimate):
         notes.append("Here the fitted surface gains nothing from more examples.")
+    accuracy = float(best.predict(n, eta)[0])
+    if not 0.0 <= accuracy <= 100.0:
+        # A surface extrapolated this far says nothing: refuse rather than print its number.
+        raise AnalysisError(
+            f"at ({size:,}, {_pct(noise)}) the fitted {best.name} surface predicts "
+            f"{accuracy:.1f}% accuracy, which is impossible: the point lies too far outside the "
+            f"measured grid (sizes {min(cov.sizes):,}-{max(cov.sizes):,}, noise "
+            f"{_pct(min(cov.noise_levels))}-{_pct(max(cov.noise_levels))}); ask about a point "
+            "inside or near the grid, or grow the grid"
+        )
     return TradeoffResult(
         size=size,
         noise=noise,
@@ -70,10 +84,12 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         examples_per_noise_point=rate,
         labels_per_noise_point=size / 100,
         labels_per_correction=rate.scaled(100 / size),
-        accuracy_pct=float(best.predict(n, eta)[0]),
+        accuracy_pct=accuracy,
         in_grid=in_grid,
         notes=tuple(notes),
         exact_compensation=float(_exact_compensation(best.candidate, best.params, n, eta)[0]),
+        surface_description=best.describe(),
+        rate_from_form=best.candidate.rate_from_form,
     )
 
 

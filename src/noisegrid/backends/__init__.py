@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._registry import Registry, validate_options
-from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+from .base import (
+    Backend,
+    BackendContext,
+    BackendOptions,
+    CostPlan,
+    FitOutput,
+    GroupCost,
+    PlannedGroup,
+    Predictor,
+)
 
 if TYPE_CHECKING:
     from ..config import ExperimentSpec
@@ -56,7 +65,10 @@ __all__ = [
     "Backend",
     "BackendContext",
     "BackendOptions",
+    "CostPlan",
     "FitOutput",
+    "GroupCost",
+    "PlannedGroup",
     "Predictor",
     "get_backend_class",
     "make_backend",

@@ -52,6 +52,48 @@ class FitOutput:
 
 
 @dataclass(frozen=True)
+class PlannedGroup:
+    """A unit of work as :meth:`Backend.plan_cost` sees it, before anything trains."""
+
+    texts: Sequence[str]
+    """The group's training texts (its subsample)."""
+    seed: int
+    """The training seed its members share."""
+    n_members: int
+    """Cells (labelings) in the group."""
+    test_texts: Sequence[str]
+    """The texts every member is evaluated on."""
+
+
+@dataclass
+class GroupCost:
+    """What one unit of work costs, as a backend projects it (see :meth:`Backend.plan_cost`)."""
+
+    seconds: float
+    """Projected wall time: training, evaluation and loading, every chunk of the group."""
+    steps: int = 0
+    """Optimiser steps of one member."""
+    train_tokens: int = 0
+    """Real (non-padding) training tokens of one member."""
+    padded_tokens: int = 0
+    """Training tokens of one member with padding: what the arithmetic sees."""
+    chunks: tuple[int, ...] = ()
+    """How the members train together: the sizes of the stacked chunks (1s: one at a time)."""
+    memory_bytes: int | None = None
+    """Projected peak device memory while the group trains."""
+
+
+@dataclass
+class CostPlan:
+    """A backend's projection for a list of groups (see :meth:`Backend.plan_cost`)."""
+
+    groups: list[GroupCost]
+    device: str
+    notes: list[str] = field(default_factory=list)
+    """How the projection was made: what was timed, what was assumed, one line each."""
+
+
+@dataclass(frozen=True)
 class BackendContext:
     """What a backend may know about the run, besides its options."""
 
@@ -77,6 +119,9 @@ class Backend(ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     extra: ClassVar[str | None] = None
     """The pip extra this backend needs, if any (checked before any work)."""
+    threads_per_worker: ClassVar[int | None] = None
+    """Threads one worker of this backend keeps busy; None: all the cores. ``[run] workers =
+    "auto"`` runs ``cores // threads_per_worker`` local workers (one when None)."""
     train_keys: ClassVar[tuple[str, ...]] = ()
     """The ``[train]`` settings this backend reads; only these enter the fingerprint and the
     report (tfidf reads none)."""
@@ -148,3 +193,14 @@ class Backend(ABC):
         time (a stacked model) overrides it.
         """
         return [output.predictor.predict_proba(texts) for output in outputs]
+
+    def plan_cost(
+        self, groups: Sequence[PlannedGroup], *, probe: bool, probe_seconds: float = 60.0
+    ) -> CostPlan | None:
+        """Projected cost of each group on this machine, for ``noisegrid plan``.
+
+        ``probe`` allows a short timed run (a few steps) to calibrate the projection, within
+        about ``probe_seconds``; without it the backend projects from counts alone. None means
+        the backend has no cost model (the plan then lists cells and groups only).
+        """
+        return None

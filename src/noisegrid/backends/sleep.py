@@ -44,7 +44,8 @@ class _PriorPredictor(Predictor):
         return np.tile(self.prior, (len(texts), 1))
 
 
-@BACKENDS.register("sleep")
+# Hidden: a diagnostic for benchmarks and fault tests, not a model anyone should choose.
+@BACKENDS.register("sleep", hidden=True)
 class SleepBackend(Backend):
     """Sleeps ``seconds`` per cell and predicts the class frequencies of the training labels."""
 

@@ -1,21 +1,47 @@
 """``tfidf``: TF-IDF (word 1–2-grams, sublinear tf) + logistic regression, with scikit-learn.
 
 Seconds per cell on a laptop; the baseline every other backend is compared with.
+
+Two paths give the same features and the same models:
+
+- **per cell** (:meth:`TfidfBackend.fit`, ``[run] stack = 1``): a scikit-learn pipeline of
+  ``TfidfVectorizer`` and ``LogisticRegression`` fitted on the cell's texts;
+- **per sibling group** (:meth:`TfidfBackend.fit_group`, the default): the cells of one (size,
+  seed) share their texts, so the TF-IDF matrix of the subsample and of the test sample is computed
+  once and one logistic regression is fitted per labeling. Each text is tokenised once per worker
+  (:class:`TermCounts`); a subsample's vocabulary, document frequencies and idf are derived from
+  the counts exactly as ``TfidfVectorizer`` derives them, so the matrices are equal to its output,
+  and so are the fitted models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field, model_validator
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from . import BACKENDS
-from .base import Backend, BackendOptions, FitOutput, Predictor
+from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+TOKEN_BASE = 1 << 21
+"""N-grams are coded as numbers with one base-``TOKEN_BASE`` digit per token (up to 2 million
+distinct tokens), so that :data:`MAX_NGRAM` digits fit 63 bits."""
+
+MAX_NGRAM = 3
+"""The longest n-grams the group path codes; longer ones fit one cell at a time."""
+
+FEATURE_CACHE_NNZ = 20_000_000
+"""Non-zeros of the featurised subsamples a worker keeps (about 160 MB), so that the same
+subsample under another noise model is not featurised again."""
 
 
 class TfidfOptions(BackendOptions):
@@ -42,6 +68,45 @@ class TfidfOptions(BackendOptions):
             )
         return self
 
+    def vectorizer(self) -> TfidfVectorizer:
+        """The ``TfidfVectorizer`` these options describe (the per-cell path's features)."""
+        return TfidfVectorizer(
+            ngram_range=(self.ngram_min, self.ngram_max),
+            sublinear_tf=self.sublinear_tf,
+            min_df=self.min_df,
+            max_df=self.max_df,
+            max_features=self.max_features,
+            lowercase=self.lowercase,
+            strip_accents=self.strip_accents,
+            dtype=np.float32,
+        )
+
+    def classifier(self, seed: int) -> LogisticRegression:
+        """The logistic regression of one cell."""
+        return LogisticRegression(
+            C=self.C, max_iter=self.max_iter, class_weight=self.class_weight, random_state=seed
+        )
+
+
+def _one_thread() -> Any:
+    """Fit and predict on one BLAS/OpenMP thread.
+
+    lbfgs spends most of its time in vector operations on a coefficient vector of ~10^5 entries,
+    far too short to split across threads: on 2 busy cores a 5,000-example fit took 4.5 s with
+    two OpenBLAS threads and 0.5 s with one. Parallelism comes from worker processes instead.
+    """
+    return threadpool_limits(limits=1)
+
+
+def _all_columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities with one column per class of the task (0 for classes a cell never saw)."""
+    if len(classes) == n_classes:
+        return np.asarray(proba)
+    # A cell whose noisy labels miss a class: put its columns back (probability 0).
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, classes] = proba
+    return full
+
 
 class _PipelinePredictor(Predictor):
     def __init__(self, pipeline: Pipeline, n_classes: int) -> None:
@@ -49,14 +114,281 @@ class _PipelinePredictor(Predictor):
         self.n_classes = n_classes
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        proba = self.pipeline.predict_proba(list(texts))
-        classes = self.pipeline.classes_
-        if len(classes) == self.n_classes:
-            return np.asarray(proba)
-        # A cell whose noisy labels miss a class: put its columns back (probability 0).
-        full = np.zeros((len(texts), self.n_classes))
-        full[:, classes] = proba
-        return full
+        with _one_thread():
+            proba = self.pipeline.predict_proba(list(texts))
+        return _all_columns(proba, self.pipeline.classes_, self.n_classes)
+
+
+# -- the group path: count once, featurise once per subsample ----------------------------------
+
+
+class TermCounts:
+    """Term counts of texts over one growing vocabulary: each text is tokenised once.
+
+    Tokenisation is ``TfidfVectorizer``'s own (its preprocessor and tokenizer for the options),
+    and word n-grams are counted as its analyzer forms them. Each n-gram is a number (its token
+    ids as digits in base :data:`TOKEN_BASE`), so counting is done in numpy rather than in a
+    dictionary of strings: about four times faster on IMDB reviews.
+
+    Parameters
+    ----------
+    options : TfidfOptions
+        Only ``ngram_max <= 3`` (:data:`MAX_NGRAM`) fits the numeric codes.
+
+    Examples
+    --------
+    >>> counts = TermCounts(TfidfOptions(ngram_max=2))
+    >>> counts.rows(["a good film", "a good good film", "a good film"]).tolist()
+    [0, 1, 0]
+    >>> m = counts.matrix()
+    >>> sorted(zip(counts.terms(range(m.shape[1])), m.toarray()[1].tolist()))
+    [('film', 1.0), ('good', 2.0), ('good film', 1.0), ('good good', 1.0)]
+    """
+
+    def __init__(self, options: TfidfOptions) -> None:
+        if options.ngram_max > MAX_NGRAM:
+            raise ValueError(f"TermCounts codes n-grams of up to {MAX_NGRAM} words")
+        vectorizer = options.vectorizer()
+        self._preprocess: Callable[[str], str] = vectorizer.build_preprocessor()
+        self._tokenize: Callable[[str], list[str]] = vectorizer.build_tokenizer()
+        self._ngrams = (options.ngram_min, options.ngram_max)
+        self._token_ids: dict[str, int] = {}
+        self._tokens: list[str] = []
+        self._token_rank = np.zeros(0, dtype=np.int64)
+        self._codes = np.zeros(0, dtype=np.int64)
+        """The n-gram code of each column, in the order first seen."""
+        self._order = np.zeros(0, dtype=np.int64)
+        """Columns sorted by code (for lookups)."""
+        self._row_of: dict[str, int] = {}
+        self._chunks: list[sp.csr_matrix] = []
+        self._matrix: sp.csr_matrix | None = None
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    @property
+    def n_terms(self) -> int:
+        return len(self._codes)
+
+    def rows(self, texts: Sequence[str]) -> np.ndarray:
+        """Row of each text in :meth:`matrix`, counting texts not seen before."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._row_of]
+        if new:
+            self._count(new)
+        return np.fromiter((self._row_of[t] for t in texts), dtype=np.int64, count=len(texts))
+
+    def _count(self, texts: list[str]) -> None:
+        low, high = self._ngrams
+        token_lists = [self._tokenize(self._preprocess(text)) for text in texts]
+        flat = list(chain.from_iterable(token_lists))
+        ids_of = self._token_ids
+        for token in sorted(set(flat).difference(ids_of)):  # sorted: the same ids every run
+            ids_of[token] = len(ids_of)
+            self._tokens.append(token)
+        if len(ids_of) >= TOKEN_BASE:
+            raise ValueError(
+                f"more than {TOKEN_BASE - 1} distinct tokens; fit one cell at a time with "
+                "[run] stack = 1"
+            )
+        # Digits are token id + 1, so an n-gram's code never equals a shorter one's.
+        digits = np.fromiter(map(ids_of.__getitem__, flat), dtype=np.int64, count=len(flat)) + 1
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        doc_of = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        codes, docs = [], []
+        for n in range(low, high + 1):
+            width = len(digits) - n + 1
+            if width <= 0:
+                break
+            code = digits[:width].copy()
+            for k in range(1, n):
+                code *= TOKEN_BASE
+                code += digits[k : k + width]
+            inside = doc_of[:width] == doc_of[n - 1 :]  # windows that do not cross texts
+            codes.append(code[inside])
+            docs.append(doc_of[:width][inside])
+        code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+        doc = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int64)
+        unique, inverse = np.unique(code, return_inverse=True)
+        columns = self._columns_of(unique)[inverse]
+        # One entry per (text, term) with its count; np.unique sorts by text, then column.
+        n_cols = self.n_terms
+        pairs, counts = np.unique(doc * n_cols + columns, return_counts=True)
+        rows, cols = np.divmod(pairs, n_cols) if n_cols else (pairs, pairs)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(texts)), out=indptr[1:])
+        self._chunks.append(
+            sp.csr_matrix(
+                (counts.astype(np.float32), cols.astype(np.int32), indptr),
+                shape=(len(texts), n_cols),
+            )
+        )
+        for text in texts:
+            self._row_of[text] = len(self._row_of)
+        self._matrix = None
+
+    def _columns_of(self, codes: np.ndarray) -> np.ndarray:
+        """Column of each (sorted, unique) code, adding columns for codes not seen before."""
+        known = self._codes[self._order]
+        at = np.searchsorted(known, codes)
+        found = at < len(known)
+        found[found] = known[at[found]] == codes[found]
+        columns = np.empty(len(codes), dtype=np.int64)
+        columns[found] = self._order[at[found]]
+        fresh = np.flatnonzero(~found)
+        columns[fresh] = np.arange(len(self._codes), len(self._codes) + len(fresh))
+        if len(fresh):
+            self._codes = np.concatenate([self._codes, codes[fresh]])
+            self._order = np.argsort(self._codes, kind="stable")
+        return columns
+
+    def matrix(self) -> sp.csr_matrix:
+        """Counts of every text counted so far, shape (n_texts, n_terms), float32."""
+        if self._matrix is None:
+            n_cols = self.n_terms
+            parts = [
+                sp.csr_matrix((c.data, c.indices, c.indptr), shape=(c.shape[0], n_cols))
+                for c in self._chunks
+            ]
+            self._matrix = (
+                sp.csr_matrix(sp.vstack(parts, format="csr"))
+                if parts
+                else sp.csr_matrix((0, n_cols), dtype=np.float32)
+            )
+            self._chunks = [self._matrix]
+        return self._matrix
+
+    def text_order(self, columns: np.ndarray) -> np.ndarray:
+        """The permutation that sorts ``columns`` by their n-grams' text (``sorted`` order).
+
+        Tokens hold word characters only, all above the space that joins them, so the joined
+        strings sort as their token sequences do word by word (a missing word first); that needs
+        only the tokens' own order, not one string per n-gram.
+        """
+        if len(self._token_rank) != len(self._tokens):
+            order = sorted(range(len(self._tokens)), key=self._tokens.__getitem__)
+            self._token_rank = np.empty(len(order), dtype=np.int64)
+            self._token_rank[order] = np.arange(1, len(order) + 1)
+        code = self._codes[np.asarray(columns, dtype=np.int64)]
+        digits = np.zeros((len(code), MAX_NGRAM), dtype=np.int64)  # least significant first
+        for k in range(MAX_NGRAM):
+            code, digits[:, k] = np.divmod(code, TOKEN_BASE)
+        n_words = (digits > 0).sum(axis=1)
+        key = np.zeros(len(digits), dtype=np.int64)
+        for word in range(MAX_NGRAM):  # most significant first, shorter n-grams padded with 0
+            at = n_words - 1 - word
+            digit = digits[np.arange(len(digits)), np.maximum(at, 0)]
+            rank = np.where((at >= 0) & (digit > 0), self._token_rank[np.maximum(digit - 1, 0)], 0)
+            key = key * TOKEN_BASE + rank
+        return np.argsort(key, kind="stable")
+
+    def terms(self, columns: Iterable[int]) -> list[str]:
+        """The n-gram (words joined by spaces) of each column."""
+        out = []
+        for column in columns:
+            code, words = int(self._codes[column]), []
+            while code:
+                code, digit = divmod(code, TOKEN_BASE)
+                words.append(self._tokens[digit - 1])
+            out.append(" ".join(reversed(words)))
+        return out
+
+
+class SubsampleFeatures:
+    """The TF-IDF features of one subsample: what ``TfidfVectorizer.fit`` learns from it.
+
+    Parameters
+    ----------
+    counts : TermCounts
+        Counts of the subsample's texts (and of any text to transform later).
+    texts : sequence of str
+        The subsample.
+    options : TfidfOptions
+
+    Attributes
+    ----------
+    train : scipy.sparse.csr_matrix, shape (len(texts), n_features)
+        The subsample's TF-IDF matrix, equal to ``TfidfVectorizer(...).fit_transform(texts)``.
+    columns : ndarray of int
+        The vocabulary: columns of ``counts`` kept, in the order of their terms (sorted).
+
+    Raises
+    ------
+    ValueError
+        With ``TfidfVectorizer``'s messages: no terms at all, ``max_df`` below ``min_df``, or no
+        term left after pruning.
+    """
+
+    def __init__(self, counts: TermCounts, texts: Sequence[str], options: TfidfOptions) -> None:
+        self.counts = counts
+        rows = counts.rows(texts)
+        sub = counts.matrix()[rows]
+        n_docs = sub.shape[0]
+        df = np.bincount(sub.indices, minlength=sub.shape[1])
+        present = np.flatnonzero(df)
+        if len(present) == 0:
+            raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+        # TfidfVectorizer numbers its vocabulary in term order; keep that column order so the
+        # matrices (and hence the fits) are the same, not merely equivalent.
+        present = present[counts.text_order(present)]
+        max_count = options.max_df * n_docs
+        if max_count < options.min_df:
+            raise ValueError("max_df corresponds to < documents than min_df")
+        mask = (df[present] >= options.min_df) & (df[present] <= max_count)
+        if options.max_features is not None and mask.sum() > options.max_features:
+            tfs = np.asarray(sub.sum(axis=0)).ravel()[present]
+            top = (-tfs[mask]).argsort()[: options.max_features]
+            keep = np.zeros(len(present), dtype=bool)
+            keep[np.flatnonzero(mask)[top]] = True
+            mask = keep
+        self.columns = present[mask]
+        if len(self.columns) == 0:
+            raise ValueError(
+                "After pruning, no terms remain. Try a lower min_df or a higher max_df."
+            )
+        self.transformer = TfidfTransformer(sublinear_tf=options.sublinear_tf)
+        self.train = self.transformer.fit_transform(self._select(sub))
+        self._transformed: tuple[bytes, sp.csr_matrix] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns)
+
+    def _select(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        out = counts[:, self.columns]
+        out.sort_indices()
+        return out
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """TF-IDF matrix of ``texts`` (the last one is kept: siblings score the same test set)."""
+        rows = self.counts.rows(texts)
+        key = rows.tobytes()
+        if self._transformed is None or self._transformed[0] != key:
+            x = self.transformer.transform(self._select(self.counts.matrix()[rows]))
+            self._transformed = (key, x)
+        return self._transformed[1]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.train.nnz) + (
+            int(self._transformed[1].nnz) if self._transformed is not None else 0
+        )
+
+
+class _GroupPredictor(Predictor):
+    def __init__(
+        self, features: SubsampleFeatures, model: LogisticRegression, n_classes: int
+    ) -> None:
+        self.features = features
+        self.model = model
+        self.n_classes = n_classes
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.proba_of(self.features.transform(texts))
+
+    def proba_of(self, x: sp.csr_matrix) -> np.ndarray:
+        with _one_thread():
+            proba = self.model.predict_proba(x)
+        return _all_columns(proba, self.model.classes_, self.n_classes)
 
 
 @BACKENDS.register("tfidf")
@@ -65,38 +397,73 @@ class TfidfBackend(Backend):
 
     Options = TfidfOptions
     options: TfidfOptions
+    threads_per_worker = 1  # lbfgs on one thread (see _one_thread): one worker per core
+
+    def __init__(self, options: BackendOptions, context: BackendContext) -> None:
+        super().__init__(options, context)
+        self._counts: TermCounts | None = None
+        self._features: OrderedDict[bytes, SubsampleFeatures] = OrderedDict()
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
+        """The per-cell path: vectoriser and classifier fitted on this cell alone."""
         o = self.options
-        pipeline = Pipeline(
-            [
-                (
-                    "tfidf",
-                    TfidfVectorizer(
-                        ngram_range=(o.ngram_min, o.ngram_max),
-                        sublinear_tf=o.sublinear_tf,
-                        min_df=o.min_df,
-                        max_df=o.max_df,
-                        max_features=o.max_features,
-                        lowercase=o.lowercase,
-                        strip_accents=o.strip_accents,
-                        dtype=np.float32,
-                    ),
-                ),
-                (
-                    "clf",
-                    LogisticRegression(
-                        C=o.C,
-                        max_iter=o.max_iter,
-                        class_weight=o.class_weight,
-                        random_state=seed,
-                    ),
-                ),
-            ]
-        )
-        pipeline.fit(list(texts), np.asarray(labels))
+        pipeline = Pipeline([("tfidf", o.vectorizer()), ("clf", o.classifier(seed))])
+        with _one_thread():
+            pipeline.fit(list(texts), np.asarray(labels))
         n_features = len(pipeline.named_steps["tfidf"].vocabulary_)
         return FitOutput(
             predictor=_PipelinePredictor(pipeline, self.context.n_classes),
             info={"n_features": n_features},
         )
+
+    def fit_group(
+        self, texts: Sequence[str], labelings: Sequence[np.ndarray], *, seed: int
+    ) -> list[FitOutput]:
+        """Featurise the shared texts once, then fit one logistic regression per labeling.
+
+        Each fit starts from zero, as on the per-cell path: lbfgs stops at its tolerance, not at
+        the exact optimum, and a warm start from a sibling's solution stops elsewhere (on IMDB at
+        5,000 examples, up to 0.7 accuracy points away), for about a third fewer iterations.
+        """
+        if self.options.ngram_max > MAX_NGRAM:
+            return super().fit_group(texts, labelings, seed=seed)
+        features = self.features(texts)
+        outputs = []
+        for labels in labelings:
+            model = self.options.classifier(seed)
+            with _one_thread():
+                model.fit(features.train, np.asarray(labels))
+            outputs.append(
+                FitOutput(
+                    predictor=_GroupPredictor(features, model, self.context.n_classes),
+                    info={"n_features": features.n_features},
+                )
+            )
+        return outputs
+
+    def predict_group(self, outputs: Sequence[FitOutput], texts: Sequence[str]) -> list[np.ndarray]:
+        """Transform ``texts`` once per subsample, then score every member's model."""
+        probas = []
+        for output in outputs:
+            predictor = output.predictor
+            if isinstance(predictor, _GroupPredictor):
+                probas.append(predictor.proba_of(predictor.features.transform(texts)))
+            else:
+                probas.append(predictor.predict_proba(texts))
+        return probas
+
+    def features(self, texts: Sequence[str]) -> SubsampleFeatures:
+        """The subsample's features, from this worker's cache when it has them."""
+        if self._counts is None:
+            self._counts = TermCounts(self.options)
+        key = self._counts.rows(texts).tobytes()
+        features = self._features.get(key)
+        if features is None:
+            features = SubsampleFeatures(self._counts, texts, self.options)
+            self._features[key] = features
+        self._features.move_to_end(key)
+        while len(self._features) > 1 and (
+            sum(f.nnz for f in self._features.values()) > FEATURE_CACHE_NNZ
+        ):
+            self._features.popitem(last=False)
+        return features

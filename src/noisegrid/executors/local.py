@@ -1,12 +1,17 @@
 """``local``: cells run on this machine, in this process or in ``[run] workers`` processes.
 
 Cells run in sibling groups (the noise rates of one size and seed, see
-:class:`~noisegrid.grid.SiblingGroup`). With ``workers = 1`` (the default) groups run one after
-another in the driver's own process. With ``workers = N > 1`` they run in N worker processes
-(see :mod:`noisegrid.executors._pool`): each builds its :class:`~noisegrid.runner.Worker` once,
-gets ``cores // N`` threads for its numerical libraries so the workers together do not
-oversubscribe the cores, and a worker killed in the middle of a group is replaced and the group
-retried (``[run] max_retries``). The driver stays the only writer of the store.
+:class:`~noisegrid.grid.SiblingGroup`). With ``workers = 1`` groups run one after another in the
+driver's own process. With ``workers = N > 1`` they run in N worker processes (see
+:mod:`noisegrid.executors._pool`): each builds its :class:`~noisegrid.runner.Worker` once, gets
+``cores // N`` threads for its numerical libraries so the workers together do not oversubscribe
+the cores, and a worker killed in the middle of a group is replaced and the group retried
+(``[run] max_retries``). The driver stays the only writer of the store.
+
+``workers = "auto"`` (the default, :func:`n_local_workers`) runs ``cores // threads_per_worker``
+workers for a backend that declares how many threads it keeps busy (tfidf: one, so one worker per
+core), and one in-process worker for the others (the transformer backends use every core in one
+process) and for grids too small to pay for starting worker processes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("noisegrid")
 
+AUTO_MIN_TRAIN_EXAMPLES = 20_000
+"""``workers = "auto"`` starts worker processes only for grids whose pending cells train on at
+least this many examples in all: starting a worker (a fresh interpreter that imports the
+libraries and receives the corpus) takes a few seconds, which a tfidf grid of that size repays."""
+
+
+def n_local_workers(spec: ExperimentSpec, cells: Sequence[Cell]) -> int:
+    """How many local workers run ``cells``: ``[run] workers``, or what ``"auto"`` resolves to.
+
+    Examples
+    --------
+    >>> from noisegrid.config import ExperimentSpec
+    >>> from noisegrid.grid import expand_grid
+    >>> spec = ExperimentSpec.from_dict({"grid": {"sizes": [100], "noise_rates": [0.0, 0.1]},
+    ...     "backend": {"name": "tfidf"}})
+    >>> n_local_workers(spec, expand_grid(spec))  # too little work for worker processes
+    1
+    """
+    workers = spec.run.workers
+    if isinstance(workers, int):
+        return workers
+    from ..backends import get_backend_class
+
+    threads = get_backend_class(spec.backend.name).threads_per_worker
+    if threads is None or sum(cell.train_size for cell in cells) < AUTO_MIN_TRAIN_EXAMPLES:
+        return 1
+    return max(1, n_cores() // threads)
+
 
 @EXECUTORS.register("local")
 class LocalExecutor(Executor):
@@ -35,7 +68,7 @@ class LocalExecutor(Executor):
     @classmethod
     def check(cls, spec: ExperimentSpec) -> None:
         workers, cores = spec.run.workers, n_cores()
-        if workers > cores:
+        if isinstance(workers, int) and workers > cores:
             log.warning(
                 "[run] workers = %d is more than the %d CPU cores available; the workers will "
                 "compete for them (each gets one thread)",
@@ -47,12 +80,13 @@ class LocalExecutor(Executor):
         self, spec: ExperimentSpec, cells: Sequence[Cell], *, corpus: Corpus
     ) -> Iterator[CellResult]:
         """Run ``cells``; yield results in completion order."""
-        if spec.run.workers > 1:
+        n_workers = n_local_workers(spec, cells)
+        if n_workers > 1:
             yield from run_in_processes(
                 spec,
                 cells,
                 corpus=corpus,
-                n_workers=spec.run.workers,
+                n_workers=n_workers,
                 max_retries=spec.run.max_retries,
             )
             return

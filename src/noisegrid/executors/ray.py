@@ -126,6 +126,7 @@ def actors_for(run: RunSpec, cluster: Mapping[str, float], *, n_cells: int) -> i
     autoscaling cluster can add nodes.
     """
     fit = actors_that_fit(run.resources, cluster)
+    workers = run.workers if isinstance(run.workers, int) else 1  # "auto": as many as fit
     if fit < 1:
         if run.address is None:
             raise NoisegridError(
@@ -139,10 +140,10 @@ def actors_for(run: RunSpec, cluster: Mapping[str, float], *, n_cells: int) -> i
             _describe(cluster),
             dict(run.resources),
         )
-        wanted = run.workers
-    elif run.workers > 1:
+        wanted = workers
+    elif workers > 1:
         # A private instance cannot grow: actors beyond what fits would wait forever.
-        wanted = run.workers if run.address is not None else min(run.workers, fit)
+        wanted = workers if run.address is not None else min(workers, fit)
     else:
         wanted = fit
     return max(1, min(wanted, n_cells))

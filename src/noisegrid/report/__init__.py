@@ -27,6 +27,8 @@ from ..errors import AnalysisError
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+    from ..analysis.advise import AdviceResult
+
 __all__ = ["build_report", "collect_provenance", "make_figures"]
 
 VERSIONED_PACKAGES = (
@@ -56,6 +58,7 @@ def build_report(
     n_bootstrap: int = 500,
     seed: int = 0,
     png: bool = True,
+    advice: AdviceResult | None = None,
 ) -> Path:
     """Write the report of a results table into ``out_dir``; return the path of ``report.html``.
 
@@ -66,8 +69,9 @@ def build_report(
     out_dir : str or Path
         Folder to write into (created if needed; existing report files are replaced).
     spec : ExperimentSpec or mapping, optional
-        The experiment spec, shown in the provenance section; its ``[grid]`` tells the analysis
-        which runs are still missing.
+        The experiment spec, shown in the provenance section with only the settings its backend
+        and noise models read (:meth:`~noisegrid.ExperimentSpec.effective_dict`); its ``[grid]``
+        tells the analysis which runs are still missing.
     provenance : mapping, optional
         Extra provenance entries (shown as given; they override the collected ones).
     analysis : Analysis, optional
@@ -76,6 +80,9 @@ def build_report(
         Passed to :func:`noisegrid.analyze` when ``analysis`` is omitted.
     png : bool, default True
         Also write PNG versions of the figures into ``out_dir/figures``.
+    advice : AdviceResult, optional
+        A :func:`noisegrid.advise` result for the "Advice" section; computed from ``spec`` when
+        ``spec`` is an ExperimentSpec with an ``[advice]`` section (which may audit its data).
 
     Returns
     -------
@@ -109,6 +116,10 @@ def build_report(
         analysis = analyze(
             results, grid=grid, n_classes=n_classes, n_bootstrap=n_bootstrap, seed=seed
         )
+    if advice is None and getattr(spec, "advice", None) is not None:
+        from ..analysis.advise import advise as _advise
+
+        advice = _advise(spec, analysis=analysis, seed=seed)
     prov = collect_provenance(results, analysis=analysis, spec=spec_dict)
     prov.update(provenance or {})
     title = _title(spec_dict, prov)
@@ -118,7 +129,13 @@ def build_report(
     png_names: list[str] = []
     if png:
         png_names = [p.name for p in write_pngs(analysis, out / "figures")]
-    page = render_html(analysis, figures, title=title, provenance=prov, spec=spec_dict)
+    if png and advice is not None:
+        from ._advice import write_advice_png
+
+        png_names.append(write_advice_png(advice, out / "figures" / "advice.png").name)
+    page = render_html(
+        analysis, figures, title=title, provenance=prov, spec=spec_dict, advice=advice
+    )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     summary = render_markdown(analysis, title=title, provenance=prov, figures=png_names)
@@ -222,6 +239,10 @@ def _unique(results: pd.DataFrame, col: str) -> list[str]:
 def _spec_dict(spec: Any) -> dict[str, Any] | None:
     if spec is None:
         return None
+    if hasattr(spec, "effective_dict"):
+        # Only the settings the backend and noise models read: a tfidf report lists no
+        # fine-tuning hyper-parameters.
+        return dict(spec.effective_dict())
     if hasattr(spec, "to_dict"):
         return dict(spec.to_dict())
     if isinstance(spec, Mapping):

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
+from plotly.colors import sample_colorscale, unlabel_rgb
 
 from ..analysis import Analysis, NoiseModelAnalysis, format_number
 from ..analysis._types import differs
+from ._colors import label_color
 from ._tables import pct
 
 FIGURE_TITLES = {
@@ -131,7 +132,8 @@ def _grid_heatmap(
     hover : callable
         ``hover(size, noise)`` returns the hover text of that cell.
     title, texttemplate, colorscale, colorbar_title : str
-        The figure title, the tile label format, and the colour scale with its title.
+        The figure title, the tile label format (drawn by :func:`cell_label_traces`), and the
+        colour scale with its title.
     **trace
         Further ``plotly.graph_objects.Heatmap`` options.
 
@@ -146,14 +148,18 @@ def _grid_heatmap(
     for i, eta in enumerate(noise):
         for j, n in enumerate(sizes):
             text[i, j] = hover(n, eta)
+    x, y = [f"{n:,}" for n in sizes], [pct(e) for e in noise]
+    finite = z[np.isfinite(z)]
+    if finite.size:
+        # Fixed ends, shared with the label layers so that they paint the same colours.
+        trace = {"zmin": float(finite.min()), "zmax": float(finite.max()), **trace}
     fig = go.Figure(
         go.Heatmap(
-            x=[f"{n:,}" for n in sizes],
-            y=[pct(e) for e in noise],
+            x=x,
+            y=y,
             z=z,
             text=text,
             hovertemplate="%{text}<extra></extra>",
-            texttemplate=texttemplate,
             colorscale=colorscale,
             colorbar={"title": {"text": colorbar_title}},
             xgap=1,
@@ -161,6 +167,7 @@ def _grid_heatmap(
             **trace,
         )
     )
+    fig.add_traces(cell_label_traces(x, y, z, colorscale=colorscale, texttemplate=texttemplate))
     fig.update_layout(
         title=title,
         xaxis={"title": "training examples", "type": "category"},
@@ -168,6 +175,51 @@ def _grid_heatmap(
         **_LAYOUT,
     )
     return fig
+
+
+def cell_label_traces(
+    x: list[str], y: list[str], z: np.ndarray, *, colorscale: str, texttemplate: str
+) -> list[go.Heatmap]:
+    """Each cell's value printed on it, in black or white, whichever contrasts more.
+
+    plotly colours heatmap text either with one colour for every cell or by a brightness rule
+    that puts white on viridis' mid-range teal (contrast below 4:1). So the labels are drawn by
+    two more heatmaps over the first, one holding the cells that take black text and one those
+    that take white, with the same colours (the same scale and range), no hover and no colour bar.
+    """
+    finite = np.isfinite(z)
+    if not finite.any():
+        return []
+    zmin, zmax = float(z[finite].min()), float(z[finite].max())
+    span = zmax - zmin
+    colors = np.full(z.shape, "", dtype=object)
+    for (i, j), v in np.ndenumerate(z):
+        if finite[i, j]:
+            t = 0.5 if span == 0 else (float(v) - zmin) / span
+            rgb = unlabel_rgb(sample_colorscale(colorscale, [t])[0])
+            colors[i, j] = label_color([c / 255 for c in rgb])
+    traces = []
+    for color in ("black", "white"):
+        mask = colors == color
+        if mask.any():
+            traces.append(
+                go.Heatmap(
+                    x=x,
+                    y=y,
+                    z=np.where(mask, z, np.nan),
+                    colorscale=colorscale,
+                    zmin=zmin,
+                    zmax=zmax,
+                    showscale=False,
+                    hoverinfo="skip",
+                    texttemplate=texttemplate,
+                    textfont={"color": color},
+                    name=f"labels ({color})",
+                    xgap=1,
+                    ygap=1,
+                )
+            )
+    return traces
 
 
 def learning_curves(nma: NoiseModelAnalysis) -> go.Figure | None:
@@ -191,8 +243,8 @@ def learning_curves(nma: NoiseModelAnalysis) -> go.Figure | None:
                 error_y={
                     "type": "data",
                     "symmetric": False,
-                    "array": g["ci_high_pct"].to_numpy(dtype=float) - mean,
-                    "arrayminus": mean - g["ci_low_pct"].to_numpy(dtype=float),
+                    "array": accuracy_bound(g["ci_high_pct"]) - mean,
+                    "arrayminus": mean - accuracy_bound(g["ci_low_pct"]),
                     "thickness": 1,
                 },
                 customdata=g["n_done"],
@@ -200,11 +252,12 @@ def learning_curves(nma: NoiseModelAnalysis) -> go.Figure | None:
                     f"noise {pct(float(eta))}<br>size %{{x:,}}<br>accuracy %{{y:.2f}}%"
                     "<br>seeds %{customdata}<extra></extra>"
                 ),
+                cliponaxis=False,
             )
         )
     fig.update_layout(
         title=f"{FIGURE_TITLES['learning-curves']} ({nma.noise_model} noise)",
-        xaxis={"title": "training examples"},
+        xaxis={"title": "training examples", **grid_range(cells["train_size"])},
         yaxis={"title": "accuracy %"},
         legend={"title": {"text": "noise"}},
         **_LAYOUT,
@@ -243,16 +296,36 @@ def contours(nma: NoiseModelAnalysis, *, resolution: int = 60) -> go.Figure | No
             hovertemplate=(
                 "size %{x:,}<br>noise %{y:g}%<br>measured %{customdata:.2f}%<extra></extra>"
             ),
+            cliponaxis=False,
         )
     )
     fig.update_layout(
-        title=f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; surface {best.name})",
-        xaxis={"title": "training examples"},
-        yaxis={"title": "label noise %"},
+        title=(
+            f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; "
+            f"surface: {best.label or best.name})"
+        ),
+        xaxis={"title": "training examples", **grid_range(cells["train_size"])},
+        yaxis={"title": "label noise %", **grid_range(cells["noise_level"] * 100)},
         showlegend=False,
         **_LAYOUT,
     )
     return fig
+
+
+def accuracy_bound(values: pd.Series) -> np.ndarray:
+    """Interval ends cut to [0, 100]: with few seeds a t interval reaches past what accuracy
+    can be, and the bars would stretch the accuracy axis with it."""
+    return np.clip(values.to_numpy(dtype=float), 0.0, 100.0)
+
+
+def grid_range(values: pd.Series) -> dict[str, list[float]]:
+    """An axis range from the smallest to the largest measured value, ``{}`` for a single one.
+
+    Axes stop where the grid stops: autorange pads for the markers and can end on a tick beyond
+    the grid (80% on a grid that stops at 75%). Markers at the edges are drawn unclipped instead.
+    """
+    lo, hi = float(values.min()), float(values.max())
+    return {"range": [lo, hi]} if hi > lo else {}
 
 
 def contour_grid(
@@ -303,7 +376,8 @@ def exchange_rate_map(nma: NoiseModelAnalysis) -> go.Figure | None:
         _cell_values(lr, "rate"),
         hover,
         title=(
-            f"{FIGURE_TITLES['exchange-rate']} ({nma.noise_model} noise; surface {nma.best.name})"
+            f"{FIGURE_TITLES['exchange-rate']} ({nma.noise_model} noise; "
+            f"surface: {nma.best.label or nma.best.name})"
         ),
         texttemplate="%{z:,.0f}",
         colorscale="Cividis",

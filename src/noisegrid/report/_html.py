@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -24,6 +24,9 @@ from ._tables import (
     regression_table,
 )
 
+if TYPE_CHECKING:
+    from ..analysis.advise import AdviceResult
+
 METHODS = (
     "<p><b>Reference regression.</b> Ordinary least squares of accuracy (percent) on training "
     "size (thousands) and noise (percent) over every done run, as published; the exchange rate "
@@ -35,9 +38,11 @@ METHODS = (
     "with seeds − 1 degrees of freedom.</p>"
     "<p><b>Candidate surfaces.</b> Each candidate is fitted to every done run and scored by "
     "leave-one-cell-out cross-validation (all seeds of a (size, noise) cell are held out "
-    "together); the one with the lowest cross-validated RMSE is used. The effective-sample-size "
-    "candidates model accuracy as a function of n·s² with label signal s = 1 − η·K/(K−1) "
-    "(1 − 2η for two classes).</p>"
+    "together); the one with the lowest cross-validated RMSE among those whose exchange rate the "
+    "data determine is used. The effective-sample-size candidates model accuracy as a function "
+    "of n·s² with label signal s = 1 − η·K/(K−1) (1 − 2η for two classes); their form alone "
+    "fixes the exchange rate, so when one of them fits best the report says so and takes the "
+    "rates from the best of the others.</p>"
     "<p><b>Local exchange rate.</b> The marginal rate at a cell, "
     "−(∂acc/∂noise point)/(∂acc/∂example): the extra examples that compensate one more point "
     "of noise there, at the margin. Where the surface curves, making up for one whole point "
@@ -83,6 +88,7 @@ def render_html(
     title: str,
     provenance: Mapping[str, Any],
     spec: Mapping[str, Any] | None,
+    advice: AdviceResult | None = None,
 ) -> str:
     """Assemble the report page; every string from the data is escaped."""
     parts = [
@@ -96,7 +102,7 @@ def render_html(
         "</head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(_meta_line(provenance))}</p>',
-        _nav(analysis),
+        _nav(analysis, advice=advice is not None),
         '<section id="summary"><h2>Summary</h2><div class="summary">',
     ]
     for paragraph in analysis.summary().split("\n\n"):
@@ -120,6 +126,9 @@ def render_html(
         parts.append(_figure(figures, "noise-models"))
         parts.append(_table(noise_model_table(analysis)))
         parts.append("</section>")
+
+    if advice is not None:
+        parts.append(_advice_section(advice))
 
     parts.append(f'<section id="methods"><h2>Methods</h2>{METHODS}</section>')
     parts.append('<section id="provenance"><h2>Spec and provenance</h2>')
@@ -198,13 +207,23 @@ def _kv_table(items: list[tuple[str, str]]) -> str:
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
-def _nav(analysis: Analysis) -> str:
+def _advice_section(advice: AdviceResult) -> str:
+    from ._advice import advice_figure, advice_section, advice_table
+
+    # The section is "advice"; the figure's element needs an id of its own.
+    figure = _figure({"advice-budget": advice_figure(advice)}, "advice-budget")
+    return advice_section(advice, figure, _table(advice_table(advice)))
+
+
+def _nav(analysis: Analysis, *, advice: bool = False) -> str:
     links = ['<a href="#summary">Summary</a>']
     links += [
         f'<a href="#{_e(figure_id("nm", nm))}">{_e(nm)} noise</a>' for nm in analysis.noise_models
     ]
     if analysis.noise_model_comparison is not None:
         links.append('<a href="#noise-models">Noise models</a>')
+    if advice:
+        links.append('<a href="#advice">Advice</a>')
     links += ['<a href="#methods">Methods</a>', '<a href="#provenance">Provenance</a>']
     return "<nav>" + "".join(links) + "</nav>"
 

@@ -8,15 +8,18 @@ state is touched.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..analysis import Analysis, NoiseModelAnalysis
-from ._figures import FIGURE_TITLES, contour_grid, figure_id
+from ._colors import label_color
+from ._figures import FIGURE_TITLES, accuracy_bound, contour_grid, figure_id
 from ._tables import pct
 
 _DPI = 150
@@ -74,11 +77,12 @@ def _matrix_figure(
     ax.set_ylabel("label noise")
     ax.set_title(title, fontsize=10)
     if z.size <= 400:
-        lo, hi = np.nanmin(z), np.nanmax(z)
         for i in range(z.shape[0]):
             for j in range(z.shape[1]):
                 if math.isfinite(z[i, j]):
-                    light = hi > lo and (z[i, j] - lo) / (hi - lo) > 0.6
+                    # The text colour follows the cell's colour as drawn, not its position on
+                    # the scale: mid-range viridis is light enough to need black text.
+                    r, g, b, _ = image.cmap(image.norm(z[i, j]))
                     ax.text(
                         j,
                         i,
@@ -86,7 +90,7 @@ def _matrix_figure(
                         ha="center",
                         va="center",
                         fontsize=6,
-                        color="black" if light else "white",
+                        color=label_color((r, g, b)),
                     )
     return fig
 
@@ -101,7 +105,8 @@ def _exchange_rate(nma: NoiseModelAnalysis) -> Figure | None:
     if nma.best is None or nma.local_rates.empty:
         return None
     z = _grid(nma, "rate", "rates")
-    title = f"{FIGURE_TITLES['exchange-rate']}\n({nma.noise_model} noise; surface {nma.best.name})"
+    surface = nma.best.label or nma.best.name
+    title = f"{FIGURE_TITLES['exchange-rate']}\n({nma.noise_model} noise; surface: {surface})"
     return _matrix_figure(
         nma, z, title=title, cmap="cividis", label="examples per noise point", fmt=",.0f"
     )
@@ -118,10 +123,10 @@ def _learning_curves(nma: NoiseModelAnalysis) -> Figure | None:
     for k, eta in enumerate(levels):
         g = cells[cells["noise_level"] == eta].sort_values("train_size")
         mean = g["accuracy_pct"].to_numpy(dtype=float)
-        low = _finite(mean - g["ci_low_pct"].to_numpy(dtype=float))
-        high = _finite(g["ci_high_pct"].to_numpy(dtype=float) - mean)
+        low = _finite(mean - accuracy_bound(g["ci_low_pct"]))
+        high = _finite(accuracy_bound(g["ci_high_pct"]) - mean)
         color = cmap(0.9 * k / max(len(levels) - 1, 1))
-        ax.errorbar(
+        bars = ax.errorbar(
             g["train_size"].to_numpy(dtype=float),
             mean,
             yerr=np.vstack([low, high]),
@@ -132,6 +137,9 @@ def _learning_curves(nma: NoiseModelAnalysis) -> Figure | None:
             linewidth=1,
             label=pct(float(eta)),
         )
+        for artist in bars.get_children():
+            artist.set_clip_on(False)  # the end points sit on the axis limits
+    _grid_limits(ax.set_xlim, cells["train_size"])
     ax.set_xlabel("training examples")
     ax.set_ylabel("accuracy %")
     ax.set_title(f"{FIGURE_TITLES['learning-curves']} ({nma.noise_model} noise)", fontsize=10)
@@ -152,14 +160,31 @@ def _contours(nma: NoiseModelAnalysis) -> Figure | None:
         ax.clabel(lines, fontsize=7, fmt="%.1f")
         fig.colorbar(filled, ax=ax, label="fitted accuracy %")
     cells = nma.cells[nma.cells["n_done"] > 0]
-    ax.scatter(cells["train_size"], cells["noise_level"] * 100, s=8, c="white", edgecolors="black")
+    ax.scatter(
+        cells["train_size"],
+        cells["noise_level"] * 100,
+        s=8,
+        c="white",
+        edgecolors="black",
+        clip_on=False,
+    )
+    _grid_limits(ax.set_xlim, cells["train_size"])
+    _grid_limits(ax.set_ylim, cells["noise_level"] * 100)
     ax.set_xlabel("training examples")
     ax.set_ylabel("label noise %")
     ax.set_title(
-        f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; surface {nma.best.name})",
+        f"{FIGURE_TITLES['contours']} ({nma.noise_model} noise; "
+        f"surface: {nma.best.label or nma.best.name})",
         fontsize=10,
     )
     return fig
+
+
+def _grid_limits(set_limits: Callable[[float, float], object], values: pd.Series) -> None:
+    """Axis limits at the grid's smallest and largest value (no margin past the grid)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi > lo:
+        set_limits(lo, hi)
 
 
 def _noise_models(analysis: Analysis) -> Figure | None:

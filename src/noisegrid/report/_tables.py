@@ -111,10 +111,17 @@ def comparison_table(nma: NoiseModelAnalysis, focus: tuple[int, float] | None) -
     rows = []
     table = nma.surfaces.sort_values("cv_rmse", na_position="last")
     for _, r in table.iterrows():
-        note = "best" if r["selected"] else (f"skipped: {r['skipped']}" if r["skipped"] else "")
+        if r["selected"]:
+            note = "used for the rates"
+        elif r["skipped"]:
+            note = f"skipped: {r['skipped']}"
+        elif nma.form_fixed is not None and r["name"] == nma.form_fixed.name:
+            note = "fits best, but its form fixes the rate"
+        else:
+            note = ""
         rows.append(
             [
-                str(r["name"]),
+                f"{r['label']} ({r['name']})" if r.get("label") else str(r["name"]),
                 str(r["expression"]),
                 str(r["n_params"]),
                 num(r["cv_rmse"], 3),

@@ -10,16 +10,25 @@ norm clipped at 1.0, truncation at the model's maximum length unless ``[train] m
 What makes it fast, without changing what is trained:
 
 - each text is tokenised once per (model, max_length) and cached on disk, shared by every cell;
-- batches are padded dynamically, and grouped by length (random batches of similar lengths);
-- a lean loop: no per-step host synchronisation, logging or checkpoints (none are written);
+- batches are padded dynamically (on a GPU to multiples of 64 tokens, so that a few fixed widths
+  recur), and grouped by length (random batches of similar lengths) unless
+  ``group_by_length = false``;
+- a lean loop: no per-step host synchronisation, logging or checkpoints (none are written); fused
+  AdamW on every device;
 - bf16 autocast on hardware with native bf16 (fp16 on GPUs without it), ``[train] precision``
-  switches it; evaluation runs in large length-sorted batches.
+  switches it; evaluation runs in large length-sorted batches;
+- **sibling groups train stacked** (:meth:`FinetuneBackend.fit_group`): the noise rates of one
+  size and seed share the texts, the seed and therefore the head's initialisation, the batches
+  and the dropout masks, so K of them train as one stacked model whose every kernel does K
+  models' work (:mod:`.stack`); K follows the device's free memory or ``[run] stack``. Each
+  member equals its cell trained alone (on a CPU up to rounding).
 
 A cell is deterministic for a given seed on the same hardware: the head's initialisation, dropout
 and batch order come from the cell's seed only (torch's generators are forked, never left seeded).
 
-This package holds the backend (options, per-worker setup, :meth:`FinetuneBackend.fit`);
-:mod:`.loop` the training loop and what it is made of, :mod:`.evaluation` batched prediction.
+This package holds the backend (options, per-worker setup, :meth:`FinetuneBackend.fit` and the
+group methods); :mod:`.loop` the training loop and what it is made of, :mod:`.stack` the stacked
+trainer, :mod:`.evaluation` batched prediction.
 """
 
 from __future__ import annotations
@@ -35,7 +44,17 @@ import numpy as np
 from pydantic import Field
 
 from .. import BACKENDS, hf
-from ..base import Backend, BackendContext, BackendOptions, FitOutput
+from ..base import (
+    Backend,
+    BackendContext,
+    BackendOptions,
+    CostPlan,
+    FitOutput,
+    GroupCost,
+    PlannedGroup,
+    Predictor,
+)
+from . import cost
 from .evaluation import _FinetunedPredictor, predict_probabilities
 from .loop import (
     TrainStats,
@@ -43,6 +62,18 @@ from .loop import (
     decay_parameter_groups,
     linear_schedule,
     train_loop,
+    width_multiple,
+)
+from .stack import (
+    Arch,
+    StackedTrainer,
+    StackedWeights,
+    arch_of,
+    choose_stack,
+    chunk_sizes,
+    member_bytes,
+    predict_stacked,
+    stack_support,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +82,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("noisegrid")
 PURPOSE = "the 'finetune' backend"
+
 TRAIN_KEYS = (
     "epochs",
     "steps",
@@ -78,6 +110,9 @@ class FinetuneOptions(BackendOptions):
     """Dropout on attention probabilities; None keeps the model's own (0.1 for BERT-like models,
     as in the reference). 0 lets CPUs use the fused attention kernel: about 1.7× faster training
     on a CPU, at the cost of a small change to the training recipe. GPUs fuse it either way."""
+    cuda_graphs: bool = False
+    """Stacked training on a GPU: capture the training step once per batch width as a CUDA graph
+    and replay it, so a step costs one launch instead of hundreds. Ignored elsewhere."""
 
 
 @dataclass
@@ -101,6 +136,9 @@ class FinetuneBackend(Backend):
     def __init__(self, options: BackendOptions, context: BackendContext) -> None:
         super().__init__(options, context)
         self._setup: _Setup | None = None
+        self._arch: Arch | None = None
+        self._no_stack: str | None = None
+        self._resident: StackedTrainer | None = None
 
     @classmethod
     def check(cls, spec: ExperimentSpec) -> None:
@@ -116,8 +154,13 @@ class FinetuneBackend(Backend):
                 self.options.model, need="classify", train=self.context.train, purpose=PURPOSE
             )
             if assets.device.type == "cuda":
+                import torch
+
                 # cuBLAS needs this before its first call to be deterministic.
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                # cuDNN's attention builds a plan for every new shape (179 ms a step over the
+                # first 57 widths on an H200, 21 ms without it); the other SDPA kernels do not.
+                torch.backends.cuda.enable_cudnn_sdp(False)
             overrides: dict[str, Any] = {}
             if self.options.attention_dropout is not None:
                 config = hf.load_config(assets.info.ref)
@@ -151,28 +194,41 @@ class FinetuneBackend(Backend):
 
     # -- training --------------------------------------------------------------------------
 
-    def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
-        """Fine-tune a fresh copy of the model on one cell; ``seed`` fixes all randomness."""
+    @property
+    def width_multiple(self) -> int:
+        """Batch widths are padded to a multiple of this (:func:`~.loop.width_multiple`)."""
+        return width_multiple(self.setup().device)
+
+    def _load_model(self, *, to_device: bool = True) -> Any:
+        """A fresh classifier: pretrained encoder, new head (seed torch first).
+
+        On the device, or on the CPU with ``to_device=False`` (a stack copies the weights in).
+        """
         from transformers import AutoModelForSequenceClassification
 
         setup = self.setup()
+        k = self.context.n_classes
+        model = hf.load_pretrained(
+            AutoModelForSequenceClassification,
+            setup.info.ref,
+            head="classifier",
+            num_labels=k,
+            id2label={i: str(i) for i in range(k)},
+            label2id={str(i): i for i in range(k)},
+            problem_type="single_label_classification",
+            **setup.overrides,
+        )
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = setup.pad_id
+        return model.to(setup.device) if to_device else model
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
+        """Fine-tune a fresh copy of the model on one cell; ``seed`` fixes all randomness."""
+        setup = self.setup()
         train = self.context.train
         ids = setup.tokens.ids(texts)
-        k = self.context.n_classes
         with hf.seeded(seed, setup.device), _deterministic(setup.device):
-            model = hf.load_pretrained(
-                AutoModelForSequenceClassification,
-                setup.info.ref,
-                head="classifier",
-                num_labels=k,
-                id2label={i: str(i) for i in range(k)},
-                label2id={str(i): i for i in range(k)},
-                problem_type="single_label_classification",
-                **setup.overrides,
-            )
-            if getattr(model.config, "pad_token_id", None) is None:
-                model.config.pad_token_id = setup.pad_id
-            model.to(setup.device)
+            model = self._load_model()
             stats = train_loop(
                 model,
                 ids,
@@ -182,13 +238,26 @@ class FinetuneBackend(Backend):
                 device=setup.device,
                 dtype=setup.dtype,
                 pad_id=setup.pad_id,
-                pad_multiple=setup.pad_multiple,
+                pad_multiple=self.width_multiple,
+                max_width=setup.info.max_length,
                 group_by_length=self.options.group_by_length,
                 max_grad_norm=self.options.max_grad_norm,
             )
         model.eval()
+        predictor = _FinetunedPredictor(
+            model,
+            setup,
+            setup.tokens,
+            eval_batch_size=train.eval_batch_size,
+            pad_multiple=self.width_multiple,
+        )
+        return FitOutput(predictor=predictor, info=self._info(ids, stats))
+
+    def _info(self, ids: Sequence[np.ndarray], stats: TrainStats) -> dict[str, Any]:
+        setup = self.setup()
+        train = self.context.train
         truncated = sum(len(x) >= setup.info.max_length for x in ids)
-        info = {
+        info: dict[str, Any] = {
             "budget": train.budget,
             "epochs": round(stats.steps / stats.steps_per_epoch, 4),
             "steps": stats.steps,
@@ -208,10 +277,359 @@ class FinetuneBackend(Backend):
         }
         if setup.overrides:
             info["attention_dropout"] = self.options.attention_dropout
-        predictor = _FinetunedPredictor(
-            model, setup, setup.tokens, eval_batch_size=train.eval_batch_size
+        return info
+
+    # -- sibling groups: stacked training -------------------------------------------------
+
+    def stack_arch(self) -> Arch | None:
+        """The stacked architecture of this worker's model, or None when it cannot stack.
+
+        A model type other than BERT or DistilBERT, or fp16 autocast (its loss scaling is one
+        per model), fits one cell at a time; the reason is logged once.
+        """
+        if self._arch is None and self._no_stack is None:
+            setup = self.setup()
+            config = hf.load_config(setup.info.ref)
+            for key, value in setup.overrides.items():
+                setattr(config, key, value)
+            config.num_labels = self.context.n_classes
+            reason = stack_support(config)
+            if reason is None and hf.precision_name(setup.dtype) == "fp16":
+                reason = "fp16 autocast (its loss scale is one per model)"
+            if reason is None:
+                self._arch = arch_of(config)
+            else:
+                self._no_stack = reason
+                log.info("finetune: sibling cells train one at a time: %s", reason)
+        return self._arch
+
+    def stack_size(self, n_members: int) -> int:
+        """How many of ``n_members`` siblings train together (``[run] stack`` or memory)."""
+        arch = self.stack_arch()
+        if arch is None:
+            return 1
+        setup = self.setup()
+        return choose_stack(
+            arch,
+            n_members,
+            device=setup.device,
+            cap=self.context.stack,
+            batch_size=self.context.train.batch_size,
+            width=setup.info.max_length,
+            low_precision=setup.dtype is not None,
+            fused_attention=setup.device.type == "cuda" or arch.p_attention == 0,
         )
-        return FitOutput(predictor=predictor, info=info)
+
+    def _trainer(self, k: int) -> StackedTrainer:
+        """The resident stack of ``k`` members, built (and its graphs captured) once."""
+        resident = self._resident
+        # With graphs captured, a shorter chunk trains on the larger stack (filler members)
+        # rather than capturing again; without, a new stack costs only its allocation.
+        if resident is not None and (resident.k == k or (resident.cuda_graphs and resident.k > k)):
+            return resident
+        setup = self.setup()
+        self._resident = None
+        _release(setup.device)
+        kwargs: dict[str, Any] = {
+            "device": setup.device,
+            "dtype": setup.dtype,
+            "train": self.context.train,
+            "max_grad_norm": self.options.max_grad_norm,
+            "pad_id": setup.pad_id,
+            "pad_multiple": self.width_multiple,
+            "max_width": setup.info.max_length,
+            "group_by_length": self.options.group_by_length,
+        }
+        # Built and captured in a seeded block of its own: whatever random numbers that draws,
+        # no cell's result depends on which groups ran before it in this worker.
+        with hf.seeded(0, setup.device), _deterministic(setup.device):
+            graphs = self.options.cuda_graphs and setup.device.type == "cuda"
+            trainer = StackedTrainer(
+                self._load_model(to_device=False), k, cuda_graphs=graphs, **kwargs
+            )
+            if trainer.cuda_graphs:
+                try:
+                    trainer.capture_graphs()
+                except RuntimeError as exc:
+                    log.warning("finetune: CUDA graphs unavailable (%s); stepping eagerly", exc)
+                    del trainer
+                    _release(setup.device)
+                    trainer = StackedTrainer(self._load_model(to_device=False), k, **kwargs)
+        self._resident = trainer
+        return trainer
+
+    def fit_group(
+        self, texts: Sequence[str], labelings: Sequence[np.ndarray], *, seed: int
+    ) -> list[FitOutput]:
+        """Fine-tune one model per labeling, stacked (see :mod:`.stack`); each as :meth:`fit`.
+
+        The labelings train in chunks of :meth:`stack_size` members on the resident stack, every
+        chunk from the same start as a cell alone (the model loaded in a block seeded with
+        ``seed``), on the same batches. Models that cannot stack fit one cell at a time.
+        """
+        setup = self.setup()
+        if len(labelings) < 2 or self.stack_arch() is None:
+            return super().fit_group(texts, labelings, seed=seed)
+        ids = setup.tokens.ids(texts)
+        sizes = chunk_sizes(len(labelings), self.stack_size(len(labelings)))
+        outputs: list[FitOutput] = []
+        start = 0
+        for size in sizes:
+            chunk = [np.asarray(y, dtype=np.int64) for y in labelings[start : start + size]]
+            start += size
+            trainer = self._trainer(size)
+            chunk += [chunk[-1]] * (trainer.k - size)  # filler members, results discarded
+            with hf.seeded(seed, setup.device), _deterministic(setup.device):
+                trainer.reset(self._load_model(to_device=False))
+                stats = trainer.fit(ids, np.stack(chunk), seed=seed)
+            # With several chunks the earlier ones wait on the host for prediction.
+            weights = trainer.snapshot() if len(sizes) == 1 else trainer.weights.to("cpu")
+            for member, member_stats in enumerate(stats.members[:size]):
+                info = self._info(ids, member_stats)
+                info["stack_size"] = trainer.k
+                info["stack_seconds"] = round(stats.seconds, 3)
+                if stats.graphed:
+                    info["cuda_graphs"] = True
+                outputs.append(FitOutput(_StackedMember(self, weights, member), info))
+        return outputs
+
+    def predict_group(self, outputs: Sequence[FitOutput], texts: Sequence[str]) -> list[np.ndarray]:
+        """Every member's class probabilities; members of one stack in one stacked pass."""
+        members = [o.predictor for o in outputs]
+        if not all(isinstance(m, _StackedMember) and m.backend is self for m in members):
+            return super().predict_group(outputs, texts)
+        ids = self.setup().tokens.ids(texts)
+        stacks: dict[int, tuple[StackedWeights, list[tuple[int, int]]]] = {}
+        for position, m in enumerate(members):
+            assert isinstance(m, _StackedMember)
+            stacks.setdefault(id(m.weights), (m.weights, []))[1].append((position, m.member))
+        out: list[np.ndarray] = [np.zeros(0)] * len(members)
+        for weights, items in stacks.values():
+            proba = self._predict(weights, ids)
+            for position, member in items:
+                out[position] = proba[member]
+        return out
+
+    def _predict(self, weights: StackedWeights, ids: Sequence[np.ndarray]) -> np.ndarray:
+        setup = self.setup()
+        arch = self.stack_arch()
+        assert arch is not None
+        return predict_stacked(
+            arch,
+            weights.to(setup.device),
+            ids,
+            device=setup.device,
+            dtype=setup.dtype,
+            pad_id=setup.pad_id,
+            batch_size=self.context.train.eval_batch_size,
+            pad_multiple=self.width_multiple,
+            max_width=setup.info.max_length,
+        )
+
+    # -- planning --------------------------------------------------------------------------
+
+    def plan_cost(
+        self, groups: Sequence[PlannedGroup], *, probe: bool, probe_seconds: float = 60.0
+    ) -> CostPlan:
+        """Steps, tokens, stacked chunks, memory and projected time of each group.
+
+        Projections follow :mod:`.cost`: the exact batches of every group, a step's FLOPs, and a
+        rate from a timed probe of a few stacked steps (``probe``) or the device's peak.
+        """
+        import torch
+
+        setup = self.setup()
+        train = self.context.train
+        stackable = self.stack_arch()
+        config = hf.load_config(setup.info.ref)
+        for key, value in setup.overrides.items():
+            setattr(config, key, value)
+        config.num_labels = self.context.n_classes
+        arch = stackable or arch_of(config)
+        multiple, max_width = self.width_multiple, setup.info.max_length
+        low = setup.dtype is not None
+        fused = setup.device.type == "cuda" or arch.p_attention == 0
+        planned = []
+        for group in groups:
+            lengths = _lengths(setup.tokens.ids(group.texts))
+            batches = cost.group_batches(
+                lengths,
+                train=train,
+                seed=group.seed,
+                group_by_length=self.options.group_by_length,
+                pad_multiple=multiple,
+                max_width=max_width,
+            )
+            evals = cost.eval_shapes(
+                _lengths(setup.tokens.ids(group.test_texts)),
+                batch_size=train.eval_batch_size,
+                pad_multiple=multiple,
+                max_width=max_width,
+            )
+            n = group.n_members
+            sizes = chunk_sizes(n, self.stack_size(n)) if n > 1 and stackable else [1] * n
+            planned.append((batches, evals, sizes))
+        device = str(setup.device)
+        if setup.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(setup.device)})"
+        else:
+            device += f" ({torch.get_num_threads()} threads)"
+        padding = "to multiples of 64" if multiple > 1 else "to the longest of each batch"
+        batching = "length-grouped" if self.options.group_by_length else "random"
+        notes = [
+            f"model {self.options.model}: {_count(arch.n_params())} parameters, "
+            f"max_length {max_width}, precision {hf.precision_name(setup.dtype)}, {batching} "
+            f"batches of {train.batch_size} padded {padding}"
+        ]
+        if stackable is None:
+            notes.append(f"one cell at a time: {self._no_stack}")
+        k_plan = max((max(sizes) for _, _, sizes in planned), default=1)
+        if probe and planned:
+            widths = sorted({w for b, _, _ in planned for (_, w) in b.shapes})
+            model, load_seconds, probe_notes = self._probe(arch, k_plan, widths, probe_seconds)
+            notes += probe_notes
+        else:
+            model, note = cost.peak_model(setup.device, low_precision=low)
+            load_seconds = 1.0
+            notes.append(note)
+        notes.append("evaluation projected at the training rate per FLOP (a third of a step's)")
+        out = []
+        for i, (batches, evals, sizes) in enumerate(planned):
+            seconds = sum(
+                cost.chunk_seconds(model, arch, k, batches, evals, load_seconds) for k in sizes
+            )
+            if i == 0 and stackable is not None:
+                seconds += load_seconds  # the worker builds its resident stack once
+            memory = None
+            if stackable is not None:
+                memory = max(sizes) * member_bytes(
+                    arch,
+                    batch_size=train.batch_size,
+                    width=max_width,
+                    low_precision=low,
+                    fused_attention=fused,
+                )
+            out.append(
+                GroupCost(
+                    seconds=seconds,
+                    steps=batches.steps,
+                    train_tokens=batches.tokens,
+                    padded_tokens=batches.padded_tokens,
+                    chunks=tuple(sizes),
+                    memory_bytes=memory,
+                )
+            )
+        return CostPlan(groups=out, device=device, notes=notes)
+
+    def _probe(
+        self, arch: Arch, k_plan: int, widths: Sequence[int], budget: float
+    ) -> tuple[cost.StepModel, float, list[str]]:
+        """Time a model load and a few stacked steps; fit the step model."""
+        setup = self.setup()
+        stackable = self.stack_arch() is not None
+        t0 = time.perf_counter()
+        with hf.seeded(0, setup.device):
+            model = self._load_model(to_device=not stackable)
+        load_seconds = time.perf_counter() - t0
+        trainers: dict[int, StackedTrainer] = {}
+        rows = self.context.train.batch_size
+
+        def timer(k: int, width: int, n_steps: int) -> float:
+            if not stackable:
+                return _solo_step_seconds(self, model, width, n_steps)
+            if k not in trainers:
+                trainers.clear()
+                _release(setup.device)
+                trainers[k] = StackedTrainer(
+                    model,
+                    k,
+                    device=setup.device,
+                    dtype=setup.dtype,
+                    train=self.context.train,
+                    max_grad_norm=self.options.max_grad_norm,
+                    pad_id=setup.pad_id,
+                    pad_multiple=self.width_multiple,
+                    max_width=setup.info.max_length,
+                    group_by_length=self.options.group_by_length,
+                    cuda_graphs=self.options.cuda_graphs,
+                )
+            return trainers[k].timed_steps(width, n_steps)
+
+        with hf.seeded(0, setup.device), _deterministic(setup.device):
+            points = cost.probe_steps(
+                arch,
+                timer,
+                k_plan=k_plan if stackable else 1,
+                rows=rows,
+                widths=widths,
+                budget=budget,
+            )
+        trainers.clear()
+        _release(setup.device)
+        fitted = cost.fit_step_model(arch, points)
+        notes = [
+            cost.describe_points(points) + f"; model load {load_seconds:.2f} s",
+            f"step time = {fitted.overhead * 1e3:.1f} ms + FLOPs / {cost.format_rate(fitted.rate)}"
+            " (fitted to the probe)",
+        ]
+        return fitted, load_seconds, notes
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 10**6 else f"{n / 1e3:.1f}k"
+
+
+def _lengths(ids: Sequence[np.ndarray]) -> np.ndarray:
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
+def _solo_step_seconds(backend: FinetuneBackend, model: Any, width: int, n_steps: int) -> float:
+    """Seconds per step of the per-cell loop at ``width`` (random tokens; for models that
+    cannot stack)."""
+    from ...config import TrainSpec
+
+    setup = backend.setup()
+    rows = backend.context.train.batch_size
+    rng = np.random.default_rng(0)
+    vocab = int(model.config.vocab_size)
+    ids = [rng.integers(0, vocab, size=width) for _ in range(rows * (n_steps + 1))]
+    labels = rng.integers(0, backend.context.n_classes, size=len(ids))
+    kwargs: dict[str, Any] = {
+        "device": setup.device,
+        "dtype": setup.dtype,
+        "pad_id": setup.pad_id,
+        "pad_multiple": backend.width_multiple,
+        "max_width": setup.info.max_length,
+        "group_by_length": False,
+        "max_grad_norm": backend.options.max_grad_norm,
+    }
+    train_loop(model, ids[:rows], labels[:rows], train=TrainSpec(steps=1), seed=0, **kwargs)
+    stats = train_loop(model, ids, labels, train=TrainSpec(steps=n_steps), seed=0, **kwargs)
+    return stats.seconds / n_steps
+
+
+class _StackedMember(Predictor):
+    """One member of a trained stack: its weights are a slice of the stack's snapshot."""
+
+    def __init__(self, backend: FinetuneBackend, weights: StackedWeights, member: int) -> None:
+        self.backend = backend
+        self.weights = weights
+        self.member = member
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        ids = self.backend.setup().tokens.ids(texts)
+        return self.backend._predict(self.weights.member(self.member), ids)[0]
+
+
+def _release(device: Any) -> None:
+    """Return freed device memory to the allocator's pool before a new resident stack."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 __all__ = [

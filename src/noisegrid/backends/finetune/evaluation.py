@@ -30,6 +30,7 @@ def predict_probabilities(
     pad_id: int,
     batch_size: int,
     pad_multiple: int = 1,
+    max_width: int | None = None,
 ) -> np.ndarray:
     """Class probabilities for tokenised texts, in length-sorted batches; shape (n, n_classes)."""
     import torch
@@ -40,7 +41,10 @@ def predict_probabilities(
     with torch.inference_mode():
         for batch in sorted_batches(lengths, batch_size):
             input_ids, mask = pad_batch(
-                [ids[i] for i in batch], pad_id=pad_id, multiple_of=pad_multiple
+                [ids[i] for i in batch],
+                pad_id=pad_id,
+                multiple_of=pad_multiple,
+                max_width=max_width,
             )
             x = torch.from_numpy(input_ids).to(device)
             m = torch.from_numpy(mask).to(device)
@@ -63,11 +67,13 @@ class _FinetunedPredictor(Predictor):
         tokens: TokenCache,
         *,
         eval_batch_size: int,
+        pad_multiple: int | None = None,
     ) -> None:
         self.model = model
         self.setup = setup
         self.tokens = tokens
         self.eval_batch_size = eval_batch_size
+        self.pad_multiple = setup.pad_multiple if pad_multiple is None else pad_multiple
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         s = self.setup
@@ -78,5 +84,6 @@ class _FinetunedPredictor(Predictor):
             dtype=s.dtype,
             pad_id=s.pad_id,
             batch_size=self.eval_batch_size,
-            pad_multiple=s.pad_multiple,
+            pad_multiple=self.pad_multiple,
+            max_width=s.info.max_length,
         )

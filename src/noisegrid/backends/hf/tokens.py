@@ -273,9 +273,11 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def pad_batch(
-    seqs: Sequence[np.ndarray], *, pad_id: int, multiple_of: int = 1
+    seqs: Sequence[np.ndarray], *, pad_id: int, multiple_of: int = 1, max_width: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad token id arrays to the batch's longest (rounded up to ``multiple_of``).
+
+    ``max_width`` caps the rounded width (the truncation length: no sequence is longer).
 
     Returns
     -------
@@ -284,6 +286,8 @@ def pad_batch(
     """
     longest = max(len(s) for s in seqs)
     width = -(-longest // multiple_of) * multiple_of
+    if max_width is not None:
+        width = max(longest, min(width, max_width))
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     for row, seq in enumerate(seqs):

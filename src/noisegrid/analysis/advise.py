@@ -1,0 +1,817 @@
+"""Advice: spend a budget on new labels, on reviewing suspected wrong labels, or on a mix?
+
+:func:`advise` prices three ways of spending a budget ``X`` on a dataset of ``N`` labels with
+noise rate ``P``, using the grid's fitted accuracy surface (with its bootstrap uncertainty):
+
+- **collect**: ``X / A`` new labels at ``A`` each, arriving at the current noise rate (or
+  ``new_label_noise``);
+- **clean**: ``X / B`` reviews at ``B`` each of the audit's top suspects; a review fixes a label
+  when the label was wrong, which happens at the precision the audit's calibration measured at
+  that depth of the suspect list (:meth:`~noisegrid.analysis.audit.AuditResult.review_precision`);
+- **mix**: the share of the budget spent on reviews (the rest on new labels) that maximises the
+  predicted accuracy.
+
+The start point must lie inside the measured grid unless extrapolation is allowed, and every
+outcome beyond the grid is flagged. Accuracy is in percent, noise a fraction, costs in the
+user's currency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AnalysisError, ConfigError
+
+if TYPE_CHECKING:
+    from ..config import ExperimentSpec
+    from .audit import AuditResult
+
+__all__ = ["STRATEGIES", "AdviceResult", "advise"]
+
+STRATEGIES = ("collect", "clean", "mix")
+"""``collect``: new labels only; ``clean``: reviews only; ``mix``: the best split of the two."""
+
+STRATEGY_TEXT = {"collect": "new labels only", "clean": "reviews only", "mix": "the best mix"}
+N_SHARES = 101
+"""Shares of the budget on reviews tried for the mix: 0%, 1%, ..., 100%."""
+BUDGET_MULTIPLES = (0.25, 0.5, 1.0, 2.0)
+"""Budgets of the table, as multiples of the budget asked about."""
+CURVE_POINTS = 41
+
+
+@dataclass(frozen=True, eq=False)
+class AdviceResult:
+    """What :func:`advise` recommends, and the numbers behind it.
+
+    Attributes
+    ----------
+    recommendation : str
+        One sentence: what to buy with the budget.
+    reason : str
+        Why, in one or two sentences (exchange rate against the price of a fixed label).
+    best : str
+        ``"collect"``, ``"clean"`` or ``"mix"``.
+    table : pandas.DataFrame
+        One row per (budget, strategy) at a few budgets: ``budget``, ``strategy``, ``share``
+        (of the budget on reviews), ``n_reviews``, ``n_new``, ``n_fixed``, ``size``, ``noise``
+        (after spending), ``accuracy_pct`` with ``low``/``high``, ``gain_pct`` (over now) with
+        ``gain_low``/``gain_high``, ``extrapolated``.
+    curve : pandas.DataFrame
+        The same columns over a fine range of budgets (0 to twice the budget), for the figure.
+    baseline : tuple of float
+        Accuracy now (estimate, low, high), percent.
+    size, noise, new_label_noise, label_cost, review_cost, budget : number
+        The question asked.
+    p_best : float
+        Share of the surface's bootstrap draws in which the recommended strategy beats the
+        runner-up at the budget (NaN without draws).
+    noise_model, surface : str
+    review_source : str
+        Where the review precision came from.
+    currency : str
+    notes : tuple of str
+    """
+
+    recommendation: str
+    reason: str
+    best: str
+    table: pd.DataFrame
+    curve: pd.DataFrame
+    baseline: tuple[float, float, float]
+    size: int
+    noise: float
+    new_label_noise: float
+    label_cost: float
+    review_cost: float
+    budget: float
+    p_best: float
+    noise_model: str
+    surface: str
+    review_source: str
+    currency: str = "$"
+    confidence: float = 0.95
+    notes: tuple[str, ...] = field(default=())
+
+    def at_budget(self, budget: float | None = None) -> pd.DataFrame:
+        """The table's rows at one budget (default: the budget asked about), by strategy."""
+        b = self.budget if budget is None else budget
+        rows = self.table[np.isclose(self.table["budget"], b)]
+        return rows.set_index("strategy")
+
+    def describe(self) -> str:
+        """The text the CLI prints: the recommendation first, then the table."""
+        lines = [self.recommendation, self.reason, ""]
+        est, lo, hi = self.baseline
+        lines.append(
+            f"now: {self.size:,} labels at {_pct(self.noise)} noise, predicted accuracy "
+            f"{est:.1f}%{_ci(lo, hi, self.confidence)} (surface {self.surface}, "
+            f"{self.noise_model} noise); review precision from {self.review_source}"
+        )
+        lines.append("")
+        lines.append(_format_table(self))
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def money(self, x: float) -> str:
+        return _money(x, self.currency)
+
+    def save(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
+        """Write ``advice.csv`` (the table), ``advice_curve.csv`` and ``advice.png``."""
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise AnalysisError(f"--out must be a folder; '{out}' is a file — pass a folder path")
+        out.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(out / "advice.csv", index=False)
+        self.curve.to_csv(out / "advice_curve.csv", index=False)
+        (out / "advice.txt").write_text(self.describe() + "\n", encoding="utf-8")
+        written = [out / "advice.csv", out / "advice_curve.csv", out / "advice.txt"]
+        if figure:
+            from ..report._advice import write_advice_png
+
+            written.append(write_advice_png(self, out / "advice.png"))
+        return written
+
+
+def advise(
+    results: pd.DataFrame | Any,
+    *,
+    label_cost: float | None = None,
+    review_cost: float | None = None,
+    budget: float | None = None,
+    size: int | None = None,
+    noise: float | None = None,
+    new_label_noise: float | None = None,
+    audit: AuditResult | str | Path | None = None,
+    review_precision: float | None = None,
+    noise_model: str | None = None,
+    overrides: Sequence[str] = (),
+    store: str | Path | None = None,
+    analysis: Any = None,
+    allow_extrapolation: bool = False,
+    audit_sample: int | None = None,
+    currency: str | None = None,
+    n_bootstrap: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> AdviceResult:
+    """Collect new labels, review suspected wrong ones, or mix: what a budget buys.
+
+    Parameters
+    ----------
+    results : DataFrame, Analysis, ExperimentSpec or path of an experiment TOML
+        The grid: its tidy results table, its :func:`~noisegrid.analyze` result, or the
+        experiment (whose ``[advice]`` section supplies every option not given here, and whose
+        data the audit reads when one is needed).
+    label_cost : float
+        Cost of one new label (> 0).
+    review_cost : float
+        Cost of reviewing one label (> 0).
+    budget : float
+        Money to spend (> 0).
+    size : int, optional
+        Labels you have now. Default: the audited training split's size.
+    noise : float, optional
+        Their noise rate (fraction). Default: the audit's estimate.
+    new_label_noise : float, optional
+        Noise rate of new labels. Default: ``noise``.
+    audit : AuditResult or folder, optional
+        An audit (:func:`~noisegrid.audit`, or the folder ``noisegrid audit --out`` wrote) whose
+        calibration prices reviews. With an experiment and neither ``audit`` nor
+        ``review_precision``, the experiment's data are audited.
+    review_precision : float, optional
+        Instead of an audit: the share of reviewed labels that turn out wrong, the same at every
+        depth (capped by the wrong labels left).
+    noise_model : str, optional
+        Which noise model's surface, when the grid has several.
+    overrides, store
+        For an experiment TOML, as for ``noisegrid run``.
+    analysis : Analysis, optional
+        With an experiment: its analysis already computed (skips recomputing it).
+    allow_extrapolation : bool, default False
+        Accept a start point outside the measured grid (the outcomes are flagged).
+    audit_sample : int, optional
+        Examples the audit samples when this function runs one (default: the audit's default).
+    currency : str, optional
+        Shown before amounts (default ``[advice] currency`` or ``$``).
+    n_bootstrap, confidence, seed
+        As in :func:`~noisegrid.analyze`; the draws give the accuracy intervals.
+
+    Returns
+    -------
+    AdviceResult
+
+    Raises
+    ------
+    AnalysisError, ConfigError
+        A cost or the budget is not positive, the grid has no surface (e.g. a single size), the
+        start point lies outside the grid, or the review precision has no source.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rows = [{"train_size": n, "noise_level": e, "seed": 0, "status": "done",
+    ...          "eval_accuracy": 0.6 + 0.03 * np.log(n / 1000) - 0.4 * e}
+    ...         for n in [1000, 2000, 4000, 8000] for e in [0.0, 0.1, 0.2]]
+    >>> a = advise(pd.DataFrame(rows), label_cost=0.1, review_cost=0.05, budget=100,
+    ...            size=2000, noise=0.1, review_precision=0.8, n_bootstrap=50)
+    >>> a.best
+    'clean'
+    """
+    from .audit import AuditResult, load_audit
+    from .audit import audit as run_audit
+
+    spec = _as_spec(results, overrides, store)
+    adv = spec.advice if spec is not None else None
+    label_cost = _pick(label_cost, adv, "label_cost", "--label-cost")
+    review_cost = _pick(review_cost, adv, "review_cost", "--review-cost")
+    budget = _pick(budget, adv, "budget", "--budget")
+    size = size if size is not None else (adv.size if adv else None)
+    noise = noise if noise is not None else (adv.noise if adv else None)
+    if new_label_noise is None and adv is not None:
+        new_label_noise = adv.new_label_noise
+    if review_precision is None and adv is not None:
+        review_precision = adv.review_precision
+    if audit_sample is None and adv is not None:
+        audit_sample = adv.audit_sample
+    if currency is None:
+        currency = adv.currency if adv is not None else "$"
+    if audit is None and adv is not None and adv.audit:
+        audit = adv.audit
+    _check_money(label_cost, review_cost, budget, currency)
+    _check_point(size, noise, new_label_noise, review_precision)
+
+    # The surface first: a grid that cannot answer fails before any audit runs.
+    if analysis is None:
+        analysis = _analysis(results, spec, n_bootstrap, confidence, seed)
+    nma = _noise_model_analysis(analysis, noise_model)
+    if nma.best is None:
+        raise AnalysisError(
+            f"advise needs a fitted accuracy surface, and the grid ({nma.noise_model} noise) has "
+            f"none: {nma.surface_skipped}; add sizes or noise rates to the grid and run them"
+        )
+    cov = nma.coverage
+    if size is not None and noise is not None:
+        _check_in_grid(size, noise, cov, allow_extrapolation)
+
+    audit_result: AuditResult | None = None
+    if isinstance(audit, AuditResult):
+        audit_result = audit
+    elif audit is not None:
+        audit_result = load_audit(audit)
+    needs_audit = review_precision is None or size is None or noise is None
+    if audit_result is None and needs_audit:
+        if spec is None:
+            raise AnalysisError(
+                "advise needs to know how many reviewed labels are wrong: pass audit= (an "
+                "AuditResult or an audit folder) or review_precision=, or pass the experiment "
+                "instead of its table"
+                + ("" if size is not None and noise is not None else ", and size= and noise=")
+            )
+        # The advice uses the audit's estimate and precision curves, not its intervals.
+        kwargs: dict[str, Any] = {"seed": seed, "n_bootstrap": 0}
+        if audit_sample is not None:
+            kwargs["sample"] = audit_sample
+        audit_result = run_audit(spec, **kwargs)
+    if size is None:
+        size = audit_result.n_total if audit_result is not None else None
+    if noise is None:
+        noise = audit_result.noise_rate.estimate if audit_result is not None else None
+    if size is None or noise is None:  # pragma: no cover - guarded above
+        raise AnalysisError("give size and noise")
+    noise = float(noise)
+    _check_in_grid(size, noise, cov, allow_extrapolation)
+    new_noise = float(noise if new_label_noise is None else new_label_noise)
+
+    notes: list[str] = []
+    if review_precision is not None:
+        rp = float(review_precision)
+
+        def precision(depth: np.ndarray) -> np.ndarray:
+            return np.full_like(depth, rp, dtype=float)
+
+        source = f"a fixed review precision of {rp:.0%}"
+    else:
+        assert audit_result is not None
+        ar = audit_result
+
+        def precision(depth: np.ndarray) -> np.ndarray:
+            return ar.review_precision(noise, depth)
+
+        rates = ar.precision_curves["injected"].unique()
+        source = (
+            f"the audit's calibration ({ar.backend}, {ar.n_audited:,} examples, uniform noise "
+            f"injected at {_pct(float(rates.min()))}–{_pct(float(rates.max()))})"
+        )
+        if not float(rates.min()) <= noise <= float(rates.max()):
+            notes.append(
+                f"The review precision at {_pct(noise)} noise uses the nearest calibrated rate "
+                f"({_pct(float(rates.min()) if noise < rates.min() else float(rates.max()))})."
+            )
+
+    draws = _surface_draws(analysis, nma, n_bootstrap, seed)
+    model = _Model(nma.best, draws, confidence)
+    base, base_low, base_high = model.accuracy(np.array([float(size)]), np.array([noise]))
+    baseline = (float(base[0]), float(base_low[0]), float(base_high[0]))
+    world = _World(
+        size=int(size),
+        noise=noise,
+        new_noise=new_noise,
+        label_cost=float(label_cost),
+        review_cost=float(review_cost),
+        precision=precision,
+        max_size=max(cov.sizes),
+        noise_range=(min(cov.noise_levels), max(cov.noise_levels)),
+    )
+    budgets = [m * float(budget) for m in BUDGET_MULTIPLES]
+    table = [o for b in budgets for o in _outcomes(b, world, model).values()]
+    curve = [
+        o
+        for b in np.linspace(0, 2 * float(budget), CURVE_POINTS)
+        for o in _outcomes(float(b), world, model).values()
+    ]
+    at = _outcomes(float(budget), world, model)
+    best = _best(at)
+    p_best = _p_better(at, best)
+    recommendation, reason = _explain(
+        at, best, p_best, model, world, budget=float(budget), currency=currency
+    )
+    if any(o.extrapolated for o in table):
+        notes.append(
+            "Rows marked * lie outside the measured grid (sizes "
+            f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}–"
+            f"{_pct(max(cov.noise_levels))}): the surface is extrapolated there."
+        )
+    notes.append(
+        "Intervals cover the surface's fit (bootstrap over cells), not the choice of surface or "
+        "the review precision's own error; new labels are not reviewed."
+    )
+    return AdviceResult(
+        recommendation=recommendation,
+        reason=reason,
+        best=best,
+        table=pd.DataFrame([o.row() for o in table]),
+        curve=pd.DataFrame([o.row() for o in curve]),
+        baseline=baseline,
+        size=int(size),
+        noise=noise,
+        new_label_noise=new_noise,
+        label_cost=float(label_cost),
+        review_cost=float(review_cost),
+        budget=float(budget),
+        p_best=p_best,
+        noise_model=nma.noise_model,
+        surface=nma.best.name,
+        review_source=source,
+        currency=currency,
+        confidence=confidence,
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _as_spec(results: Any, overrides: Sequence[str], store: Any) -> ExperimentSpec | None:
+    from ..config import ExperimentSpec
+
+    if isinstance(results, str | Path | ExperimentSpec):
+        from ..results import resolve_spec
+
+        return resolve_spec(results, overrides=overrides, store=store)
+    if overrides or store is not None:
+        raise ConfigError("overrides and store apply to an experiment, not to a results table")
+    return None
+
+
+def _pick(value: float | None, adv: Any, key: str, flag: str) -> float:
+    if value is None and adv is not None:
+        value = getattr(adv, key)
+    if value is None:
+        raise ConfigError(f"{key} is not given: pass {flag} or set [advice] {key} in the config")
+    return value
+
+
+def _check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) -> None:
+    for name, flag, v in (
+        ("label_cost", "--label-cost", label_cost),
+        ("review_cost", "--review-cost", review_cost),
+        ("budget", "--budget", budget),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not v > 0:
+            raise ConfigError(
+                f"{name} ({flag}) must be a positive amount such as 0.10; got {v!r}"
+                + (" — a budget of 0 buys nothing" if name == "budget" and v == 0 else "")
+            )
+        if not math.isfinite(float(v)):
+            raise ConfigError(f"{name} ({flag}) must be a finite amount; got {v!r}")
+    if budget < min(label_cost, review_cost):
+        raise ConfigError(
+            f"a budget of {_money(budget, currency)} buys neither one new label "
+            f"({_money(label_cost, currency)}) nor one review ({_money(review_cost, currency)}); "
+            "raise --budget"
+        )
+
+
+def _check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: Any) -> None:
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
+    ):
+        raise ConfigError(f"size (--size) must be a positive number of labels; got {size!r}")
+    for name, flag, v in (
+        ("noise", "--noise", noise),
+        ("new_label_noise", "--new-label-noise", new_label_noise),
+    ):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not 0 <= v < 1:
+            hint = (
+                f"; did you mean {v / 100:g}?"
+                if isinstance(v, int | float) and 1 <= v < 100
+                else ""
+            )
+            raise ConfigError(
+                f"{name} ({flag}) must be a fraction in [0, 1) such as 0.1; got {v!r}{hint}"
+            )
+    if review_precision is not None and not (
+        isinstance(review_precision, int | float | np.number) and 0 <= review_precision <= 1
+    ):
+        raise ConfigError(
+            f"review_precision must be a share in [0, 1] such as 0.8; got {review_precision!r}"
+        )
+
+
+def _analysis(
+    results: Any, spec: ExperimentSpec | None, n_bootstrap: int, confidence: float, seed: int
+) -> Any:
+    from . import analyze
+    from .summary import Analysis
+
+    if isinstance(results, Analysis):
+        return results
+    if spec is not None:
+        from ..results import load_results, require_results
+
+        table = load_results(spec)
+        require_results(spec, table)  # a missing store or another fingerprint, said in one line
+        return analyze(
+            table,
+            grid=spec.to_dict()["grid"],
+            n_bootstrap=n_bootstrap,
+            confidence=confidence,
+            seed=seed,
+        )
+    return analyze(results, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+
+
+def _noise_model_analysis(analysis: Any, noise_model: str | None) -> Any:
+    from .cells import _pick_noise_model_from
+
+    nm = _pick_noise_model_from(analysis.noise_models, noise_model)
+    return analysis.by_noise_model[nm]
+
+
+def _check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
+    inside = min(cov.sizes) <= size <= max(cov.sizes) and (
+        min(cov.noise_levels) <= noise <= max(cov.noise_levels)
+    )
+    if inside or allow:
+        return
+    raise AnalysisError(
+        f"({size:,} labels, {_pct(noise)} noise) lies outside the measured grid (sizes "
+        f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}–"
+        f"{_pct(max(cov.noise_levels))}); ask about a point inside it (--size/--noise), add "
+        "sizes or noise rates to the grid, or accept extrapolation with --allow-extrapolation"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The surface and its draws
+# --------------------------------------------------------------------------------------------
+
+
+def _surface_draws(analysis: Any, nma: Any, n_bootstrap: int, seed: int) -> np.ndarray:
+    """Parameter draws of the chosen surface: its bootstrap, or a fresh one when it has none.
+
+    A surface whose exchange rate is fixed by its form keeps no draws (its rate would not
+    vary), but its accuracy level does vary, and the advice needs that.
+    """
+    best = nma.best
+    if best.boot_params.shape[0] >= 2 or n_bootstrap < 2:
+        return np.asarray(best.boot_params, dtype=float)
+    from .cells import _done
+    from .rates import _bootstrap
+
+    done = _done(analysis.results[analysis.results["noise_model"] == nma.noise_model])
+    n = done["train_size"].to_numpy(dtype=float)
+    eta = done["noise_level"].to_numpy(dtype=float)
+    y = done["eval_accuracy"].to_numpy(dtype=float) * 100
+    cell = done.groupby(["train_size", "noise_level"], sort=True).ngroup().to_numpy()
+    seeds = done["seed"].to_numpy(dtype=int)
+    rng = np.random.default_rng([seed, 7])
+    boot, _ = _bootstrap(best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng)
+    return boot
+
+
+class _Model:
+    """Accuracy (percent) from the chosen surface, with its draws for intervals."""
+
+    def __init__(self, best: Any, draws: np.ndarray, confidence: float) -> None:
+        self.best = best
+        self.draws = draws
+        self.confidence = confidence
+
+    def predict(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        return np.asarray(self.best.predict(n, eta), dtype=float)
+
+    def predict_draws(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Shape (n_draws, len(n)); no rows without draws."""
+        if self.draws.shape[0] < 2:
+            return np.empty((0, len(n)))
+        return np.vstack([self.best.candidate.predict(p, n, eta) for p in self.draws])
+
+    def interval(self, draws: np.ndarray) -> tuple[float, float]:
+        if draws.size < 2:
+            return math.nan, math.nan
+        alpha = (1 - self.confidence) / 2
+        lo, hi = np.quantile(draws, [alpha, 1 - alpha])
+        return float(lo), float(hi)
+
+    def accuracy(self, n: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        est = self.predict(n, eta)
+        d = self.predict_draws(n, eta)
+        if d.shape[0] < 2:
+            nan = np.full_like(est, np.nan)
+            return est, nan, nan
+        alpha = (1 - self.confidence) / 2
+        return est, np.quantile(d, alpha, axis=0), np.quantile(d, 1 - alpha, axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Spending
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _World:
+    """The question: the labels now, the prices, and what a review finds at each depth."""
+
+    size: int
+    noise: float
+    new_noise: float
+    label_cost: float
+    review_cost: float
+    precision: Callable[[np.ndarray], np.ndarray]
+    max_size: int
+    noise_range: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one strategy buys with one budget, and the accuracy it predicts."""
+
+    budget: float
+    strategy: str
+    share: float
+    n_reviews: int
+    n_new: int
+    n_fixed: float
+    size: int
+    noise: float
+    accuracy: float
+    low: float
+    high: float
+    gain: float
+    gain_low: float
+    gain_high: float
+    extrapolated: bool
+    draws: np.ndarray = field(repr=False, compare=False)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "strategy": self.strategy,
+            "share": self.share,
+            "n_reviews": self.n_reviews,
+            "n_new": self.n_new,
+            "n_fixed": self.n_fixed,
+            "size": self.size,
+            "noise": self.noise,
+            "accuracy_pct": self.accuracy,
+            "low": self.low,
+            "high": self.high,
+            "gain_pct": self.gain,
+            "gain_low": self.gain_low,
+            "gain_high": self.gain_high,
+            "extrapolated": self.extrapolated,
+        }
+
+
+def _spend(budget: float, share: np.ndarray, w: _World) -> dict[str, np.ndarray]:
+    """What ``budget`` buys with each ``share`` of it on reviews and the rest on new labels."""
+    eps = 1e-9
+    # Money left when every label has been reviewed stays unspent: moving it to new labels is
+    # another share, which the mix search tries anyway.
+    reviews = np.minimum(np.floor(share * budget / w.review_cost + eps), w.size)
+    new = np.floor((1 - share) * budget / w.label_cost + eps)
+    wrong_now = w.size * w.noise
+    fixed = np.minimum(reviews * w.precision(reviews / w.size), wrong_now)
+    n_after = w.size + new
+    return {
+        "n_reviews": reviews,
+        "n_new": new,
+        "n_fixed": fixed,
+        "size": n_after,
+        "noise": (wrong_now - fixed + new * w.new_noise) / n_after,
+    }
+
+
+def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
+    """The three strategies at one budget: all on labels, all on reviews, the best share."""
+    shares = np.linspace(0, 1, N_SHARES)
+    grid = _spend(budget, shares, w)
+    acc = model.predict(grid["size"], grid["noise"])
+    picks = {"collect": 0, "clean": N_SHARES - 1, "mix": int(np.argmax(acc))}
+    start_n, start_eta = np.array([float(w.size)]), np.array([w.noise])
+    base = float(model.predict(start_n, start_eta)[0])
+    base_draws = model.predict_draws(start_n, start_eta)[:, 0]
+    lo_noise, hi_noise = w.noise_range
+    out = {}
+    for strategy, i in picks.items():
+        n_after, eta = np.array([grid["size"][i]]), np.array([grid["noise"][i]])
+        est = float(model.predict(n_after, eta)[0])
+        draws = model.predict_draws(n_after, eta)[:, 0]
+        low, high = model.interval(draws)
+        gain_low, gain_high = model.interval(draws - base_draws)
+        out[strategy] = _Outcome(
+            budget=budget,
+            strategy=strategy,
+            share=float(shares[i]),
+            n_reviews=int(grid["n_reviews"][i]),
+            n_new=int(grid["n_new"][i]),
+            n_fixed=float(grid["n_fixed"][i]),
+            size=int(n_after[0]),
+            noise=float(eta[0]),
+            accuracy=est,
+            low=low,
+            high=high,
+            gain=est - base,
+            gain_low=gain_low,
+            gain_high=gain_high,
+            extrapolated=bool(
+                n_after[0] > w.max_size or not lo_noise - 1e-12 <= eta[0] <= hi_noise + 1e-12
+            ),
+            draws=draws,
+        )
+    return out
+
+
+def _best(at: dict[str, _Outcome]) -> str:
+    top = max(o.accuracy for o in at.values())
+    # A mix that spends everything on one side is that pure strategy: prefer the simpler name.
+    return next(s for s in STRATEGIES if at[s].accuracy >= top - 1e-9)
+
+
+def _p_better(at: dict[str, _Outcome], best: str) -> float:
+    """Share of the surface's draws in which ``best`` beats the best other strategy."""
+    b = at[best]
+    others = [
+        o for s, o in at.items() if s != best and (o.n_reviews, o.n_new) != (b.n_reviews, b.n_new)
+    ]
+    if not others or b.draws.size < 2:
+        return math.nan
+    runner = max(others, key=lambda o: o.accuracy)
+    return float(np.mean(b.draws > runner.draws))
+
+
+# --------------------------------------------------------------------------------------------
+# Words
+# --------------------------------------------------------------------------------------------
+
+
+def _explain(
+    at: dict[str, _Outcome],
+    best: str,
+    p_best: float,
+    model: _Model,
+    w: _World,
+    *,
+    budget: float,
+    currency: str,
+) -> tuple[str, str]:
+    r = at[best]
+
+    def money(x: float) -> str:
+        return _money(x, currency)
+
+    if best == "collect":
+        what = f"{r.n_new:,} new labels"
+    elif best == "clean":
+        what = f"reviewing the top {r.n_reviews:,} suspected wrong labels"
+    else:
+        what = (
+            f"reviewing the top {r.n_reviews:,} suspects ({money(r.n_reviews * w.review_cost)}) "
+            f"and {r.n_new:,} new labels ({money(r.n_new * w.label_cost)})"
+        )
+    others = [
+        f"{at[s].accuracy:.1f}% with {STRATEGY_TEXT[s]}" for s in ("collect", "clean") if s != best
+    ]
+    sure = (
+        f"; it beats the runner-up in {p_best:.0%} of the surface's bootstrap draws"
+        if not math.isnan(p_best)
+        else ""
+    )
+    star = " (extrapolated beyond the grid)" if r.extrapolated else ""
+    recommendation = (
+        f"Spend the {money(budget)} on {what}: predicted accuracy {r.accuracy:.1f}%"
+        f"{_ci(r.low, r.high, model.confidence)}{star}, {r.gain:+.1f} points over now, against "
+        f"{' and '.join(others)}{sure}."
+    )
+    rate = float(model.best.exchange_rate(float(w.size), w.noise)[0])
+    worth = rate * 100 / w.size  # new labels that one corrected label is worth here
+    # The head of the list: its first 1% (at least one review).
+    head_depth = max(1, round(0.01 * w.size))
+    top = float(w.precision(np.array([head_depth / w.size]))[0])
+    per_fix = w.review_cost / top if top > 0 else math.inf
+    head = (
+        f"Here one corrected label is worth about {worth:.1f} new labels (the surface's exchange "
+        f"rate at {w.size:,} labels and {_pct(w.noise)} noise), i.e. {money(worth * w.label_cost)}"
+        f" of new labels; a review costs {money(w.review_cost)} and the top {head_depth:,} "
+        f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the list"
+    )
+    wrong = w.size * w.noise
+    fixed = f"{r.n_fixed:,.0f} of the {wrong:,.0f} wrong labels are fixed"
+    if best == "collect":
+        tail = "; new labels buy more accuracy for the money."
+    elif best == "clean":
+        tail = (
+            f", and reviews stay the better buy down to {r.n_reviews:,} suspects ({fixed} there)."
+        )
+    else:
+        tail = (
+            f"; reviews pay first: {fixed} within the top {r.n_reviews:,} suspects, where only "
+            f"{_marginal_precision(w, r.n_reviews):.0%} of the next ones are wrong, so the rest "
+            "of the budget goes to new labels."
+        )
+    return recommendation, head + tail
+
+
+def _marginal_precision(w: _World, depth: int) -> float:
+    """Share of wrong labels among the next 1% of the list after ``depth`` reviews."""
+    step = max(1, round(0.01 * w.size))
+    d = np.array([depth, min(depth + step, w.size)], dtype=float)
+    if d[1] <= d[0]:
+        return 0.0
+    hits = np.minimum(d * w.precision(d / w.size), w.size * w.noise)
+    return float((hits[1] - hits[0]) / (d[1] - d[0]))
+
+
+def _format_table(result: AdviceResult) -> str:
+    rows = []
+    for r in result.table.to_dict("records"):
+        star = "*" if r["extrapolated"] else ""
+        rows.append(
+            {
+                "budget": result.money(r["budget"]),
+                "strategy": r["strategy"],
+                "reviews": f"{r['n_reviews']:,}",
+                "new labels": f"{r['n_new']:,}",
+                "fixed": f"{r['n_fixed']:,.0f}",
+                "labels after": f"{r['size']:,}{star}",
+                "noise after": _pct(r["noise"]),
+                "accuracy": f"{r['accuracy_pct']:.1f}%",
+                f"{result.confidence:.0%} CI": _ci_bare(r["low"], r["high"]),
+                "gain": f"{r['gain_pct']:+.2f}",
+            }
+        )
+    text = pd.DataFrame(rows).to_string(index=False)
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def _money(x: float, currency: str) -> str:
+    return f"{currency}{x:,.2f}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ci(lo: float, hi: float, level: float) -> str:
+    if math.isnan(lo):
+        return ""
+    return f" ({level:.0%} CI {lo:.1f}–{hi:.1f}%)"
+
+
+def _ci_bare(lo: float, hi: float) -> str:
+    return "" if math.isnan(lo) else f"{lo:.1f}–{hi:.1f}%"

@@ -1,0 +1,282 @@
+"""Stacked fine-tuning of sibling cells: every member must equal its cell trained alone.
+
+Tiny random BERT and DistilBERT models on CPU, dropout on (the models' own 0.1 everywhere). The
+reference for each member is :meth:`FinetuneBackend.fit` on its labeling with the same seed, the
+per-cell path (``[run] stack = 1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+from noisegrid.backends import make_backend  # noqa: E402
+from noisegrid.backends.finetune import FinetuneBackend  # noqa: E402
+from noisegrid.backends.finetune import stack as st  # noqa: E402
+from noisegrid.config import ExperimentSpec  # noqa: E402
+from tiny_hf import build_tiny_distilbert, build_tiny_roberta, synthetic_texts  # noqa: E402
+
+SEED = 7
+N_TRAIN = 60
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """Texts, clean labels and three nested noisy labelings of the first 60 (0%, 10%, 20%)."""
+    texts, labels = synthetic_texts(100, seed=3)
+    order = np.random.default_rng(0).permutation(N_TRAIN)
+    labelings = []
+    for n_flip in (0, 6, 12):
+        y = labels[:N_TRAIN].copy()
+        y[order[:n_flip]] = 1 - y[order[:n_flip]]
+        labelings.append(y)
+    return texts, labels, labelings
+
+
+@pytest.fixture(scope="module")
+def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_distilbert(tmp_path_factory.mktemp("tiny") / "distilbert")
+
+
+def backend_for(
+    model: Path, cache: Path, *, stack: int | str = "auto", **backend
+) -> FinetuneBackend:
+    spec = ExperimentSpec.from_dict(
+        {
+            "grid": {"sizes": [N_TRAIN], "noise_rates": [0.0]},
+            "backend": {"name": "finetune", "model": str(model), **backend},
+            "train": {"learning_rate": 1e-3, "batch_size": 8, "epochs": 3},
+            "run": {"stack": stack},
+        }
+    )
+    backend = make_backend(spec, n_classes=2, cache_dir=cache)
+    assert isinstance(backend, FinetuneBackend)
+    return backend
+
+
+def alone(backend: FinetuneBackend, data) -> list[tuple[np.ndarray, dict]]:
+    """Each labeling's cell trained on its own: test probabilities and info."""
+    texts, _, labelings = data
+    out = []
+    for y in labelings:
+        fitted = backend.fit(texts[:N_TRAIN], y, seed=SEED)
+        out.append((fitted.predictor.predict_proba(texts[64:]), fitted.info))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bert_alone(tiny_model: Path, tmp_path_factory, data) -> list[tuple[np.ndarray, dict]]:
+    return alone(backend_for(tiny_model, tmp_path_factory.mktemp("cache")), data)
+
+
+def assert_same_as_alone(stacked: list[np.ndarray], reference, labels: np.ndarray) -> None:
+    assert len(stacked) == len(reference)
+    for proba, (solo, _) in zip(stacked, reference, strict=True):
+        assert proba.shape == solo.shape
+        np.testing.assert_array_equal(proba.argmax(axis=1), solo.argmax(axis=1))
+        np.testing.assert_allclose(proba, solo, atol=1e-5)
+        accuracy = (proba.argmax(axis=1) == labels).mean()
+        assert abs(accuracy - (solo.argmax(axis=1) == labels).mean()) <= 0.005
+
+
+def test_stacked_bert_members_equal_their_cells_trained_alone(
+    tiny_model: Path, tmp_path: Path, data, bert_alone
+) -> None:
+    texts, labels, labelings = data
+    backend = backend_for(tiny_model, tmp_path)
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings, seed=SEED)
+    probas = backend.predict_group(outputs, texts[64:])
+    assert_same_as_alone(probas, bert_alone, labels[64:])
+    # The labelings differ, so the members learned different models.
+    assert not np.allclose(probas[0], probas[2])
+    for output, (_, solo_info) in zip(outputs, bert_alone, strict=True):
+        info = output.info
+        assert info["stack_size"] == 3
+        assert info["steps"] == solo_info["steps"] == 3 * 8
+        assert info["train_tokens"] == solo_info["train_tokens"]
+        assert info["padded_tokens"] == solo_info["padded_tokens"]
+        for key in ("train_loss_first_epoch", "train_loss_last_epoch"):
+            assert info[key] == pytest.approx(solo_info[key], abs=2e-5)
+    # A member predicts alone exactly as in the stacked pass.
+    np.testing.assert_allclose(outputs[1].predictor.predict_proba(texts[64:]), probas[1], atol=1e-6)
+
+
+def test_stacked_distilbert_members_equal_their_cells_trained_alone(
+    tiny_distilbert: Path, tmp_path: Path, data
+) -> None:
+    texts, labels, labelings = data
+    backend = backend_for(tiny_distilbert, tmp_path)
+    reference = alone(backend, (texts, labels, labelings[1:]))
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings[1:], seed=SEED)
+    assert_same_as_alone(backend.predict_group(outputs, texts[64:]), reference, labels[64:])
+
+
+def test_chunks_keep_every_member_equal(tiny_model: Path, tmp_path: Path, data, bert_alone) -> None:
+    """A cap of 2 splits 3 labelings into 2 + 1; the first chunk waits on the host."""
+    texts, labels, labelings = data
+    backend = backend_for(tiny_model, tmp_path, stack=2)
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings, seed=SEED)
+    assert [o.info["stack_size"] for o in outputs] == [2, 2, 1]
+    assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])
+
+
+def test_the_resident_stack_is_reset_in_place_for_the_next_group(
+    tiny_model: Path, tmp_path: Path, data, bert_alone
+) -> None:
+    texts, labels, labelings = data
+    backend = backend_for(tiny_model, tmp_path)
+    other = [np.random.default_rng(1).integers(0, 2, N_TRAIN) for _ in range(3)]
+    backend.fit_group(texts[:N_TRAIN], other, seed=SEED + 1)
+    resident = backend._resident
+    # The next group: same stack object, weights and optimiser state reset in place.
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings, seed=SEED)
+    assert backend._resident is resident
+    assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])
+
+
+def test_an_architecture_that_cannot_stack_fits_one_cell_at_a_time(
+    tmp_path: Path, data, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts, _, labelings = data
+    model = build_tiny_roberta(tmp_path / "roberta")
+    backend = backend_for(model, tmp_path / "cache")
+    with caplog.at_level("INFO", logger="noisegrid"):
+        outputs = backend.fit_group(texts[:N_TRAIN], labelings[:2], seed=SEED)
+    assert "one at a time: model type 'roberta'" in caplog.text
+    assert all("stack_size" not in o.info for o in outputs)
+    solo = backend.fit(texts[:N_TRAIN], labelings[1], seed=SEED).predictor.predict_proba(texts[64:])
+    np.testing.assert_array_equal(backend.predict_group(outputs, texts[64:])[1], solo)
+
+
+def test_the_grid_gives_the_same_results_stacked_and_one_cell_at_a_time(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from noisegrid.results import load_results
+    from noisegrid.runner import run_experiment
+
+    texts, labels = synthetic_texts(120, seed=4)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pd.DataFrame({"text": texts[:80], "label": labels[:80]}).to_parquet(folder / "train.parquet")
+    pd.DataFrame({"text": texts[80:], "label": labels[80:]}).to_parquet(folder / "test.parquet")
+    tables = {}
+    for stack in ("auto", 1):
+        spec = ExperimentSpec.from_dict(
+            {
+                "dataset": {"source": str(folder)},
+                "grid": {"sizes": [24, 40], "noise_rates": [0.0, 0.125, 0.25]},
+                "backend": {"name": "finetune", "model": str(tiny_model)},
+                "train": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 8},
+                "eval": {"test_size": 40},
+                "run": {
+                    "store": str(tmp_path / f"runs-{stack}.sqlite"),
+                    "cache_dir": str(tmp_path / "cache"),
+                    "stack": stack,
+                },
+            }
+        )
+        summary = run_experiment(spec)
+        assert (summary.n_done, summary.n_failed) == (6, 0)
+        table = load_results(spec).sort_values(["train_size", "noise_level"])
+        tables[stack] = table.reset_index(drop=True)
+    stacked, single = tables["auto"], tables[1]
+    np.testing.assert_allclose(stacked["eval_accuracy"], single["eval_accuracy"], atol=0.005)
+    np.testing.assert_allclose(stacked["eval_log_loss"], single["eval_log_loss"], atol=1e-5)
+    assert stacked["info"].str.contains('"group_size": 3').all()
+    assert single["info"].str.contains('"group_size": 1').all()
+
+
+# -- the parts -----------------------------------------------------------------------------------
+
+
+def test_layout_fuses_query_key_value_and_round_trips_the_weights(tiny_model: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    arch = st.arch_of(model.config)
+    layout = st.Layout.of(model, arch)
+    weights = st.StackedWeights.zeros(layout, 3, torch.device("cpu"))
+    state = model.state_dict()
+    weights.load_state(state)
+    for member in range(3):
+        for name, tensor in weights.member_state(member).items():
+            torch.testing.assert_close(tensor, state[name], rtol=0, atol=0)
+    leaves = weights.leaves()
+    qkv = leaves["bert.encoder.layer.1.attention.self.qkv.weight"]
+    base = "bert.encoder.layer.1.attention.self."
+    expected = torch.cat([state[base + n + ".weight"] for n in ("query", "key", "value")])
+    torch.testing.assert_close(qkv[2], expected, rtol=0, atol=0)
+    assert layout.leaves["bert.embeddings.word_embeddings.weight"].group == "embed"
+    assert layout.slots["bert.encoder.layer.0.output.LayerNorm.weight"].group == "nodecay"
+    assert layout.slots["classifier.weight"].group == "decay"
+    n_params = sum(p.numel() for p in model.parameters())
+    assert sum(layout.sizes.values()) == n_params == arch.n_params()
+
+
+def test_stack_size_follows_the_cap_and_the_memory(tiny_model: Path) -> None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model, num_labels=2)
+    arch = st.arch_of(config)
+    cpu = torch.device("cpu")
+    kwargs = {"batch_size": 16, "width": 64, "low_precision": False, "fused_attention": False}
+    per = st.member_bytes(arch, **kwargs)
+    assert per < st.member_bytes(arch, **{**kwargs, "width": 128})
+    assert per > st.member_bytes(arch, **{**kwargs, "fused_attention": True})
+    big = 10**12
+    assert st.choose_stack(arch, 11, device=cpu, cap=None, free_bytes=big, **kwargs) == 4
+    assert st.choose_stack(arch, 11, device=cpu, cap=3, free_bytes=big, **kwargs) == 3
+    assert st.choose_stack(arch, 2, device=cpu, cap=None, free_bytes=big, **kwargs) == 2
+    assert st.choose_stack(arch, 11, device=cpu, cap=None, free_bytes=5 * per, **kwargs) == 2
+    assert st.choose_stack(arch, 11, device=cpu, cap=None, free_bytes=per // 2, **kwargs) == 1
+    assert st.chunk_sizes(11, 4) == [4, 4, 3]
+    assert st.chunk_sizes(5, 11) == [5]
+
+
+def test_stack_support_names_what_does_not_stack(tiny_model: Path) -> None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model, num_labels=2)
+    assert st.stack_support(config) is None
+    config.hidden_act = "silu"
+    assert st.stack_support(config) == "activation 'silu'"
+    config.model_type = "electra"
+    assert "model type 'electra'" in str(st.stack_support(config))
+
+
+def test_fused_adamw_on_cpu_reproduces_the_unfused_loop(
+    tiny_model: Path, tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's fused AdamW (every device) stays within 1e-6 of the unfused update."""
+    from noisegrid.backends.finetune import loop
+
+    texts, _, labelings = data
+    fused = backend_for(tiny_model, tmp_path).fit(texts[:N_TRAIN], labelings[1], seed=SEED)
+    real = loop.make_adamw
+
+    def unfused(groups, *, lr, device, capturable=False):  # type: ignore[no-untyped-def]
+        return real(groups, lr=lr, device=torch.device("meta"), capturable=capturable)
+
+    monkeypatch.setattr(loop, "make_adamw", unfused)
+    plain = backend_for(tiny_model, tmp_path).fit(texts[:N_TRAIN], labelings[1], seed=SEED)
+    a = dict(fused.predictor.model.named_parameters())  # type: ignore[attr-defined]
+    b = dict(plain.predictor.model.named_parameters())  # type: ignore[attr-defined]
+    diff = max(float((a[n] - b[n]).detach().abs().max()) for n in a)
+    assert 0 < diff <= 1e-6
+
+
+def test_cuda_graphs_option_is_ignored_on_cpu(tiny_model: Path, tmp_path: Path, data) -> None:
+    texts, _, labelings = data
+    backend = backend_for(tiny_model, tmp_path, cuda_graphs=True)
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings[:2], seed=SEED)
+    assert backend._resident is not None and not backend._resident.cuda_graphs
+    assert all("cuda_graphs" not in o.info for o in outputs)
