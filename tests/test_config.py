@@ -163,7 +163,8 @@ def test_example_configs_match_their_documentation() -> None:
     laptop = load_spec(REPO / "examples" / "laptop-tfidf.toml")
     assert laptop.grid.sizes == (1000, 2000, 3000, 4000, 5000)
     assert laptop.grid.noise_rates == tuple(round(0.025 * i, 6) for i in range(10))
-    assert laptop.grid.n_cells == 50
+    assert laptop.grid.seeds == (0, 1, 2)  # three seeds, so the intervals cover replication
+    assert laptop.grid.n_cells == 150
     assert laptop.backend.name == "tfidf"
     assert laptop.eval.test_size == 2000
 
