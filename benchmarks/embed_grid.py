@@ -55,7 +55,7 @@ def main() -> None:
     import torch
 
     from noisegrid.backends import make_backend
-    from noisegrid.backends.embed import EmbedBackend, encoder_precision
+    from noisegrid.backends.embed import EmbedBackend, encoder_precision, requested_precision
     from noisegrid.backends.hf import choose_device
     from noisegrid.config import load_spec
     from noisegrid.data import load_corpus
@@ -75,7 +75,8 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else tmp / "cache"
     spec = load_spec(args.config, overrides=[*overrides, f"run.cache_dir={cache}"])
     options = spec.backend_options()
-    chosen = encoder_precision(str(options.get("precision", "auto")), choose_device())
+    requested = requested_precision(str(options.get("precision", "auto")), spec.train.precision)
+    chosen = encoder_precision(requested, choose_device())
     print(cpu_report())
     print(
         f"embed grid: {spec.grid.n_cells_total} cells, sizes {list(spec.grid.sizes)}, test "
