@@ -229,13 +229,12 @@ def test_fingerprint_holds_only_the_train_settings_the_backend_reads() -> None:
     changed = spec_with(backend={"name": "finetune"}, train={"learning_rate": 1e-4})
     assert changed.fingerprint() != finetune.fingerprint()
     assert changed.effective_dict()["train"]["learning_rate"] == 1e-4
-    # embed reads only the encoder's length and batch size
+    # embed reads only the encoder's settings.
     embed = spec_with(backend={"name": "embed"})
     assert spec_with(backend={"name": "embed"}, train={"epochs": 5}).fingerprint() == (
         embed.fingerprint()
     )
-    # (its precision is its own [backend] option)
-    assert set(embed.used_train()) == {"max_length", "eval_batch_size"}
+    assert set(embed.used_train()) == {"max_length", "precision", "eval_batch_size"}
 
 
 def test_round_trip_through_dict() -> None:
