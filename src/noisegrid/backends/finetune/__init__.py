@@ -626,13 +626,13 @@ class _StackedMember(Predictor):
 
 
 def _release(device: Any) -> None:
-    """Return freed device memory to the allocator's pool before a new resident stack."""
-    import gc
-
-    gc.collect()
+    """Hand a GPU's freed memory back before a new resident stack (host memory frees itself)."""
     if device.type == "cuda":
+        import gc
+
         import torch
 
+        gc.collect()  # a stack's tensors held only by reference cycles
         torch.cuda.empty_cache()
 
 
