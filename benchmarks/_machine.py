@@ -34,6 +34,19 @@ def load() -> str:
         return "n/a"
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far.
+
+    A run's CPU time hardly depends on how busy the machine is, unlike its wall time: on a quiet
+    machine the wall time is about CPU time / cores for work spread over every core.
+    """
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def cpu_report() -> str:
     """Two lines: model, cores and load; the flags of :data:`FLAGS` present, native bf16 or not."""
     model = platform.processor() or platform.machine()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _machine import cpu_report, load, native_bf16
+from _machine import cpu_report, cpu_seconds, load, native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def main() -> None:
     import torch
 
     from noisegrid.backends import make_backend
-    from noisegrid.backends.embed import EmbedBackend, encoder_precision
+    from noisegrid.backends.embed import EmbedBackend, encoder_precision, requested_precision
     from noisegrid.backends.hf import choose_device
     from noisegrid.config import load_spec
     from noisegrid.data import load_corpus
@@ -75,7 +75,8 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else tmp / "cache"
     spec = load_spec(args.config, overrides=[*overrides, f"run.cache_dir={cache}"])
     options = spec.backend_options()
-    chosen = encoder_precision(str(options.get("precision", "auto")), choose_device())
+    requested = requested_precision(str(options.get("precision", "auto")), spec.train.precision)
+    chosen = encoder_precision(requested, choose_device())
     print(cpu_report())
     print(
         f"embed grid: {spec.grid.n_cells_total} cells, sizes {list(spec.grid.sizes)}, test "
@@ -114,13 +115,14 @@ def main() -> None:
             args.config,
             overrides=[*overrides, *extra, f"run.cache_dir={cache_dir}", f"run.store={store}"],
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         summary = run_experiment(run_spec)
         seconds = time.perf_counter() - t0
+        cpu = cpu_seconds() - c0
         table = load_results(run_spec)
         print(
-            f"{name:>10}: {seconds:7.1f} s  ({summary.n_done} done, {summary.n_failed} failed; "
-            f"load {load()})",
+            f"{name:>10}: {seconds:7.1f} s wall, {cpu:7.1f} s cpu  ({summary.n_done} done, "
+            f"{summary.n_failed} failed; load {load()})",
             flush=True,
         )
         return seconds, table.set_index(["train_size", "noise_level"])["eval_accuracy"]

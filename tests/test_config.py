@@ -163,7 +163,8 @@ def test_example_configs_match_their_documentation() -> None:
     laptop = load_spec(REPO / "examples" / "laptop-tfidf.toml")
     assert laptop.grid.sizes == (1000, 2000, 3000, 4000, 5000)
     assert laptop.grid.noise_rates == tuple(round(0.025 * i, 6) for i in range(10))
-    assert laptop.grid.n_cells == 50
+    assert laptop.grid.seeds == (0, 1, 2)  # three seeds, so the intervals cover replication
+    assert laptop.grid.n_cells == 150
     assert laptop.backend.name == "tfidf"
     assert laptop.eval.test_size == 2000
 
@@ -229,13 +230,12 @@ def test_fingerprint_holds_only_the_train_settings_the_backend_reads() -> None:
     changed = spec_with(backend={"name": "finetune"}, train={"learning_rate": 1e-4})
     assert changed.fingerprint() != finetune.fingerprint()
     assert changed.effective_dict()["train"]["learning_rate"] == 1e-4
-    # embed reads only the encoder's length and batch size
+    # embed reads only the encoder's settings.
     embed = spec_with(backend={"name": "embed"})
     assert spec_with(backend={"name": "embed"}, train={"epochs": 5}).fingerprint() == (
         embed.fingerprint()
     )
-    # (its precision is its own [backend] option)
-    assert set(embed.used_train()) == {"max_length", "eval_batch_size"}
+    assert set(embed.used_train()) == {"max_length", "precision", "eval_batch_size"}
 
 
 def test_round_trip_through_dict() -> None:

@@ -71,8 +71,9 @@ class EmbedOptions(BackendOptions):
     class_weight: Literal["balanced"] | None = None
     precision: Precision = "auto"
     """The encoder's compute precision: ``fp32``; ``bf16`` or ``fp16`` autocast; ``int8``, its
-    linear layers dynamically quantised (CPUs only); ``auto``: bf16 on CPUs with native bf16
-    (AVX512-BF16 / AMX), int8 on other CPUs, bf16 or fp16 on GPUs."""
+    linear layers dynamically quantised (CPUs only); ``auto``: ``[train] precision`` when that is
+    set to another value, else bf16 on CPUs with native bf16 (AVX512-BF16 / AMX), int8 on other
+    CPUs, bf16 or fp16 on GPUs."""
 
 
 @dataclass
@@ -98,6 +99,17 @@ def int8_engine() -> str | None:
     engines = torch.backends.quantized.supported_engines
     preferred = [e for e in ("x86", "fbgemm", "qnnpack") if e in engines]
     return preferred[0] if preferred else None
+
+
+def requested_precision(backend: str, train: str) -> str:
+    """``[backend] precision``, or ``[train] precision`` where only that one is set (not auto).
+
+    Examples
+    --------
+    >>> requested_precision("auto", "fp32"), requested_precision("int8", "fp32")
+    ('fp32', 'int8')
+    """
+    return train if backend == "auto" and train != "auto" else backend
 
 
 def encoder_precision(requested: str, device: torch.device) -> str:
@@ -159,7 +171,7 @@ class EmbedBackend(Backend):
     """Frozen encoder (embeddings cached on disk) + logistic regression per cell."""
 
     Options = EmbedOptions
-    train_keys = ("max_length", "eval_batch_size")
+    train_keys = ("max_length", "precision", "eval_batch_size")
     options: EmbedOptions
     extra = hf.EXTRA
 
@@ -174,13 +186,14 @@ class EmbedBackend(Backend):
     def check(cls, spec: ExperimentSpec) -> None:
         """Dependencies, the model (exists, is an encoder), ``max_length`` within its limit."""
         hf.check_backend_model(cls, spec, need="encode", purpose=PURPOSE)
-        requested = spec.backend_options().get("precision", "auto")
-        encoder_precision(str(requested), hf.choose_device())
+        requested = str(spec.backend_options().get("precision", "auto"))
+        encoder_precision(requested_precision(requested, spec.train.precision), hf.choose_device())
 
     def setup(self) -> _Setup:
         """Resolve the model, load its tokenizer and open the embedding cache (once per worker)."""
         if self._setup is None:
-            precision = encoder_precision(self.options.precision, hf.choose_device())
+            requested = requested_precision(self.options.precision, self.context.train.precision)
+            precision = encoder_precision(requested, hf.choose_device())
             # Autocast for the float precisions; int8 layers take fp32 inputs.
             autocast = "fp32" if precision == "int8" else precision
             train = self.context.train.model_copy(update={"precision": autocast})
