@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check of stacked fine-tuning: one prepared run, a time limit per step, about 6-9 minutes
-# on one H100/H200. From the repository root, with the GPU kit in .gpu-kit/ (built here by
+# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (525 s in all, plus
+# about half a minute for the kit's setup), typically 5-7 minutes on one H100/H200. From the repository root, with the GPU kit in .gpu-kit/ (built here by
 # ../shared/gpu/make-kit.sh and carried along):
 #
 #     bash benchmarks/gpu_check.sh               # on the GPU machine; logs under $OUT
@@ -44,8 +44,9 @@ if [ "$MODE" = gpu ]; then
   SOLO_SIZES="[1000]"
   RUN_SET=()
   BENCH=(--check --data "$DATA" --out "$OUT/bench.json")
-  PROBE=30
+  PROBE=25
   PLAN_SMOKE=()
+  SCALE=1
 else
   PY=${PY:-python3}
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
@@ -57,15 +58,17 @@ else
     --set eval.test_size=40 --set train.epochs=1)
   BENCH=(--smoke --check --skip-trainer --skip-exact --data "$DATA" --out "$OUT/bench.json")
   PROBE=15
+  SCALE=2  # a shared CPU is slow even at tiny sizes: twice the GPU's limits
   # A CPU tokenises and probes the 25,000-review reference grid for minutes: plan a slice of it.
   PLAN_SMOKE=(--set "grid.sizes=[1000, 2000]" --set eval.test_size=200)
 fi
 export NOISEGRID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 START=$(date +%s)
 
-# step NAME LIMIT LOG COMMAND...: run with a time limit, append to LOG, one line in the summary.
+# step NAME LIMIT LOG COMMAND...: run with a time limit (× SCALE), append to LOG, one line in the
+# summary.
 step() {
-  local name=$1 limit=$2 log=$3
+  local name=$1 limit=$(($2 * SCALE)) log=$3
   shift 3
   local t0
   t0=$(date +%s)
@@ -82,7 +85,7 @@ step() {
 }
 
 note "noisegrid GPU check ($MODE) $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-step environment 60 "$OUT/summary.txt" "$PY" -c "
+step environment 30 "$OUT/summary.txt" "$PY" -c "
 import torch, transformers
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
 print(f'torch {torch.__version__}, transformers {transformers.__version__}, GPU {gpu}')
@@ -91,23 +94,23 @@ if torch.cuda.is_available():
     print(f'GPU memory free {free / 2**30:.1f} of {total / 2**30:.1f} GiB')
 "
 
-step benchmark 200 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
+step benchmark 170 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
 
 if [ "$MODE" = cpu ]; then
-  step "save a tiny DistilBERT" 60 "$OUT/run.log" "$PY" benchmarks/gpu_finetune.py --smoke \
+  step "save a tiny DistilBERT" 30 "$OUT/run.log" "$PY" benchmarks/gpu_finetune.py --smoke \
     --save-distilbert "$WORK/tiny-distilbert"
 fi
 CONFIG=benchmarks/gpu_check_minilm.toml
 RUNSET=(--set "dataset.source=$DATA" --set "grid.sizes=$SIZES" "${RUN_SET[@]}")
 rm -f "$WORK/stacked.sqlite" "$WORK/solo.sqlite"
 t0=$(date +%s)
-step "run (2 sizes x 11 noise rates, stacked)" 150 "$OUT/run.log" \
+step "run (2 sizes x 11 noise rates, stacked)" 110 "$OUT/run.log" \
   "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --store "$WORK/stacked.sqlite" --quiet
 note "  wall time of the stacked grid: $(($(date +%s) - t0))s"
-step "run (2 of its cells one at a time)" 60 "$OUT/run.log" \
+step "run (2 of its cells one at a time)" 45 "$OUT/run.log" \
   "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --set "grid.sizes=$SOLO_SIZES" \
   --set "grid.noise_rates=[0.0, 0.25]" --set run.stack=1 --store "$WORK/solo.sqlite" --quiet
-step "results" 60 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
+step "results" 20 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
 import sys
 import pandas as pd
 import noisegrid
@@ -139,7 +142,7 @@ PYEOF
 
 # The reference grid's plan: DistilBERT from its config, and on the GPU a stand-in corpus.
 if [ "$MODE" = gpu ]; then
-  step "save DistilBERT" 60 "$OUT/plan.log" "$PY" benchmarks/gpu_finetune.py --save-distilbert "$WORK/distilbert"
+  step "save DistilBERT" 30 "$OUT/plan.log" "$PY" benchmarks/gpu_finetune.py --save-distilbert "$WORK/distilbert"
   PLANMODEL="$WORK/distilbert"
 else
   PLANMODEL="$WORK/tiny-distilbert"
@@ -147,7 +150,7 @@ fi
 PLANDATA=$DATA
 if [ "$MODE" = gpu ]; then
   PLANDATA="$WORK/imdb-reference"
-  step "stand-in corpus" 60 "$OUT/plan.log" "$PY" - "$DATA" "$PLANDATA" <<'PYEOF'
+  step "stand-in corpus" 30 "$OUT/plan.log" "$PY" - "$DATA" "$PLANDATA" <<'PYEOF'
 import sys
 from pathlib import Path
 import pandas as pd
@@ -166,10 +169,11 @@ print(f"{dst}: 25,000 train and 25,000 test reviews resampled from {src}")
 PYEOF
 fi
 PLANSET=(--set "backend.model=$PLANMODEL" --set "dataset.source=$PLANDATA" "${PLAN_SMOKE[@]}")
-step "plan reference-fast" 150 "$OUT/plan.log" "$PY" -m noisegrid plan examples/reference-fast.toml \
+step "plan reference-fast" 75 "$OUT/plan.log" "$PY" -m noisegrid plan examples/reference-fast.toml \
   "${PLANSET[@]}" --probe-seconds "$PROBE" --gpu-hour-cost 3.5
-step "plan reference (exact)" 90 "$OUT/plan.log" "$PY" -m noisegrid plan examples/reference.toml \
-  "${PLANSET[@]}" --probe-seconds "$PROBE" --gpu-hour-cost 3.5
+# The tokens are cached by now (same model and length): a shorter probe.
+step "plan reference (exact)" 40 "$OUT/plan.log" "$PY" -m noisegrid plan examples/reference.toml \
+  "${PLANSET[@]}" --probe-seconds 10 --gpu-hour-cost 3.5
 
 note "total: $(($(date +%s) - START))s"
 echo
