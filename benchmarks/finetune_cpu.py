@@ -12,15 +12,29 @@ MiniLM (sentence-transformers/all-MiniLM-L6-v2, a fresh 2-class head) at max_len
 Both are timed on training only (tokenisation and model loading excluded) and report examples/s
 and tokens/s, counting real (non-padding) tokens. Target: ours >= 2× the Trainer.
 
+Two more measurements of the laptop ``finetune`` path:
+
+- ``--stacked``: one size × ``--rates`` noise rates (a sibling group, default 4) trained stacked
+  (:meth:`FinetuneBackend.fit_group`, K = 4 on a CPU) against the same cells one at a time
+  (:meth:`FinetuneBackend.fit`, as ``[run] stack = 1`` runs them): wall time of training and
+  prediction after an untimed warm-up fit and group (a grid's later groups reuse the worker's
+  stack), and how far apart the two give each cell's test probabilities. On a shared machine use
+  ``--threads 1``: two threads on two busy cores wait on each other at every operation;
+- ``--cell N``: the first ``--cell-steps`` steps of an N-example cell at ``--max-length``, timed,
+  and the whole cell (2 epochs, 2,000 test reviews) projected from them.
+
 Usage::
 
     .venv/bin/python benchmarks/finetune_cpu.py            # 512 examples (several minutes)
     .venv/bin/python benchmarks/finetune_cpu.py --n 64     # a quick check
+    .venv/bin/python benchmarks/finetune_cpu.py --stacked --n 64 --max-length 64
+    .venv/bin/python benchmarks/finetune_cpu.py --cell 1000 --cell-steps 4
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import tempfile
@@ -48,6 +62,10 @@ def main() -> None:
         action="store_true",
         help="also time ours with [backend] attention_dropout = 0 (fused attention on CPU)",
     )
+    parser.add_argument("--stacked", action="store_true", help="stacked vs one at a time")
+    parser.add_argument("--rates", default="0,0.05,0.1,0.15", help="noise rates for --stacked")
+    parser.add_argument("--cell", type=int, default=0, help="time an N-example cell's first steps")
+    parser.add_argument("--cell-steps", type=int, default=4)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -55,6 +73,12 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stacked or args.cell:
+        if args.stacked:
+            _stacked_vs_alone(args)
+        if args.cell:
+            _cell_time(args)
+        return
     df = pd.read_parquet(Path(args.data) / "train.parquet").sample(args.n, random_state=0)
     texts, labels = df["text"].tolist(), df["label"].to_numpy(dtype=np.int64)
     print(
@@ -167,6 +191,122 @@ def _trainer(texts, labels, args):  # type: ignore[no-untyped-def]
     steps = trainer.state.global_step
     examples = min(steps * 16, round(args.epochs * len(texts)))
     return seconds, examples, counter.real, counter.padded
+
+
+def _spec(args, n: int, **run):  # type: ignore[no-untyped-def]
+    from noisegrid.config import ExperimentSpec
+
+    return ExperimentSpec.from_dict(
+        {
+            "grid": {"sizes": [n], "noise_rates": [0.0]},
+            "backend": {"name": "finetune", "model": args.model},
+            "train": {"epochs": args.epochs, "max_length": args.max_length},
+            "run": run,
+        }
+    )
+
+
+def _stacked_vs_alone(args) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from noisegrid.backends import make_backend
+    from noisegrid.noise import inject_noise
+
+    rates = [float(r) for r in args.rates.split(",")]
+    train = pd.read_parquet(Path(args.data) / "train.parquet").sample(args.n, random_state=0)
+    test = pd.read_parquet(Path(args.data) / "test.parquet").sample(200, random_state=0)
+    texts, clean = train["text"].tolist(), train["label"].to_numpy(dtype=np.int64)
+    labelings = [inject_noise(clean, r, seed=0, n_classes=2).labels for r in rates]
+    print(
+        f"stacked vs one at a time on cpu: {args.model}, {args.n} IMDB reviews × {len(rates)} "
+        f"noise rates {rates}, max_length {args.max_length}, {args.epochs:g} epoch(s), batch 16, "
+        f"torch threads {_threads()}, load {_load()}"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        backend = make_backend(_spec(args, args.n), n_classes=2, cache_dir=Path(cache))
+        backend.setup().tokens.ids(texts + test["text"].tolist())  # type: ignore[attr-defined]
+        # Untimed: a first fit (kernels' first use), then a first group (the resident stack is
+        # built once per worker); the timed group is what every later group of a grid costs.
+        backend.fit(texts, labelings[0], seed=1)
+        t0 = time.perf_counter()
+        backend.fit_group(texts, labelings, seed=1)
+        first_group = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        outputs = backend.fit_group(texts, labelings, seed=0)
+        t_fit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        stacked = backend.predict_group(outputs, test["text"].tolist())
+        t_pred = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        singles = [backend.fit(texts, y, seed=0) for y in labelings]
+        s_fit = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        alone = [o.predictor.predict_proba(test["text"].tolist()) for o in singles]
+        s_pred = time.perf_counter() - t0
+    y_test = test["label"].to_numpy()
+    k = outputs[0].info["stack_size"]
+    print(f"{'':28} {'train s':>8} {'predict s':>10} {'total s':>8}")
+    print(f"{f'stacked (K = {k})':28} {t_fit:8.1f} {t_pred:10.1f} {t_fit + t_pred:8.1f}")
+    print(f"{'one at a time':28} {s_fit:8.1f} {s_pred:10.1f} {s_fit + s_pred:8.1f}")
+    print(f"(the worker's first group, which builds the resident stack: {first_group:.1f}s)")
+    print(
+        f"speed-up of stacking: {(s_fit + s_pred) / (t_fit + t_pred):.2f}× (training alone "
+        f"{s_fit / t_fit:.2f}×)"
+    )
+    for rate, a, b in zip(rates, stacked, alone, strict=True):
+        acc_a = (a.argmax(1) == y_test).mean()
+        acc_b = (b.argmax(1) == y_test).mean()
+        print(
+            f"  noise {rate:5.1%}: accuracy stacked {acc_a:.3f} alone {acc_b:.3f}, "
+            f"max |Δp| {np.abs(a - b).max():.1e}, same argmax {(a.argmax(1) == b.argmax(1)).all()}"
+        )
+    print(f"load after: {_load()}")
+
+
+def _cell_time(args) -> None:  # type: ignore[no-untyped-def]
+    import math
+    import time
+
+    from noisegrid.backends import make_backend
+    from noisegrid.config import TrainSpec
+
+    n = args.cell
+    train = pd.read_parquet(Path(args.data) / "train.parquet").sample(n, random_state=1)
+    test = pd.read_parquet(Path(args.data) / "test.parquet").sample(2000, random_state=1)
+    texts, labels = train["text"].tolist(), train["label"].to_numpy(dtype=np.int64)
+    spec = _spec(args, n)
+    with tempfile.TemporaryDirectory() as cache:
+        backend = make_backend(spec, n_classes=2, cache_dir=Path(cache))
+        backend.setup().tokens.ids(texts + test["text"].tolist())  # type: ignore[attr-defined]
+        # The cell's own first steps: same texts, a step budget instead of 2 epochs.
+        full = math.ceil(n / 16) * 2
+        backend.context = dataclasses.replace(
+            backend.context, train=TrainSpec(steps=args.cell_steps, max_length=args.max_length)
+        )
+        t0 = time.perf_counter()
+        fitted = backend.fit(texts, labels, seed=0)
+        load_and_train = time.perf_counter() - t0
+        train_s = fitted.info["train_seconds"]
+        t0 = time.perf_counter()
+        fitted.predictor.predict_proba(test["text"].tolist()[:200])
+        pred_200 = time.perf_counter() - t0
+    per_step = train_s / args.cell_steps
+    projected = (load_and_train - train_s) + per_step * full + pred_200 * 10
+    print(
+        f"{n}-example {args.model} cell on cpu at max_length {args.max_length} (2 epochs = "
+        f"{full} steps of 16, 2,000 test reviews), torch threads {_threads()}, load {_load()}:"
+    )
+    print(
+        f"  timed: {args.cell_steps} steps in {train_s:.1f}s ({per_step:.2f} s/step), model load "
+        f"{load_and_train - train_s:.1f}s, prediction of 200 test reviews {pred_200:.1f}s"
+    )
+    print(f"  projected cell: {projected / 60:.1f} min ({full} steps + 2,000 test reviews)")
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 class _PaddingCounter:

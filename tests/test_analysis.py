@@ -142,7 +142,7 @@ def test_reference_regression_recovers_published_coefficients(published_table):
     assert rate.low < 1000 * 0.103 / 0.226 < rate.high
 
 
-def test_exchange_rate_interval_is_the_delta_method(published_table):
+def test_delta_method_interval_is_kept_beside_fieller(published_table):
     ref = reference_regression(published_table)
     fit = smf.ols(
         "eval_accuracy_pct ~ train_size_1k + noise_level_pct", data=reference_data(published_table)
@@ -154,7 +154,7 @@ def test_exchange_rate_interval_is_the_delta_method(published_table):
     from scipy import stats
 
     q = stats.t.ppf(0.975, fit.df_resid)
-    rate = ref.exchange_rate
+    rate = ref.exchange_rate_delta
     assert rate is not None and rate.method == "delta method"
     assert rate.estimate == pytest.approx(-1000 * bn / bs)
     assert rate.low == pytest.approx(rate.estimate - q * se)
@@ -323,6 +323,87 @@ def test_one_seed_and_several_seeds_give_the_right_notes():
         make_table(published, sizes=SIZES[::3], noise=NOISE[::2], seeds=(0, 1, 2)), n_bootstrap=10
     )
     assert any("clustered by seed" in n for n in several.by_noise_model["uniform"].notes)
+
+
+def test_several_seeds_resample_whole_seeds():
+    table = make_table(log_interaction, sizes=SIZES[::3], noise=NOISE[::2], seeds=(0, 1, 2))
+    nma = analyze(table, n_bootstrap=40, seed=1).by_noise_model["uniform"]
+    assert nma.best is not None and nma.best.resampling is not None
+    rs = nma.best.resampling
+    assert (rs.unit, rs.n_units, rs.n_requested) == ("seed", 3, 40)
+    assert rs.n_fitted == nma.best.boot_params.shape[0] == 40 and rs.failures == ()
+    t = tradeoff(analyze(table, n_bootstrap=40, seed=1), size=7000, noise=0.1)
+    assert "seed bootstrap (3 seeds, B=40)" in t.examples_per_noise_point.method
+    assert "Fieller" in t.examples_per_noise_point.method
+
+
+def test_bootstrap_failures_are_counted_with_their_reason():
+    # A 2 × 2 grid with one seed: a cell resample may hold a single noise level or size, or
+    # only cells on a diagonal (the plane's terms are not separated); such replicates cannot be
+    # refitted, and the analysis says how many, and why (a "B=496" is explained, not silent).
+    table = make_table(published, sizes=(1000, 4000), noise=(0.0, 0.2))
+    nma = analyze(table, n_bootstrap=200, seed=2).by_noise_model["uniform"]
+    assert nma.best is not None and nma.best.resampling is not None
+    rs = nma.best.resampling
+    assert rs.unit == "cell" and rs.n_units == 4
+    assert 0 < rs.n_failed < 150 and rs.n_fitted + rs.n_failed == 200
+    assert rs.n_fitted == nma.best.boot_params.shape[0]
+    reasons = dict(rs.failures)
+    assert set(reasons) == {
+        "drew a single training size or noise level",
+        "did not separate the surface's terms",
+    }
+    assert sum(reasons.values()) == rs.n_failed
+    assert f"B={rs.n_fitted} of 200" in rs.describe()
+    note = next(n for n in nma.notes if "bootstrap replicates failed" in n)
+    k = reasons["drew a single training size or noise level"]
+    assert f"{rs.n_failed} of 200 bootstrap replicates failed: " in note
+    assert f"{k} drew a single training size or noise level" in note
+
+
+def test_power_law_refits_are_fresh_and_checked(monkeypatch):
+    from noisegrid.analysis import surfaces
+
+    cand = next(c for c in surfaces._candidates(2) if c.name == "power_size_signal")
+    table = make_table(effective_size, sizes=SIZES[::2], sd=0.15)
+    n = table["train_size"].to_numpy(float)
+    eta = table["noise_level"].to_numpy(float)
+    y = table["eval_accuracy"].to_numpy(float) * 100
+    fresh, why = cand.fit_checked(n, eta, y)
+    assert fresh is not None and why is None
+
+    def sse(p: np.ndarray) -> float:
+        return float(np.sum((cand.predict(p, n, eta) - y) ** 2))
+
+    # A start far from the optimum never makes a fit worse than the fresh one.
+    warm = cand.fit(n, eta, y, start=np.array([50.0, 1.0, 0.05, 9.0]))
+    assert warm is not None and sse(warm) <= sse(fresh) * (1 + 1e-9)
+    monkeypatch.setattr(surfaces, "MAX_EVALUATIONS", 2)
+    params, why = cand.fit_checked(n, eta, y)
+    assert params is None and why == "did not converge within 4 evaluations"
+
+
+def test_exact_compensation_is_shown_beside_the_marginal_rate_where_they_differ():
+    # acc = b0 + 3 ln n − 0.3 p: the marginal rate is 0.1·n, the exact compensation for one
+    # whole point n·(e^0.1 − 1) ≈ 0.105·n, 5% more.
+    table = make_table(lambda n, e: 60 + 3.0 * np.log(n) - 30 * e, sizes=SIZES[::2], sd=0.01)
+    result = analyze(table, n_bootstrap=20)
+    lr = result.by_noise_model["uniform"].local_rates
+    np.testing.assert_allclose(lr["rate"], 0.1 * lr["train_size"], rtol=0.02)
+    np.testing.assert_allclose(
+        lr["exact_compensation"], lr["train_size"] * (math.exp(0.1) - 1), rtol=0.02
+    )
+    t = tradeoff(result, size=5000, noise=0.1)
+    assert t.exact_compensation == pytest.approx(5000 * (math.exp(0.1) - 1), rel=0.02)
+    text = str(t)
+    assert "the marginal exchange rate" in text
+    assert "Making up for one whole point exactly takes 526 examples" in text
+    assert "5% more than the marginal rate" in text
+    assert "Making up for the whole point exactly takes" in result.summary()
+    # On a plane (the reference form) the two are the same, and only the marginal rate is shown.
+    plane = tradeoff(make_table(published, sizes=SIZES[::3]), size=7000, noise=0.1, n_bootstrap=0)
+    assert plane.exact_compensation == pytest.approx(plane.examples_per_noise_point.estimate)
+    assert "exactly" not in str(plane)
 
 
 # --- several noise models ------------------------------------------------------------------

@@ -163,7 +163,8 @@ def test_example_configs_match_their_documentation() -> None:
     laptop = load_spec(REPO / "examples" / "laptop-tfidf.toml")
     assert laptop.grid.sizes == (1000, 2000, 3000, 4000, 5000)
     assert laptop.grid.noise_rates == tuple(round(0.025 * i, 6) for i in range(10))
-    assert laptop.grid.n_cells == 50
+    assert laptop.grid.seeds == (0, 1, 2)  # three seeds, so the intervals cover replication
+    assert laptop.grid.n_cells == 150
     assert laptop.backend.name == "tfidf"
     assert laptop.eval.test_size == 2000
 
@@ -181,6 +182,13 @@ def test_example_configs_match_their_documentation() -> None:
     assert ref.eval.test_size == 10000
     t = ref.train
     assert (t.learning_rate, t.batch_size, t.epochs, t.weight_decay) == (2e-5, 16, 2, 0.01)
+    # The exact recipe; the fast one differs only in precision and batching, on the same grid.
+    assert t.precision == "fp32" and ref.backend_options()["group_by_length"] is False
+    fast = load_spec(REPO / "examples" / "reference-fast.toml")
+    assert fast.train.precision == "bf16" and fast.backend_options()["group_by_length"] is True
+    assert (fast.grid, fast.eval) == (ref.grid, ref.eval)
+    assert fast.train.model_copy(update={"precision": "fp32"}) == t
+    assert fast.fingerprint() != ref.fingerprint()
 
 
 def test_planned_plugin_says_not_available_yet() -> None:

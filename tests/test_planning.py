@@ -73,7 +73,7 @@ def test_plan_counts_the_batches_the_run_will_train(finetune_spec, tmp_path: Pat
     assert "6 cells in 2 units of work (3 cells each)" in text
     assert "projected wall time on this machine" in text
     assert plan.cost == pytest.approx(3.0 * plan.seconds / 3600)  # type: ignore[operator]
-    assert "cost at $3 per GPU-hour" in text
+    assert "cost at $3 per " in text  # per GPU-hour on a GPU, per hour of this machine else
     assert not Path(spec.run.store).exists()  # planning never touches the store
 
 
@@ -139,7 +139,33 @@ cache_dir = "{tmp_path / "cache"}"
     result = runner.invoke(app, ["plan", str(config), "--no-probe", "--gpu-hour-cost", "2"])
     assert result.exit_code == 0, result.output
     assert "6 cells in 2 units of work (3 cells each)" in result.stdout
-    assert "cost at $2 per GPU-hour" in result.stdout
+    assert "cost at $2 per " in result.stdout
     result = runner.invoke(app, ["plan", str(config), "--probe-seconds", "0"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --probe-seconds must be > 0, got 0.0"
+
+
+def test_the_probe_fits_overhead_and_rate_within_its_budget(tiny_model: Path) -> None:
+    from transformers import AutoConfig
+
+    from noisegrid.backends.finetune import cost
+    from noisegrid.backends.finetune.stack import arch_of
+
+    arch = arch_of(AutoConfig.from_pretrained(tiny_model, num_labels=2))
+    overhead, rate = 0.02, 5e9
+    calls: list[tuple[int, int, int]] = []
+
+    def timer(k: int, width: int, n_steps: int) -> float:
+        calls.append((k, width, n_steps))
+        return overhead + k * cost.train_flops(arch, 16, width) / rate
+
+    points = cost.probe_steps(arch, timer, k_plan=4, rows=16, widths=[64, 128, 64, 32], budget=5)
+    assert calls[0] == (1, 32, 1) and calls[1][:2] == (4, 128)  # the gauge, then the widest
+    assert sum(n for _, _, n in calls) <= 16
+    fitted = cost.fit_step_model(arch, points)
+    assert fitted.overhead == pytest.approx(overhead, rel=1e-6)
+    assert fitted.rate == pytest.approx(rate, rel=1e-6)
+    # A budget the gauge alone uses up still gets a second, cheapest point.
+    calls.clear()
+    slow = cost.probe_steps(arch, timer, k_plan=4, rows=16, widths=[32, 512], budget=1e-9)
+    assert len(slow) == 2 and calls[1] == (4, 32, 1)  # 4 × 32 tokens costs less than 512

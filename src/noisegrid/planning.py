@@ -87,7 +87,7 @@ class ExperimentPlan:
             assert c is not None
             real += c.train_tokens * g.n_cells
             padded += c.padded_tokens * g.n_cells
-            chunks = "+".join(str(k) for k in c.chunks) if c.chunks else "-"
+            chunks = _chunks(c.chunks)
             pad = c.padded_tokens / c.train_tokens - 1 if c.train_tokens else 0.0
             lines.append(
                 f"{g.train_size:>7} {g.seed:>5} {g.noise_model:<18} {g.n_cells:>5} {chunks:>9} "
@@ -101,9 +101,10 @@ class ExperimentPlan:
             f"projected wall time on this machine: {_duration(self.seconds)}",
         ]
         if self.cost is not None:
+            unit = "GPU-hour" if self.device.startswith("cuda") else "hour of this machine"
             lines.append(
-                f"cost at ${self.gpu_hour_cost:g} per GPU-hour: ${self.cost:,.2f} "
-                f"({self.seconds / 3600:.2f} GPU-hours)"
+                f"cost at ${self.gpu_hour_cost:g} per {unit}: ${self.cost:,.2f} "
+                f"({self.seconds / 3600:.2f} hours)"
             )
         return "\n".join(lines)
 
@@ -179,6 +180,15 @@ def plan_experiment(
         for unit, group_cost in zip(units, costs.groups, strict=True):
             unit.cost = group_cost
     return plan
+
+
+def _chunks(sizes: tuple[int, ...]) -> str:
+    """How a group's members stack: ``11`` (all at once), ``4+4+3``, ``1 (×11)``."""
+    if not sizes:
+        return "-"
+    if len(sizes) > 2 and len(set(sizes)) == 1:
+        return f"{sizes[0]} (×{len(sizes)})"
+    return "+".join(str(k) for k in sizes)
 
 
 def _si(n: float) -> str:

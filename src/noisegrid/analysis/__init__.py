@@ -8,11 +8,12 @@ counted and excluded). One module per method:
   and which runs of the grid are done, failed or missing;
 - ``regression.py``: the reference regression exactly as published, OLS
   ``eval_accuracy_pct ~ train_size_1k + noise_level_pct``, and its exchange rate
-  ``1000 × (−β_noise / β_size)`` with a delta-method interval;
+  ``1000 × (−β_noise / β_size)`` with Fieller's interval;
 - ``surfaces.py``: a comparison of candidate accuracy surfaces by leave-one-cell-out
   cross-validation;
-- ``rates.py``: the *local* exchange rate of the best surface at every grid cell, with
-  cell-bootstrap intervals;
+- ``rates.py``: the bootstrap of the best surface (whole seeds resampled; cells with one seed)
+  and its *local* (marginal) exchange rate at every grid cell, with Fieller intervals, and the
+  exact compensation beside it;
 - ``tradeoff.py``: the trade-off at one (size, noise) point (the engine of :func:`tradeoff`) and
   across noise models;
 - ``summary.py``: :class:`Analysis` and its plain-language summary;
@@ -43,6 +44,7 @@ from ._types import (
     Interval,
     NoiseModelAnalysis,
     RegressionResult,
+    Resampling,
     SurfaceFit,
     TradeoffResult,
 )
@@ -63,7 +65,7 @@ from .cells import (
     _prepare,
     cell_summary,
 )
-from .rates import _local_rates
+from .rates import ONE_SEED_NOTE, _local_rates
 from .regression import REFERENCE_FORMULA as REFERENCE_FORMULA
 from .regression import _reference, reference_regression
 from .summary import Analysis
@@ -76,6 +78,7 @@ __all__ = [
     "Interval",
     "NoiseModelAnalysis",
     "RegressionResult",
+    "Resampling",
     "SurfaceFit",
     "TradeoffResult",
     "analyze",
@@ -113,7 +116,9 @@ def analyze(
         effective-sample-size candidates (``1 − 2η`` for binary tasks). Default: read from the
         ``info`` column (``flipped_per_class``), else 2 (with a note saying so).
     n_bootstrap : int, default 500
-        Cell-bootstrap replicates for the local exchange-rate intervals (0: no intervals).
+        Bootstrap replicates for the intervals of the surface and its local exchange rates
+        (0: no intervals). With two or more seeds a replicate resamples whole seeds; with one,
+        cells (and the intervals then cover test-sample noise only, not replication).
     confidence : float, default 0.95
     seed : int, default 0
         Seed of the bootstrap's random generator (no global state is touched).
@@ -324,15 +329,13 @@ def _analyze_noise_model(
         )
     n_seeds = done["seed"].nunique()
     if n_seeds == 1:
+        notes.append(ONE_SEED_NOTE)
+    elif 2 <= n_seeds < 5 and (reference.skipped is None or best is not None):
         notes.append(
-            "One repeat seed: cell intervals cover test-sample noise only (Wilson), and regression "
-            "standard errors treat runs as independent although nested cells share examples."
-        )
-    elif 2 <= n_seeds < 5 and reference.skipped is None:
-        notes.append(
-            f"Standard errors are clustered by seed with only {n_seeds} seeds (Student-t with "
-            f"{n_seeds - 1} degrees of freedom), so regression intervals are wide; "
-            "more repeat seeds narrow them."
+            f"Only {n_seeds} repeat seeds: regression standard errors are clustered by seed and "
+            "the surface's bootstrap resamples whole seeds (Student-t with "
+            f"{n_seeds - 1} degree{'s' if n_seeds > 2 else ''} of freedom), so intervals are "
+            "wide; more repeat seeds narrow them."
         )
     if best is not None and best.candidate.rate_from_form:
         notes.append(
@@ -348,15 +351,10 @@ def _analyze_noise_model(
             f"come from the best surface whose rate the data determine, {best.describe()}, with "
             f"a cross-validated error of {best.cv_rmse:.2f} points."
         )
-    if (
-        best is not None
-        and n_bootstrap
-        and not best.candidate.rate_from_form
-        and best.boot_params.shape[0] < 0.9 * n_bootstrap
-    ):
+    if best is not None and best.resampling is not None and best.resampling.n_failed:
         notes.append(
-            f"Only {best.boot_params.shape[0]} of {n_bootstrap} bootstrap resamples could be "
-            "fitted."
+            f"{best.resampling.failure_text()}; the intervals use the "
+            f"{best.resampling.n_fitted} that were refitted."
         )
     if reference.skipped is None and reference.coef("train_size_1k") <= 0:
         notes.append(

@@ -1,8 +1,8 @@
 """The analysis's result types, and the interface that every candidate surface implements.
 
 Frozen dataclasses returned by the public functions: :class:`Interval`, :class:`Coverage`,
-:class:`RegressionResult`, :class:`SurfaceFit`, :class:`NoiseModelAnalysis` and
-:class:`TradeoffResult`. The whole-table :class:`~noisegrid.analysis.Analysis` lives in
+:class:`RegressionResult`, :class:`Resampling`, :class:`SurfaceFit`, :class:`NoiseModelAnalysis`
+and :class:`TradeoffResult`. The whole-table :class:`~noisegrid.analysis.Analysis` lives in
 ``summary.py``, because its summary needs the trade-off queries, which sit above these types.
 ``_Candidate`` is here because a :class:`SurfaceFit` holds one; the candidates themselves are in
 ``surfaces.py``.
@@ -25,6 +25,7 @@ __all__ = [
     "Interval",
     "NoiseModelAnalysis",
     "RegressionResult",
+    "Resampling",
     "SurfaceFit",
     "TradeoffResult",
 ]
@@ -45,11 +46,13 @@ class Interval:
     Attributes
     ----------
     estimate, low, high : float
-        Point estimate and interval bounds (NaN when not available; ``high`` may be ``inf``).
+        Point estimate and interval bounds (NaN when not available). A ratio's interval is
+        unbounded (``low = -inf``, ``high = inf``) when its denominator is not significantly
+        different from zero: then the data are consistent with any value.
     level : float
         Confidence level, e.g. 0.95.
     method : str
-        How the interval was computed, e.g. ``"delta method"`` or ``"cell bootstrap (B=500)"``.
+        How the interval was computed, e.g. ``"Fieller, clustered by seed (3 seeds)"``.
     """
 
     estimate: float
@@ -62,10 +65,17 @@ class Interval:
         ci = self.ci_text()
         return f"{format_number(self.estimate)} ({ci})" if ci else format_number(self.estimate)
 
+    @property
+    def unbounded(self) -> bool:
+        """Whether the interval is the whole line (a ratio whose denominator may be zero)."""
+        return self.low == -math.inf and self.high == math.inf
+
     def ci_text(self) -> str:
         """The interval alone, e.g. ``"95% CI 430 to 498"``; empty when there is none."""
         if math.isnan(self.low) and math.isnan(self.high):
             return ""
+        if self.unbounded:
+            return f"{self.level * 100:g}% CI unbounded"
         return f"{self.level * 100:g}% CI {format_number(self.low)} to {format_number(self.high)}"
 
     def scaled(self, factor: float) -> Interval:
@@ -140,12 +150,16 @@ class RegressionResult:
     n_clusters : int
         Number of seeds the standard errors are clustered by (0 when not clustered).
     exchange_rate : Interval or None
-        Examples that one point of noise is worth, ``1000 × (−β_noise / β_size)``, with a
-        delta-method interval using ``cov_type``'s covariance.
+        Examples that one point of noise is worth, ``1000 × (−β_noise / β_size)``, with Fieller's
+        interval from ``cov_type``'s covariance: exact for a ratio of normal estimates, skewed
+        where the size slope is imprecise, and unbounded where it is not significant.
     exchange_rate_iid : Interval or None
         The same with conventional (non-clustered) standard errors, as published.
     skipped : str or None
         Why the regression was not fitted; ``None`` when it was.
+    exchange_rate_delta : Interval or None
+        The same estimate with the symmetric delta-method interval (``cov_type``'s covariance),
+        for comparison: it understates the upper end when the size slope is imprecise.
     """
 
     formula: str
@@ -158,10 +172,67 @@ class RegressionResult:
     exchange_rate: Interval | None = None
     exchange_rate_iid: Interval | None = None
     skipped: str | None = None
+    exchange_rate_delta: Interval | None = None
 
     def coef(self, term: str) -> float:
         """Return one coefficient, e.g. ``"noise_level_pct"``."""
         return float(self.table.at[term, "coef"])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How a surface's bootstrap resampled the grid, and how many refits failed.
+
+    With two or more repeat seeds the resampling unit is the **seed**: a replicate draws whole
+    seeds with replacement (every cell of a seed travels with it, since one seed's cells share
+    nested subsamples, nested flips and the test sample) and refits the surface. With one seed
+    it is the **cell**, and the intervals cover test-sample and fitting noise only, not
+    replication.
+
+    Attributes
+    ----------
+    unit : {"seed", "cell"}
+        What a replicate resamples.
+    n_units : int
+        Seeds (or cells) resampled.
+    n_requested : int
+        Replicates asked for (``n_bootstrap``).
+    n_fitted : int
+        Replicates whose refit succeeded; the intervals use these.
+    failures : tuple of (str, int)
+        Why the others failed, with counts, most frequent first.
+    """
+
+    unit: str
+    n_units: int
+    n_requested: int
+    n_fitted: int
+    failures: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def n_failed(self) -> int:
+        """Replicates that could not be refitted."""
+        return self.n_requested - self.n_fitted
+
+    @property
+    def df(self) -> int:
+        """Degrees of freedom of the intervals: resampling units − 1."""
+        return max(self.n_units - 1, 1)
+
+    def describe(self) -> str:
+        """E.g. ``"seed bootstrap (3 seeds, B=500)"``, with failures when there were any."""
+        units = f"{self.n_units} {self.unit}{'s' if self.n_units != 1 else ''}"
+        text = f"{self.unit} bootstrap ({units}, B={self.n_fitted}"
+        if self.n_failed:
+            text += f" of {self.n_requested}"
+        return text + ")"
+
+    def failure_text(self) -> str:
+        """E.g. ``"4 of 500 replicates failed: 4 drew a single noise level"``; empty if none."""
+        if not self.n_failed:
+            return ""
+        why = "; ".join(f"{k} {reason}" for reason, k in self.failures)
+        return f"{self.n_failed} of {self.n_requested} bootstrap replicates failed: {why}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,9 +248,12 @@ class SurfaceFit:
     params : numpy.ndarray
         Fitted parameters.
     boot_params : numpy.ndarray, shape (n_replicates, n_params)
-        Parameters refitted on cell-bootstrap resamples (empty when ``n_bootstrap=0``).
+        Parameters refitted on bootstrap resamples of whole seeds (of cells with one seed);
+        empty when ``n_bootstrap=0``. ``resampling`` says which, and how many refits failed.
     cv_rmse : float
         Leave-one-cell-out root mean squared error, in accuracy points.
+    resampling : Resampling or None
+        How ``boot_params`` were drawn (``None`` when there was no bootstrap).
     label : str
         The form in plain words, e.g. ``"log of size and log of label signal"``.
     """
@@ -190,6 +264,7 @@ class SurfaceFit:
     boot_params: FloatArray
     cv_rmse: float
     candidate: _Candidate = field(repr=False)
+    resampling: Resampling | None = None
     label: str = ""
 
     @property
@@ -207,7 +282,7 @@ class SurfaceFit:
         return self.candidate.predict(self.params, n, eta)
 
     def exchange_rate(self, train_size: Any, noise_level: Any) -> FloatArray:
-        """Local exchange rate: examples that compensate one more point of noise there."""
+        """Marginal exchange rate: −(∂acc/∂p)/(∂acc/∂n), examples per point of noise there."""
         n, eta = _broadcast(train_size, noise_level)
         return _local_rate(self.candidate, self.params, n, eta)
 
@@ -233,7 +308,9 @@ class NoiseModelAnalysis:
         those could be fitted).
     local_rates : pandas.DataFrame
         At every (size, noise level) of the grid: ``accuracy_pct`` (fitted), ``rate``,
-        ``rate_low``, ``rate_high`` (examples per noise point), ``labels_per_correction``
+        ``rate_low``, ``rate_high`` (the marginal exchange rate, examples per noise point, with
+        its interval), ``exact_compensation`` (the Δn with acc(n + Δn, p + 1) = acc(n, p);
+        ``inf`` where no number of examples makes up for the point), ``labels_per_correction``
         (new labels one corrected label is worth) with ``_low``/``_high``, and ``observed``.
     surface_skipped : str or None
         Why no surface was fitted.
@@ -272,7 +349,8 @@ class TradeoffResult:
     surface : str
         The fitted surface the rate comes from.
     examples_per_noise_point : Interval
-        Extra examples that compensate one more point (percentage point) of noise there.
+        The marginal exchange rate there: −(∂acc/∂p)/(∂acc/∂n), the extra examples that
+        compensate one more point (percentage point) of noise, at the margin.
     labels_per_noise_point : float
         Labels to correct to remove one point of noise: ``size / 100``.
     labels_per_correction : Interval
@@ -283,6 +361,10 @@ class TradeoffResult:
     in_grid : bool
         Whether the point lies inside the measured grid (otherwise it is extrapolated).
     notes : tuple of str
+    exact_compensation : float
+        Examples Δn that make up for one whole point of noise on the fitted surface,
+        acc(n + Δn, p + 1) = acc(n, p); ``inf`` when no number does, NaN when not computed. It
+        differs from the marginal rate where the surface curves over one point.
     surface_description : str
         The surface in plain words with its formula, for sentences.
     rate_from_form : bool
@@ -299,6 +381,7 @@ class TradeoffResult:
     accuracy_pct: float
     in_grid: bool
     notes: tuple[str, ...] = ()
+    exact_compensation: float = math.nan
     surface_description: str = ""
     rate_from_form: bool = False
 
@@ -353,19 +436,51 @@ class TradeoffResult:
             f"{self.where()} ({self.noise_model} noise; fitted accuracy {self.accuracy_pct:.1f}%):",
             f"  surface: {surface}.",
             f"  one point of noise = {format_number(self.labels_per_noise_point)} wrong labels; "
-            f"it costs as much accuracy as {format_number(r.estimate)} examples "
-            f"({r.ci_text() or 'no interval'}; {r.method}).",
+            f"at the margin it costs as much accuracy as {format_number(r.estimate)} examples "
+            f"(the marginal exchange rate; {r.ci_text() or 'no interval'}; {r.method}).",
             f"  {correction[0].upper()}{correction[1:]}"
             + (
                 f", i.e. {format_number(k.estimate)} new labels per corrected label."
                 if self.n_wrong_labels >= 100
                 else "."
             ),
+            *self._exact_line(),
             f"  Clean first if correcting one label costs less than {format_number(k.estimate)} "
             "times what collecting and labelling a new example costs; otherwise collect more.",
         ]
         lines += [f"  Note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def _exact_line(self) -> list[str]:
+        exact, marginal = self.exact_compensation, self.examples_per_noise_point.estimate
+        if not differs(exact, marginal):
+            return []
+        if math.isinf(exact):
+            return [
+                "  No number of examples makes up for one whole point exactly on this surface "
+                "(it levels off below the accuracy the point costs); the marginal rate holds "
+                "only for small changes."
+            ]
+        change = (exact - marginal) / marginal * 100
+        return [
+            f"  Making up for one whole point exactly takes {format_number(exact)} examples "
+            f"(Δn with acc(n + Δn, p + 1) = acc(n, p)), {abs(change):.0f}% "
+            f"{'more' if change > 0 else 'fewer'} than the marginal rate, because the surface "
+            "curves over one point."
+        ]
+
+
+EXACT_TOLERANCE = 0.03
+"""The exact compensation is shown beside the marginal rate when they differ by more than this."""
+
+
+def differs(exact: float, marginal: float) -> bool:
+    """Whether the exact compensation is worth showing beside the marginal rate."""
+    if math.isnan(exact) or math.isnan(marginal) or marginal <= 0:
+        return False
+    if math.isinf(exact):
+        return True
+    return abs(exact - marginal) > EXACT_TOLERANCE * marginal
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,10 +508,23 @@ class _Candidate:
     ) -> FloatArray | None:
         """Least-squares parameters, or None when the data cannot identify them.
 
-        ``start`` (parameters of a fit to similar data) lets refits on resamples skip the
-        global search of nonlinear candidates.
+        ``start`` (parameters of a fit to similar data) is one more starting point for
+        nonlinear candidates; it never replaces their global search, so a fit from it is never
+        worse than a fresh one.
         """
         raise NotImplementedError
+
+    def fit_checked(
+        self, n: FloatArray, eta: FloatArray, y: FloatArray
+    ) -> tuple[FloatArray | None, str | None]:
+        """A fresh fit with a verdict: ``(params, None)``, or ``(None, why it failed)``.
+
+        The bootstrap refits every replicate this way and counts the failures by reason.
+        """
+        params = self.fit(n, eta, y)
+        if params is None:
+            return None, "did not separate the surface's terms"
+        return params, None
 
     def predict(self, params: FloatArray, n: FloatArray, eta: FloatArray) -> FloatArray:
         raise NotImplementedError

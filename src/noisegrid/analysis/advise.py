@@ -518,10 +518,10 @@ def _surface_draws(analysis: Any, nma: Any, n_bootstrap: int, seed: int) -> np.n
     eta = done["noise_level"].to_numpy(dtype=float)
     y = done["eval_accuracy"].to_numpy(dtype=float) * 100
     cell = done.groupby(["train_size", "noise_level"], sort=True).ngroup().to_numpy()
+    seeds = done["seed"].to_numpy(dtype=int)
     rng = np.random.default_rng([seed, 7])
-    return _bootstrap(
-        best.candidate, n, eta, y, cell, n_bootstrap=n_bootstrap, rng=rng, start=best.params
-    )
+    boot, _ = _bootstrap(best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng)
+    return boot
 
 
 class _Model:

@@ -1,8 +1,10 @@
-"""The reference regression, exactly as published, and its delta-method exchange rate.
+"""The reference regression, exactly as published, and the interval of its exchange rate.
 
 OLS ``eval_accuracy_pct ~ train_size_1k + noise_level_pct`` (Simmering 2023) with the statsmodels
 formula API, standard errors clustered by seed when there are several seeds, and the exchange
-rate ``1000 × (−β_noise / β_size)`` with a delta-method interval (:func:`reference_regression`).
+rate ``1000 × (−β_noise / β_size)`` with Fieller's interval (:func:`reference_regression`); the
+delta-method interval is kept beside it for comparison. :func:`_fieller` (the confidence set of a
+ratio of two normal estimates) also serves the local exchange rates (``rates.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from scipy import stats
 
 from ..errors import AnalysisError
 from ._format import _pct, _size
-from ._types import Interval, RegressionResult
+from ._types import FloatArray, Interval, RegressionResult
 from .cells import _check_confidence, _done, _pick_noise_model, _prepare
 
 __all__ = ["reference_regression"]
@@ -52,7 +54,8 @@ def reference_regression(
     -------
     RegressionResult
         Coefficients, p-values, intervals, R² and the exchange rate
-        ``1000 × (−β_noise / β_size)`` with a delta-method interval; or, when the table has a
+        ``1000 × (−β_noise / β_size)`` with Fieller's interval (unbounded when the size slope is
+        not significant) and, beside it, the delta-method interval; or, when the table has a
         single size or a single noise level, ``skipped`` says why nothing was fitted.
 
     Raises
@@ -131,7 +134,8 @@ def _reference(done: pd.DataFrame, confidence: float, cov_type: str) -> Regressi
             }
         )
         r_squared, adj_r_squared = float(fit.rsquared), float(fit.rsquared_adj)
-        rate, rate_iid = _delta_rate(fit, confidence), _delta_rate(iid, confidence)
+        rate, rate_iid = _fieller_rate(fit, confidence), _fieller_rate(iid, confidence)
+        rate_delta = _delta_rate(fit, confidence)
     return RegressionResult(
         formula=REFERENCE_FORMULA,
         table=table,
@@ -142,7 +146,66 @@ def _reference(done: pd.DataFrame, confidence: float, cov_type: str) -> Regressi
         n_clusters=n_seeds if cluster else 0,
         exchange_rate=rate,
         exchange_rate_iid=rate_iid,
+        exchange_rate_delta=rate_delta,
     )
+
+
+def _quantile(fit: Any, confidence: float) -> float:
+    if fit.use_t:
+        return float(stats.t.ppf(0.5 + confidence / 2, _df_inference(fit)))
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def _fieller_rate(fit: Any, confidence: float) -> Interval:
+    """``1000 × (−b_noise / b_size)`` with Fieller's interval from the fit's covariance.
+
+    Clustered by seed when the fit is (statsmodels' cluster-robust covariance, Student-t with
+    seeds − 1 degrees of freedom); unbounded when the size slope is not significant.
+    """
+    names = ["train_size_1k", "noise_level_pct"]
+    b_size, b_noise = (float(fit.params[n]) for n in names)
+    cov = np.asarray(fit.cov_params().loc[names, names], dtype=float)
+    clustered = getattr(fit, "cov_type", "nonrobust") == "cluster"
+    method = "Fieller" + (", clustered by seed" if clustered else "")
+    if b_size == 0 or not math.isfinite(b_size):
+        return Interval(math.nan, math.nan, math.nan, confidence, method)
+    # The ratio a / b with a = −1000·b_noise, b = b_size.
+    a, v_aa, v_ab = -1000 * b_noise, 1e6 * cov[1, 1], -1000 * cov[0, 1]
+    low, high = _fieller(
+        np.array([a]), np.array([b_size]), v_aa, v_ab, cov[0, 0], _quantile(fit, confidence)
+    )
+    if not math.isfinite(float(low[0])):
+        method += " (unbounded: the size slope is not significant)"
+    return Interval(a / b_size, float(low[0]), float(high[0]), confidence, method)
+
+
+def _fieller(
+    a: FloatArray,
+    b: FloatArray,
+    v_aa: FloatArray | float,
+    v_ab: FloatArray | float,
+    v_bb: FloatArray | float,
+    q: float,
+) -> tuple[FloatArray, FloatArray]:
+    """Fieller's confidence set for the ratio ``a / b`` of two (jointly normal) estimates.
+
+    The set is every r with ``(a − r·b)² ≤ q²·Var(a − r·b)``. When ``b`` is significant
+    (``b² > q²·v_bb``) it is a finite interval, skewed away from zero where ``b`` is imprecise;
+    otherwise it is unbounded (the whole line, or two half-lines), returned as ``(−inf, inf)``.
+    Element-wise over arrays of estimates and (co)variances.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    q2 = q * q
+    qa = b * b - q2 * np.asarray(v_bb, dtype=float)
+    qb = a * b - q2 * np.asarray(v_ab, dtype=float)
+    qc = a * a - q2 * np.asarray(v_aa, dtype=float)
+    bounded = qa > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.sqrt(np.maximum(qb * qb - qa * qc, 0.0))
+        low = np.where(bounded, (qb - root) / qa, -np.inf)
+        high = np.where(bounded, (qb + root) / qa, np.inf)
+    nan = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(qa) & np.isfinite(qc))
+    return np.where(nan, np.nan, low), np.where(nan, np.nan, high)
 
 
 def _delta_rate(fit: Any, confidence: float) -> Interval:
@@ -156,10 +219,7 @@ def _delta_rate(fit: Any, confidence: float) -> Interval:
     grad = np.array([1000 * b_noise / b_size**2, -1000 / b_size])
     var = float(grad @ cov @ grad)
     se = math.sqrt(var) if math.isfinite(var) and var > 0 else math.nan
-    if fit.use_t:
-        q = stats.t.ppf(0.5 + confidence / 2, _df_inference(fit))
-    else:
-        q = stats.norm.ppf(0.5 + confidence / 2)
+    q = _quantile(fit, confidence)
     return Interval(rate, rate - q * se, rate + q * se, confidence, "delta method")
 
 

@@ -7,6 +7,7 @@ computed from those types.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,8 @@ import pandas as pd
 
 from ..errors import AnalysisError
 from ._format import _pct, format_number
-from ._types import NoiseModelAnalysis, SurfaceFit, TradeoffResult
+from ._types import NoiseModelAnalysis, SurfaceFit, TradeoffResult, differs
+from .rates import ONE_SEED_SUMMARY
 from .tradeoff import _tradeoff_at
 
 __all__ = ["Analysis"]
@@ -98,17 +100,37 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
         lines.append(f"No local exchange rate: {a.surface_skipped}.")
     ref = a.reference
     if ref.skipped is None and ref.exchange_rate is not None:
+        rate = ref.exchange_rate
+        ci = rate.ci_text() + (": the size slope is not significant" if rate.unbounded else "")
         published = "; the published IMDB/DistilBERT value is 456" if _is_imdb(analysis) else ""
         lines.append(
             f"The reference regression (one constant rate, as published) gives "
             f"{ref.coef('train_size_1k'):+.3f} accuracy points per 1,000 examples and "
             f"{ref.coef('noise_level_pct'):+.3f} per noise point, so one point of noise is worth "
-            f"{format_number(ref.exchange_rate.estimate)} examples ({ref.exchange_rate.ci_text()}; "
+            f"{format_number(rate.estimate)} examples ({ci}, Fieller; "
             f"R² {ref.r_squared:.2f}{published})."
         )
     else:
         lines.append(f"Reference regression skipped: {ref.skipped}.")
+    if a.coverage.n_done and _n_seeds(a) == 1:
+        lines.append(ONE_SEED_SUMMARY)
     return "\n".join(lines)
+
+
+def _n_seeds(a: NoiseModelAnalysis) -> int:
+    done = a.cells["n_done"].to_numpy(dtype=int)
+    return int(done.max()) if done.size else 0
+
+
+def _exact_sentence(exact: float, marginal: float) -> str:
+    if not differs(exact, marginal):
+        return ""
+    if math.isinf(exact):
+        return (
+            " No number of examples makes up for a whole point exactly: the surface levels off "
+            "below the accuracy it costs."
+        )
+    return f" Making up for the whole point exactly takes {format_number(exact)} examples."
 
 
 def _headline(a: NoiseModelAnalysis, best: SurfaceFit, t: TradeoffResult) -> str:
@@ -117,7 +139,8 @@ def _headline(a: NoiseModelAnalysis, best: SurfaceFit, t: TradeoffResult) -> str
     correction = t.correction_sentence()
     cost = (
         f"one point of noise ({format_number(t.labels_per_noise_point)} wrong labels) costs as "
-        f"much accuracy as {format_number(r.estimate)} examples"
+        f"much accuracy as {format_number(r.estimate)} examples at the margin (the marginal "
+        "exchange rate)"
     )
     fit = f"cross-validated error is {best.cv_rmse:.2f} accuracy points"
     if best.rate_from_form:
@@ -128,6 +151,7 @@ def _headline(a: NoiseModelAnalysis, best: SurfaceFit, t: TradeoffResult) -> str
             f"{correction}, and {cost}; the surface's {fit}."
         )
     text = f"{t.where()}, {correction}: {cost}, by the surface {best.describe()}, whose {fit}."
+    text += _exact_sentence(t.exact_compensation, r.estimate)
     if a.form_fixed is not None:
         text = (
             f"The surface that fits best, {a.form_fixed.describe()}, fixes the exchange rate by "

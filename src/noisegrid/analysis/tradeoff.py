@@ -1,7 +1,8 @@
 """Trade-off queries: the local exchange rate at one (size, noise) point, and across noise models.
 
 :func:`_tradeoff_at` answers "at this size and noise, what is one point of noise worth in
-examples, and one corrected label in new labels?" for one analysed noise model (the public
+examples, and one corrected label in new labels?" (the marginal rate, with the exact
+compensation for one whole point beside it) for one analysed noise model (the public
 :func:`~noisegrid.analysis.tradeoff` checks its arguments, analyses a table when given one and
 calls it); :func:`_compare_noise_models` puts every noise model's rates side by side.
 """
@@ -18,7 +19,7 @@ import pandas as pd
 from ..errors import AnalysisError
 from ._format import _pct
 from ._types import Interval, NoiseModelAnalysis, TradeoffResult, _broadcast
-from .rates import _rate_interval
+from .rates import _exact_compensation, _rate_interval
 
 
 def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffResult:
@@ -35,11 +36,13 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
             f"lower noise rate, at most {_pct(top)}"
         )
     est, low, high = _rate_interval(best, n, eta, nma.confidence)
-    b = best.boot_params.shape[0]
+    rs = best.resampling
     if best.candidate.rate_from_form:
         method = f"no sampling interval: the surface ({best.label}) fixes the rate by its form"
-    elif b >= 2:
-        method = f"cell bootstrap, B={b}"
+    elif rs is not None and best.boot_params.shape[0] >= 2:
+        method = f"Fieller, {rs.describe()}"
+        if rs.unit == "cell":
+            method += "; one seed: test-sample noise only, not replication"
     else:
         method = "no interval (n_bootstrap=0)"
     rate = Interval(float(est[0]), float(low[0]), float(high[0]), nma.confidence, method)
@@ -84,6 +87,7 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         accuracy_pct=accuracy,
         in_grid=in_grid,
         notes=tuple(notes),
+        exact_compensation=float(_exact_compensation(best.candidate, best.params, n, eta)[0]),
         surface_description=best.describe(),
         rate_from_form=best.candidate.rate_from_form,
     )

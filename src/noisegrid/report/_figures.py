@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale, unlabel_rgb
 
 from ..analysis import Analysis, NoiseModelAnalysis, format_number
+from ..analysis._types import differs
 from ._colors import label_color
 from ._tables import pct
 
@@ -25,7 +26,7 @@ FIGURE_TITLES = {
     "heatmap": "Accuracy by training size and noise",
     "learning-curves": "Learning curves, one line per noise rate",
     "contours": "Iso-accuracy contours",
-    "exchange-rate": "Local exchange rate: examples one point of noise is worth",
+    "exchange-rate": "Local (marginal) exchange rate: examples one point of noise is worth",
     "noise-models": "Exchange rates across noise models",
 }
 
@@ -355,12 +356,17 @@ def exchange_rate_map(nma: NoiseModelAnalysis) -> go.Figure | None:
         if r is None:
             return ""
         ci = ""
-        if math.isfinite(r["rate_low"]):
+        if r["rate_low"] == -math.inf and r["rate_high"] == math.inf:
+            ci = " (95% CI unbounded: size's effect is not significant here)"
+        elif math.isfinite(r["rate_low"]):
             ci = f" (95% CI {format_number(r['rate_low'])} to {format_number(r['rate_high'])})"
+        exact = r["exact_compensation"]
+        if differs(float(exact), float(r["rate"])):
+            ci += f"<br>exactly one whole point: {format_number(exact)} examples"
         return (
             f"size {int(r['train_size']):,}<br>noise {pct(float(r['noise_level']))}"
             f"<br>one noise point = {format_number(r['train_size'] / 100)} labels"
-            f"<br>worth {format_number(r['rate'])} examples{ci}"
+            f"<br>worth {format_number(r['rate'])} examples at the margin{ci}"
             f"<br>{format_number(r['labels_per_correction'])} new labels per corrected label"
             f"<br>{'measured' if r['observed'] else 'not measured (interpolated)'}"
         )

@@ -43,8 +43,8 @@ def render_markdown(
             out += [*_md_table(comparison_table(nma, analysis.focus)), ""]
         if not nma.local_rates.empty and nma.best is not None:
             out += [
-                f"### Local exchange rate (surface: {nma.best.label or nma.best.name}; examples "
-                "per noise point, 95% interval)",
+                f"### Local exchange rate (marginal; surface: {nma.best.label or nma.best.name}; "
+                "examples per noise point, 95% interval)",
                 "",
                 *_md_table(rate_grid_table(nma)),
                 "",

@@ -35,9 +35,11 @@ def pvalue(p: Any) -> str:
 
 
 def interval(low: Any, high: Any, fmt: Any = format_number) -> str:
-    """``"low to high"`` or ``"–"`` when either bound is missing."""
+    """``"low to high"``, ``"unbounded"`` (a ratio's Fieller interval), or ``"–"`` if missing."""
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return "–"
+    if float(low) == -math.inf and float(high) == math.inf:
+        return "unbounded"
     return f"{fmt(float(low))} to {fmt(float(high))}"
 
 
@@ -83,6 +85,9 @@ def regression_facts(ref: RegressionResult) -> list[tuple[str, str]]:
                 f"{format_number(r.estimate)} ({r.ci_text()}, {r.method})",
             )
         )
+    if ref.exchange_rate_delta is not None:
+        r = ref.exchange_rate_delta
+        facts.append(("same, symmetric delta-method interval", r.ci_text() or "–"))
     if ref.cov_type.startswith("cluster") and ref.exchange_rate_iid is not None:
         r = ref.exchange_rate_iid
         facts.append(("same, conventional OLS errors (as published)", r.ci_text()))

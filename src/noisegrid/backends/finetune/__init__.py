@@ -320,11 +320,14 @@ class FinetuneBackend(Backend):
             fused_attention=setup.device.type == "cuda" or arch.p_attention == 0,
         )
 
-    def _trainer(self, k: int) -> StackedTrainer:
-        """The resident stack of ``k`` members, built (and its graphs captured) once."""
+    def _trainer(self, k: int, model: Any) -> StackedTrainer:
+        """The resident stack for a chunk of ``k`` members, built from ``model`` when needed.
+
+        It is kept for the next chunks and groups (reset in place); a chunk of another size gets
+        a new one, except that with CUDA graphs a shorter chunk trains on the larger stack
+        (filler members) rather than capturing its graphs again.
+        """
         resident = self._resident
-        # With graphs captured, a shorter chunk trains on the larger stack (filler members)
-        # rather than capturing again; without, a new stack costs only its allocation.
         if resident is not None and (resident.k == k or (resident.cuda_graphs and resident.k > k)):
             return resident
         setup = self.setup()
@@ -340,21 +343,21 @@ class FinetuneBackend(Backend):
             "max_width": setup.info.max_length,
             "group_by_length": self.options.group_by_length,
         }
-        # Built and captured in a seeded block of its own: whatever random numbers that draws,
-        # no cell's result depends on which groups ran before it in this worker.
-        with hf.seeded(0, setup.device), _deterministic(setup.device):
-            graphs = self.options.cuda_graphs and setup.device.type == "cuda"
-            trainer = StackedTrainer(
-                self._load_model(to_device=False), k, cuda_graphs=graphs, **kwargs
-            )
-            if trainer.cuda_graphs:
+        graphs = self.options.cuda_graphs and setup.device.type == "cuda"
+        trainer = StackedTrainer(model, k, cuda_graphs=graphs, **kwargs)
+        if trainer.cuda_graphs:
+            import torch
+
+            # Capturing runs warm-up steps that draw random numbers: in a fork of the
+            # generators, so the cells' own random numbers do not depend on it.
+            with torch.random.fork_rng(devices=[setup.device.index or 0], device_type="cuda"):
                 try:
                     trainer.capture_graphs()
                 except RuntimeError as exc:
                     log.warning("finetune: CUDA graphs unavailable (%s); stepping eagerly", exc)
                     del trainer
                     _release(setup.device)
-                    trainer = StackedTrainer(self._load_model(to_device=False), k, **kwargs)
+                    trainer = StackedTrainer(model, k, **kwargs)
         self._resident = trainer
         return trainer
 
@@ -377,10 +380,11 @@ class FinetuneBackend(Backend):
         for size in sizes:
             chunk = [np.asarray(y, dtype=np.int64) for y in labelings[start : start + size]]
             start += size
-            trainer = self._trainer(size)
-            chunk += [chunk[-1]] * (trainer.k - size)  # filler members, results discarded
             with hf.seeded(seed, setup.device), _deterministic(setup.device):
-                trainer.reset(self._load_model(to_device=False))
+                model = self._load_model(to_device=False)
+                trainer = self._trainer(size, model)
+                chunk += [chunk[-1]] * (trainer.k - size)  # filler members, results discarded
+                trainer.reset(model)
                 stats = trainer.fit(ids, np.stack(chunk), seed=seed)
             # With several chunks the earlier ones wait on the host for prediction.
             weights = trainer.snapshot() if len(sizes) == 1 else trainer.weights.to("cpu")
@@ -622,13 +626,13 @@ class _StackedMember(Predictor):
 
 
 def _release(device: Any) -> None:
-    """Return freed device memory to the allocator's pool before a new resident stack."""
-    import gc
-
-    gc.collect()
+    """Hand a GPU's freed memory back before a new resident stack (host memory frees itself)."""
     if device.type == "cuda":
+        import gc
+
         import torch
 
+        gc.collect()  # a stack's tensors held only by reference cycles
         torch.cuda.empty_cache()
 
 

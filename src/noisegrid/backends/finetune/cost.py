@@ -192,27 +192,32 @@ def probe_steps(
 ) -> list[ProbePoint]:
     """Time a few steps within ``budget`` seconds: the cheapest first, then what fits.
 
-    ``timer(k, width, n_steps)`` returns seconds per step of ``k`` stacked members (after its
-    own warm-up). The first point (one member at the narrowest width) gauges the machine; the
-    widest and a middle width follow at the planned stack size where the gauge predicts they fit
-    the remaining budget, else at one member, else not at all.
+    ``timer(k, width, n_steps)`` returns seconds per step of ``k`` stacked members after one
+    warm-up step of its own. The first point (one member at the narrowest width) gauges the
+    machine; then, in order, the widest and a middle width at the planned stack size, the same at
+    one member, and the narrowest at the planned size are timed where the model fitted so far
+    predicts they fit the remaining budget (3 timed steps where that fits, else 1). At least two
+    points are timed when the grid has two widths or a stack, so that a per-step overhead can be
+    told from the arithmetic.
     """
     widths = sorted(set(widths))
     t0 = time.perf_counter()
-    first = ProbePoint(1, rows, widths[0], timer(1, widths[0], 1))
-    points = [first]
-    rate = train_flops(arch, rows, widths[0]) / max(first.seconds, 1e-9)
-    wanted = [widths[-1], widths[len(widths) // 2]]
-    if k_plan > 1:
-        wanted.append(widths[0])
-    for width in dict.fromkeys(wanted):
-        for k in dict.fromkeys((k_plan, 1)):
-            if (k, width) == (1, widths[0]):
-                continue
-            predicted = 3 * k * train_flops(arch, rows, width) / rate  # warm-up + 2 timed
-            if time.perf_counter() - t0 + predicted <= budget:
-                points.append(ProbePoint(k, rows, width, timer(k, width, 2)))
-                break
+    points = [ProbePoint(1, rows, widths[0], timer(1, widths[0], 1))]
+    middle, widest = widths[len(widths) // 2], widths[-1]
+    candidates = [(k_plan, widest), (k_plan, middle), (1, widest), (1, middle), (k_plan, widths[0])]
+    todo = [c for c in dict.fromkeys(candidates) if c != (1, widths[0])]
+    for i, (k, width) in enumerate(todo):
+        step = fit_step_model(arch, points).train_seconds(arch, k, rows, width)
+        left = budget - (time.perf_counter() - t0)
+        share = left / (len(todo) - i)
+        if 4 * step <= share:
+            points.append(ProbePoint(k, rows, width, timer(k, width, 3)))
+        elif 2 * step <= left:
+            points.append(ProbePoint(k, rows, width, timer(k, width, 1)))
+    if len(points) == 1 and todo:
+        # Nothing else fitted the budget: the cheapest second point, whatever it costs.
+        k, width = min(todo, key=lambda c: c[0] * train_flops(arch, rows, c[1]))
+        points.append(ProbePoint(k, rows, width, timer(k, width, 1)))
     return points
 
 

@@ -701,6 +701,7 @@ class StackedTrainer:
 
     def _step(self, batch: _Batch, loss_sum: torch.Tensor) -> None:
         """Forward, backward, per-member clipping and one AdamW step of every member."""
+        import torch
         import torch.nn.functional as F
 
         for grad in self.grads.values():
@@ -724,8 +725,8 @@ class StackedTrainer:
             warnings.filterwarnings("ignore", message="grad and param do not obey")
             losses.sum().backward()
         # clip_grad_norm_ per member: coefficient max_norm / (norm + 1e-6), at most 1.
-        squares = [g.pow(2).sum(1) for g in self.grads.values()]
-        norm = (squares[0] + squares[1] + squares[2]).sqrt()
+        norms = [torch.linalg.vector_norm(g, dim=1) for g in self.grads.values()]
+        norm = torch.linalg.vector_norm(torch.stack(norms), dim=0)
         coef = (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
         for grad in self.grads.values():
             grad.mul_(coef.unsqueeze(1))
