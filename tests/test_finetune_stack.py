@@ -118,12 +118,16 @@ def test_stacked_distilbert_members_equal_their_cells_trained_alone(
     assert_same_as_alone(backend.predict_group(outputs, texts[64:]), reference, labels[64:])
 
 
-def test_chunks_keep_every_member_equal(tiny_model: Path, tmp_path: Path, data, bert_alone) -> None:
-    """A cap of 2 splits 3 labelings into 2 + 1; the first chunk waits on the host."""
+@pytest.mark.parametrize(("cap", "sizes"), [(2, [2, 2, 1]), (1, [1, 1, 1])])
+def test_chunks_keep_every_member_equal(
+    tiny_model: Path, tmp_path: Path, data, bert_alone, cap: int, sizes: list[int]
+) -> None:
+    """A cap splits the group: 2 + 1 (a new stack for the last chunk), or 1 + 1 + 1 on one
+    resident stack reset between chunks; earlier chunks' weights wait on the host."""
     texts, labels, labelings = data
-    backend = backend_for(tiny_model, tmp_path, stack=2)
+    backend = backend_for(tiny_model, tmp_path, stack=cap)
     outputs = backend.fit_group(texts[:N_TRAIN], labelings, seed=SEED)
-    assert [o.info["stack_size"] for o in outputs] == [2, 2, 1]
+    assert [o.info["stack_size"] for o in outputs] == sizes
     assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])
 
 
@@ -280,3 +284,22 @@ def test_cuda_graphs_option_is_ignored_on_cpu(tiny_model: Path, tmp_path: Path, 
     outputs = backend.fit_group(texts[:N_TRAIN], labelings[:2], seed=SEED)
     assert backend._resident is not None and not backend._resident.cuda_graphs
     assert all("cuda_graphs" not in o.info for o in outputs)
+
+
+def test_a_stack_that_runs_out_of_memory_retries_half_as_stacked(
+    tiny_model: Path, tmp_path: Path, data, bert_alone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts, labels, labelings = data
+    real = st.StackedTrainer.fit
+
+    def fit(self, ids, chunk, *, seed):  # type: ignore[no-untyped-def]
+        if self.k > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, ids, chunk, seed=seed)
+
+    monkeypatch.setattr(st.StackedTrainer, "fit", fit)
+    backend = backend_for(tiny_model, tmp_path)
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings, seed=SEED)
+    assert [o.info["stack_size"] for o in outputs] == [1, 1, 1]  # 3 → 1 (half of 3, rounded down)
+    assert backend.stack_size(11) == 1
+    assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])

@@ -139,6 +139,7 @@ class FinetuneBackend(Backend):
         self._arch: Arch | None = None
         self._no_stack: str | None = None
         self._resident: StackedTrainer | None = None
+        self._capacity: int | None = None
 
     @classmethod
     def check(cls, spec: ExperimentSpec) -> None:
@@ -304,21 +305,27 @@ class FinetuneBackend(Backend):
         return self._arch
 
     def stack_size(self, n_members: int) -> int:
-        """How many of ``n_members`` siblings train together (``[run] stack`` or memory)."""
+        """How many of ``n_members`` siblings train together (``[run] stack`` or memory).
+
+        The memory-based capacity is worked out once per worker, before its resident stack
+        takes any memory, and lowered if a stack ever runs out of device memory.
+        """
         arch = self.stack_arch()
         if arch is None:
             return 1
-        setup = self.setup()
-        return choose_stack(
-            arch,
-            n_members,
-            device=setup.device,
-            cap=self.context.stack,
-            batch_size=self.context.train.batch_size,
-            width=setup.info.max_length,
-            low_precision=setup.dtype is not None,
-            fused_attention=setup.device.type == "cuda" or arch.p_attention == 0,
-        )
+        if self._capacity is None:
+            setup = self.setup()
+            self._capacity = choose_stack(
+                arch,
+                2**31,
+                device=setup.device,
+                cap=self.context.stack,
+                batch_size=self.context.train.batch_size,
+                width=setup.info.max_length,
+                low_precision=setup.dtype is not None,
+                fused_attention=setup.device.type == "cuda" or arch.p_attention == 0,
+            )
+        return max(1, min(n_members, self._capacity))
 
     def _trainer(self, k: int, model: Any) -> StackedTrainer:
         """The resident stack for a chunk of ``k`` members, built from ``model`` when needed.
@@ -374,7 +381,28 @@ class FinetuneBackend(Backend):
         if len(labelings) < 2 or self.stack_arch() is None:
             return super().fit_group(texts, labelings, seed=seed)
         ids = setup.tokens.ids(texts)
-        sizes = chunk_sizes(len(labelings), self.stack_size(len(labelings)))
+        while True:
+            k = self.stack_size(len(labelings))
+            try:
+                return self._fit_stacked(ids, labelings, seed=seed, k=k)
+            except _OutOfMemory as exc:
+                if k == 1 or not _is_device_oom(exc):
+                    raise
+                # The memory estimate was too generous: the whole group again, half as stacked.
+                self._resident = None
+                _release(setup.device)
+                self._capacity = max(1, k // 2)
+                log.warning(
+                    "finetune: %d stacked models ran out of device memory; stacking %d from now on",
+                    k,
+                    self._capacity,
+                )
+
+    def _fit_stacked(
+        self, ids: Sequence[np.ndarray], labelings: Sequence[np.ndarray], *, seed: int, k: int
+    ) -> list[FitOutput]:
+        setup = self.setup()
+        sizes = chunk_sizes(len(labelings), k)
         outputs: list[FitOutput] = []
         start = 0
         for size in sizes:
@@ -387,7 +415,7 @@ class FinetuneBackend(Backend):
                 trainer.reset(model)
                 stats = trainer.fit(ids, np.stack(chunk), seed=seed)
             # With several chunks the earlier ones wait on the host for prediction.
-            weights = trainer.snapshot() if len(sizes) == 1 else trainer.weights.to("cpu")
+            weights = trainer.snapshot(None if len(sizes) == 1 else "cpu")
             for member, member_stats in enumerate(stats.members[:size]):
                 info = self._info(ids, member_stats)
                 info["stack_size"] = trainer.k
@@ -625,14 +653,24 @@ class _StackedMember(Predictor):
         return self.backend._predict(self.weights.member(self.member), ids)[0]
 
 
-def _release(device: Any) -> None:
-    """Return freed device memory to the allocator's pool before a new resident stack."""
-    import gc
+_OutOfMemory = RuntimeError
+"""What a device running out of memory raises (torch.cuda.OutOfMemoryError is a RuntimeError)."""
 
-    gc.collect()
+
+def _is_device_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+
+
+def _release(device: Any) -> None:
+    """Hand a GPU's freed memory back before a new resident stack (host memory frees itself)."""
     if device.type == "cuda":
+        import gc
+
         import torch
 
+        gc.collect()  # a stack's tensors held only by reference cycles
         torch.cuda.empty_cache()
 
 

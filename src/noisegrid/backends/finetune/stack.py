@@ -685,9 +685,15 @@ class StackedTrainer:
                     if torch.is_tensor(value):
                         value.zero_()
 
-    def snapshot(self) -> StackedWeights:
-        """A copy of the members' current weights (prediction outlives the next reset)."""
-        return self.weights.clone()
+    def snapshot(self, device: Any = None) -> StackedWeights:
+        """A copy of the members' current weights, on ``device`` (default: the stack's).
+
+        Always a copy, also on the stack's own device: prediction outlives the next reset.
+        """
+        flat = {
+            g: t.detach().to(device or t.device, copy=True) for g, t in self.weights.flat.items()
+        }
+        return StackedWeights(self.layout, flat)
 
     # -- one step ------------------------------------------------------------------------------
 
