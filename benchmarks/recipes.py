@@ -26,8 +26,9 @@ but on a 2-core AVX2 machine a bf16 training step of MiniLM took 12× the fp32 o
 Usage::
 
     .venv/bin/python benchmarks/recipes.py                                   # GPU: minutes
-    nice -n 19 .venv/bin/python benchmarks/recipes.py --sizes 200 500 --max-length 32 \\
-        --test-size 500 --threads 1 --bf16-sizes 200                         # a 2-core CPU
+    nice -n 10 .venv/bin/python benchmarks/recipes.py --sizes 200 500 --bf16-sizes 200 \\
+        --max-length 32 --test-size 500 --threads 1 --recipes exact fast grouped
+                                   # a 2-core CPU: the table in docs/backends.md (hours there)
     .venv/bin/python benchmarks/recipes.py --no-run                          # the table only
 """
 

@@ -251,3 +251,21 @@ def test_minilm_embeddings_match_sentence_transformers_and_classify_imdb(
     expected = reference.encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(backend.features(texts), expected, atol=2e-4)
     assert hf.bundled_model_path(MINILM) is not None
+
+
+def test_fit_group_equals_one_fit_per_labeling(
+    tiny_model: Path, tmp_path: Path, corpus: Corpus
+) -> None:
+    backend = backend_for(make_spec(tiny_model), tmp_path)
+    assert backend.fits_groups
+    texts, clean = corpus.train.texts, corpus.train.labels
+    noisy = clean.copy()
+    noisy[::4] = 1 - noisy[::4]
+    labelings = [clean, noisy, 1 - clean]
+    backend.embed([*texts, *corpus.test.texts])  # as prepare does: the fits encode nothing
+    group = backend.fit_group(texts, labelings, seed=4)
+    probas = backend.predict_group(group, corpus.test.texts)
+    for labels, output, proba in zip(labelings, group, probas, strict=True):
+        alone = backend.fit(texts, labels, seed=4)
+        assert output.info == alone.info
+        np.testing.assert_array_equal(proba, alone.predictor.predict_proba(corpus.test.texts))

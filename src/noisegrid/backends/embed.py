@@ -309,6 +309,34 @@ class EmbedBackend(Backend):
         """Train a logistic regression on the (cached) embeddings of one cell's texts."""
         before = self.n_encoded
         x = self.features(texts)
+        return self._fit_head(x, labels, seed=seed, encoded=self.n_encoded - before)
+
+    def fit_group(
+        self, texts: Sequence[str], labelings: Sequence[np.ndarray], *, seed: int
+    ) -> list[FitOutput]:
+        """Look the shared texts' embeddings up once, then fit one head per labeling.
+
+        Each head is the one :meth:`fit` trains for that labeling; the group saves the cache
+        look-ups (a hash of every text) that each cell would repeat.
+        """
+        before = self.n_encoded
+        x = self.features(texts)
+        encoded = self.n_encoded - before
+        return [self._fit_head(x, labels, seed=seed, encoded=encoded) for labels in labelings]
+
+    def predict_group(self, outputs: Sequence[FitOutput], texts: Sequence[str]) -> list[np.ndarray]:
+        """Look ``texts`` up once, then score every member's head."""
+        x = self.features(texts)
+        probas = []
+        for output in outputs:
+            predictor = output.predictor
+            if isinstance(predictor, _EmbedPredictor):
+                probas.append(predictor.proba_of(x))
+            else:
+                probas.append(predictor.predict_proba(texts))
+        return probas
+
+    def _fit_head(self, x: np.ndarray, labels: np.ndarray, *, seed: int, encoded: int) -> FitOutput:
         o = self.options
         pipeline = Pipeline(
             [
@@ -328,7 +356,7 @@ class EmbedBackend(Backend):
             "dim": int(x.shape[1]),
             "pooling": o.pooling,
             "max_length": setup.info.max_length,
-            "encoded_in_fit": self.n_encoded - before,
+            "encoded_in_fit": encoded,
             "device": str(setup.device),
             "precision": setup.precision,
             "model_source": setup.info.ref.source,
@@ -363,7 +391,9 @@ class _EmbedPredictor(Predictor):
         self.pipeline = pipeline
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        x = self.backend.features(texts)
+        return self.proba_of(self.backend.features(texts))
+
+    def proba_of(self, x: np.ndarray) -> np.ndarray:
         with _head_threads():
             proba = self.pipeline.predict_proba(x)
         classes = self.pipeline.classes_
@@ -371,6 +401,6 @@ class _EmbedPredictor(Predictor):
         if len(classes) == n_classes:
             return np.asarray(proba)
         # A cell whose noisy labels miss a class: put its columns back (probability 0).
-        full = np.zeros((len(texts), n_classes))
+        full = np.zeros((len(x), n_classes))
         full[:, classes] = proba
         return full

@@ -7,7 +7,8 @@ learning-rate schedule for the ``[train]`` budget: ``epochs`` (default 2) or a f
 2e-5, batch 16, weight decay 0.01 (not on biases and normalisation weights), no warm-up, gradient
 norm clipped at 1.0, truncation at the model's maximum length unless ``[train] max_length`` is set.
 
-What makes it fast, without changing what is trained:
+What makes it fast (length grouping and bf16 change the arithmetic, not the hyper-parameters: their
+measured effect on accuracy is in ``docs/backends.md``; ``examples/reference.toml`` turns both off):
 
 - each text is tokenised once per (model, max_length) and cached on disk, shared by every cell;
 - batches are padded dynamically (on a GPU to multiples of 64 tokens, so that a few fixed widths
