@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import _FILLER
 from noisegrid.cli import app
 
 _WORDS = [
@@ -24,21 +25,6 @@ _WORDS = [
     ["confusing", "odd", "strange", "puzzling", "weird"],
     ["funny", "hilarious", "witty", "laughed", "comic"],
     ["scary", "creepy", "dark", "chilling", "eerie"],
-]
-_FILLER = [
-    "the",
-    "a",
-    "movie",
-    "film",
-    "plot",
-    "actor",
-    "scene",
-    "story",
-    "watch",
-    "time",
-    "really",
-    "very",
-    "some",
 ]
 
 

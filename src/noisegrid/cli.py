@@ -138,6 +138,14 @@ def _setup_logging(quiet: bool) -> None:
     )
 
 
+def _echo_and_save(result: Any, out: Path | None) -> None:
+    """Print a result's description and, with ``--out``, save its files there and say which."""
+    typer.echo(result.describe())
+    if out is not None:
+        written = result.save(out)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
 @app.command()
 @_errors_as_one_line
 def run(
@@ -321,10 +329,7 @@ def audit(
         n_bootstrap=bootstrap,
         seed=seed,
     )
-    typer.echo(result.describe())
-    if out is not None:
-        written = result.save(out)
-        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+    _echo_and_save(result, out)
 
 
 @app.command()
@@ -392,10 +397,7 @@ def advise(
         noise_model=noise_model,
         allow_extrapolation=allow_extrapolation,
     )
-    typer.echo(result.describe())
-    if out is not None:
-        written = result.save(out)
-        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+    _echo_and_save(result, out)
 
 
 @app.command()
