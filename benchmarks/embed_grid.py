@@ -4,7 +4,8 @@ the encoder precision ``auto`` picks on this machine against fp32.
 Prints this machine's CPU (cores, load, bf16/int8-relevant flags), then:
 
 - **throughput**: reviews per second through the encoder at 256 tokens, on ``--throughput-texts``
-  random training reviews (batches of ``[train] eval_batch_size``, sorted by length), in each
+  random training reviews (batches of ``[train] eval_batch_size`` texts sorted by length, at most
+  2,048 tokens on a CPU, one batch per core at a time), in each
   precision worth measuring here (bf16 only where it is native; emulated bf16 is several times
   slower than fp32);
 - **cold**: an empty embedding cache (a temporary folder) and an empty store, in the precision
@@ -56,7 +57,7 @@ def main() -> None:
 
     from noisegrid.backends import make_backend
     from noisegrid.backends.embed import EmbedBackend, encoder_precision, requested_precision
-    from noisegrid.backends.hf import choose_device
+    from noisegrid.backends.hf import choose_device, inference_batch_tokens
     from noisegrid.config import load_spec
     from noisegrid.data import load_corpus
     from noisegrid.results import load_results
@@ -81,7 +82,8 @@ def main() -> None:
     print(
         f"embed grid: {spec.grid.n_cells_total} cells, sizes {list(spec.grid.sizes)}, test "
         f"{spec.eval.test_size}, model {options['model']}, max_length {spec.train.max_length}, "
-        f"batch {spec.train.eval_batch_size}, torch {torch.__version__} with "
+        f"batches of <= {spec.train.eval_batch_size} texts and <= "
+        f"{inference_batch_tokens(choose_device().type)} tokens, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads; precision {options.get('precision', 'auto')!r} -> "
         f"{chosen}",
         flush=True,

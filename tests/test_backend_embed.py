@@ -269,3 +269,33 @@ def test_fit_group_equals_one_fit_per_labeling(
         alone = backend.fit(texts, labels, seed=4)
         assert output.info == alone.info
         np.testing.assert_array_equal(proba, alone.predictor.predict_proba(corpus.test.texts))
+
+
+def test_int8_keeps_the_down_projections_in_fp32(tiny_model: Path) -> None:
+    from transformers import AutoModel
+
+    from noisegrid.backends import embed
+
+    model = AutoModel.from_pretrained(tiny_model)
+    linear = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    kept = {n for n, m in linear.items() if m.in_features > m.out_features}
+    assert kept and all(n.endswith("output.dense") and "attention" not in n for n in kept)
+    assert set(embed.int8_layers(model)) == set(linear) - kept
+    quantised = embed.quantize_int8(model)
+    types = {n: type(m).__module__ for n, m in quantised.named_modules() if n in linear}
+    assert all("quantized" in types[n] for n in set(linear) - kept)
+    assert all(isinstance(dict(quantised.named_modules())[n], torch.nn.Linear) for n in kept)
+
+
+def test_parallel_batches_equal_serial_ones(tiny_model: Path, tmp_path: Path) -> None:
+    texts = [f"{'good ' * (i % 7)}film number {i} was {'bad ' * (i % 3)}" for i in range(40)]
+    spec = make_spec(tiny_model, precision="fp32")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        parallel = backend_for(spec, tmp_path / "a").embed(texts)
+        torch.set_num_threads(1)
+        serial = backend_for(spec, tmp_path / "b").embed(texts)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(parallel, serial, atol=1e-6)

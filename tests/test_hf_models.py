@@ -239,3 +239,17 @@ def test_seeded_is_reproducible_and_leaves_global_state_alone() -> None:
         b = torch.rand(3)
     assert torch.equal(a, b)
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_sorted_batches_with_a_token_budget_cover_all_within_it() -> None:
+    lengths = np.random.default_rng(0).integers(1, 300, size=500)
+    batches = hf.sorted_batches(lengths, 64, max_tokens=2048)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    for b in batches:
+        assert len(b) <= 64
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 2048
+    widths = [int(lengths[b].max()) for b in batches]
+    assert widths == sorted(widths, reverse=True)
+    # Long texts fill small batches, short ones larger ones.
+    assert len(batches[0]) == 2048 // lengths.max()
+    assert max(len(b) for b in batches) > 8 * len(batches[0])

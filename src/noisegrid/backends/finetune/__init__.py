@@ -498,6 +498,7 @@ class FinetuneBackend(Backend):
                 batch_size=train.eval_batch_size,
                 pad_multiple=multiple,
                 max_width=max_width,
+                max_tokens=hf.inference_batch_tokens(setup.device.type),
             )
             n = group.n_members
             sizes = chunk_sizes(n, self.stack_size(n)) if n > 1 and stackable else [1] * n

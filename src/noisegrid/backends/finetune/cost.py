@@ -91,11 +91,16 @@ def group_batches(
 
 
 def eval_shapes(
-    lengths: np.ndarray, *, batch_size: int, pad_multiple: int, max_width: int
+    lengths: np.ndarray,
+    *,
+    batch_size: int,
+    pad_multiple: int,
+    max_width: int,
+    max_tokens: int | None = None,
 ) -> Counter[tuple[int, int]]:
     """(rows, width) → number of the evaluation batches over ``lengths``."""
     shapes: Counter[tuple[int, int]] = Counter()
-    for batch in sorted_batches(lengths, batch_size):
+    for batch in sorted_batches(lengths, batch_size, max_tokens=max_tokens):
         shapes[(len(batch), padded_width(int(lengths[batch].max()), pad_multiple, max_width))] += 1
     return shapes
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..base import Predictor
 from ..hf.device import autocast
-from ..hf.tokens import pad_batch, sorted_batches
+from ..hf.tokens import inference_batch_tokens, pad_batch, sorted_batches
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,9 @@ def predict_probabilities(
     out: np.ndarray | None = None
     model.eval()
     with torch.inference_mode():
-        for batch in sorted_batches(lengths, batch_size):
+        for batch in sorted_batches(
+            lengths, batch_size, max_tokens=inference_batch_tokens(device.type)
+        ):
             input_ids, mask = pad_batch(
                 [ids[i] for i in batch],
                 pad_id=pad_id,

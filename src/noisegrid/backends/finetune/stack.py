@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..hf.device import autocast
-from ..hf.tokens import pad_batch, sorted_batches
+from ..hf.tokens import inference_batch_tokens, pad_batch, sorted_batches
 from .loop import (
     TrainStats,
     decay_parameter_groups,
@@ -986,7 +986,9 @@ def predict_stacked(
     out = np.zeros((weights.k, len(ids), arch.n_classes), dtype=np.float64)
     params = weights.leaves()
     with torch.inference_mode():
-        for batch in sorted_batches(lengths, batch_size):
+        for batch in sorted_batches(
+            lengths, batch_size, max_tokens=inference_batch_tokens(device.type)
+        ):
             x, m = pad_batch(
                 [ids[i] for i in batch],
                 pad_id=pad_id,

@@ -14,6 +14,7 @@ from .assets import ModelAssets, load_model_assets
 from .device import (
     autocast,
     autocast_dtype,
+    batch_parallel,
     choose_device,
     cpu_has_native_bf16,
     precision_name,
@@ -42,10 +43,12 @@ from .models import (
     resolve_model,
 )
 from .tokens import (
+    CPU_BATCH_TOKENS,
     LENGTH_GROUP_FACTOR,
     ArrayCache,
     TokenCache,
     cache_key,
+    inference_batch_tokens,
     length_grouped_batches,
     pad_batch,
     sorted_batches,
@@ -54,6 +57,7 @@ from .tokens import (
 
 __all__ = [
     "BUNDLED_MODELS",
+    "CPU_BATCH_TOKENS",
     "DEFAULT_MAX_LENGTH",
     "EXTRA",
     "LENGTH_GROUP_FACTOR",
@@ -67,6 +71,7 @@ __all__ = [
     "TokenCache",
     "autocast",
     "autocast_dtype",
+    "batch_parallel",
     "bundled_model_path",
     "cache_key",
     "check_backend_model",
@@ -74,6 +79,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "folder_identity",
     "hub_online",
+    "inference_batch_tokens",
     "inspect_model",
     "length_grouped_batches",
     "load_config",
