@@ -59,7 +59,9 @@ def test_plan_counts_the_batches_the_run_will_train(finetune_spec, tmp_path: Pat
     assert [(g.train_size, g.n_cells) for g in plan.groups] == [(24, 3), (40, 3)]
     assert any(note.startswith("probe: K=1") for note in plan.notes)
     costs = [g.cost for g in plan.groups]
-    assert all(c is not None and c.seconds > 0 and c.chunks == (3,) for c in costs)
+    assert all(
+        c is not None and c.seconds > 0 and c.chunks == (1, 1, 1) for c in costs
+    )  # a CPU: one at a time
     assert costs[0].steps == 2 * 3 and costs[1].steps == 2 * 5  # type: ignore[union-attr]
     # The projection's tokens are the run's: the same batches, drawn from the same seed.
     worker = Worker(spec)

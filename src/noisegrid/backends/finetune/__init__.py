@@ -384,10 +384,12 @@ class FinetuneBackend(Backend):
         ids = setup.tokens.ids(texts)
         while True:
             k = self.stack_size(len(labelings))
+            if k == 1:  # one at a time: the per-cell path, as [run] stack = 1 trains
+                return super().fit_group(texts, labelings, seed=seed)
             try:
                 return self._fit_stacked(ids, labelings, seed=seed, k=k)
             except _OutOfMemory as exc:
-                if k == 1 or not _is_device_oom(exc):
+                if not _is_device_oom(exc):
                     raise
                 # The memory estimate was too generous: the whole group again, half as stacked.
                 self._resident = None
