@@ -15,7 +15,7 @@ and tokens/s, counting real (non-padding) tokens. Target: ours >= 2× the Traine
 Two more measurements of the laptop ``finetune`` path:
 
 - ``--stacked``: one size × ``--rates`` noise rates (a sibling group, default 4) trained stacked
-  (:meth:`FinetuneBackend.fit_group`, K = 4 on a CPU) against the same cells one at a time
+  (:meth:`FinetuneBackend.fit_group`, K = the number of rates) against the same cells one at a time
   (:meth:`FinetuneBackend.fit`, as ``[run] stack = 1`` runs them): wall time of training and
   prediction after an untimed warm-up fit and group (a grid's later groups reuse the worker's
   stack), and how far apart the two give each cell's test probabilities. On a shared machine use
@@ -223,7 +223,9 @@ def _stacked_vs_alone(args) -> None:  # type: ignore[no-untyped-def]
         f"torch threads {_threads()}, load {_load()}"
     )
     with tempfile.TemporaryDirectory() as cache:
-        backend = make_backend(_spec(args, args.n), n_classes=2, cache_dir=Path(cache))
+        # [run] stack set to the group's size: "auto" trains one cell at a time on a CPU.
+        spec = _spec(args, args.n, stack=len(rates))
+        backend = make_backend(spec, n_classes=2, cache_dir=Path(cache))
         backend.setup().tokens.ids(texts + test["text"].tolist())  # type: ignore[attr-defined]
         # Untimed: a first fit (kernels' first use), then a first group (the resident stack is
         # built once per worker); the timed group is what every later group of a grid costs.
