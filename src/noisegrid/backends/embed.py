@@ -317,7 +317,7 @@ class EmbedBackend(Backend):
             m = torch.from_numpy(mask).to(device)
             with torch.inference_mode(), hf.autocast(device, dtype):
                 hidden = model(input_ids=x, attention_mask=m).last_hidden_state
-            return pool(hidden.float(), m, how=pooling).cpu().numpy()  # type: ignore[no-any-return]
+            return pool(hidden.float(), m, how=pooling).cpu().numpy()
 
         batches = hf.sorted_batches(
             lengths,
