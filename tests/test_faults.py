@@ -33,7 +33,8 @@ from noisegrid import load_spec, run_experiment
 from noisegrid.store import ResultStore
 from ray_fixtures import shared_ray_head
 
-SLOW_CELL = {"name": "sleep", "seconds": 0.3}
+# Long enough that a busy machine's driver cannot store the whole grid before a signal reaches it.
+SLOW_CELL = {"name": "sleep", "seconds": 0.8}
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +114,7 @@ def test_ctrl_c_stops_the_run_and_a_rerun_resumes(data, tmp_path):
 def test_a_second_run_on_the_same_store_refuses(data, tmp_path):
     store = tmp_path / "runs.sqlite"
     config = write_config(
-        tmp_path / "exp.toml", data, store, backend={"name": "sleep", "seconds": 2.0}
+        tmp_path / "exp.toml", data, store, backend={"name": "sleep", "seconds": 4.0}
     )
     first = start_cli_run(config)
     wait_for_rows(store, 1, process=first)
