@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -80,6 +81,12 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
+def _default_sigint() -> None:
+    # A suite started in the background (``make test &``, nohup) inherits an ignored SIGINT, and
+    # so would the run under test: give it the default disposition a terminal's run has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli_run(config: Path, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
     """``noisegrid run CONFIG --quiet`` as a subprocess (stdout and stderr captured)."""
     return subprocess.Popen(
@@ -88,6 +95,7 @@ def start_cli_run(config: Path, *, env: Mapping[str, str] | None = None) -> subp
         stderr=subprocess.PIPE,
         text=True,
         env=dict(env) if env is not None else None,
+        preexec_fn=_default_sigint,
     )
 
 
