@@ -295,7 +295,7 @@ class EmbedBackend(Backend):
             return_token_type_ids=False,
         )
         ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        lengths = hf.token_lengths(ids)
         out = np.zeros((len(ids), 0), dtype=np.float32)
         pad_id = setup.pad_id
         multiple = setup.pad_multiple
@@ -319,10 +319,8 @@ class EmbedBackend(Backend):
                 hidden = model(input_ids=x, attention_mask=m).last_hidden_state
             return pool(hidden.float(), m, how=pooling).cpu().numpy()
 
-        batches = hf.sorted_batches(
-            lengths,
-            self.context.train.eval_batch_size,
-            max_tokens=hf.inference_batch_tokens(device.type),
+        batches = hf.inference_batches(
+            lengths, self.context.train.eval_batch_size, device_type=device.type
         )
         t0 = last_log = time.perf_counter()
         done = 0

@@ -486,7 +486,7 @@ class FinetuneBackend(Backend):
         fused = setup.device.type == "cuda" or arch.p_attention == 0
         planned = []
         for group in groups:
-            lengths = _lengths(setup.tokens.ids(group.texts))
+            lengths = hf.token_lengths(setup.tokens.ids(group.texts))
             batches = cost.group_batches(
                 lengths,
                 train=train,
@@ -496,11 +496,11 @@ class FinetuneBackend(Backend):
                 max_width=max_width,
             )
             evals = cost.eval_shapes(
-                _lengths(setup.tokens.ids(group.test_texts)),
+                hf.token_lengths(setup.tokens.ids(group.test_texts)),
                 batch_size=train.eval_batch_size,
                 pad_multiple=multiple,
                 max_width=max_width,
-                max_tokens=hf.inference_batch_tokens(setup.device.type),
+                device_type=setup.device.type,
             )
             n = group.n_members
             sizes = chunk_sizes(n, self.stack_size(n)) if n > 1 and stackable else [1] * n
@@ -613,10 +613,6 @@ class FinetuneBackend(Backend):
 
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 10**6 else f"{n / 1e3:.1f}k"
-
-
-def _lengths(ids: Sequence[np.ndarray]) -> np.ndarray:
-    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
 
 
 def _solo_step_seconds(backend: FinetuneBackend, model: Any, width: int, n_steps: int) -> float:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..hf.tokens import sorted_batches
+from ..hf.tokens import inference_batches
 from .loop import step_budget, training_batches
 from .stack import Arch
 
@@ -96,11 +96,11 @@ def eval_shapes(
     batch_size: int,
     pad_multiple: int,
     max_width: int,
-    max_tokens: int | None = None,
+    device_type: str,
 ) -> Counter[tuple[int, int]]:
-    """(rows, width) → number of the evaluation batches over ``lengths``."""
+    """(rows, width) → number of the evaluation batches over ``lengths`` on this kind of device."""
     shapes: Counter[tuple[int, int]] = Counter()
-    for batch in sorted_batches(lengths, batch_size, max_tokens=max_tokens):
+    for batch in inference_batches(lengths, batch_size, device_type=device_type):
         shapes[(len(batch), padded_width(int(lengths[batch].max()), pad_multiple, max_width))] += 1
     return shapes
 

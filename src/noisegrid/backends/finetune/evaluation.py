@@ -12,7 +12,7 @@ import numpy as np
 
 from ..base import Predictor
 from ..hf.device import autocast
-from ..hf.tokens import inference_batch_tokens, pad_batch, sorted_batches
+from ..hf.tokens import padded_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -35,21 +35,18 @@ def predict_probabilities(
     """Class probabilities for tokenised texts, in length-sorted batches; shape (n, n_classes)."""
     import torch
 
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     out: np.ndarray | None = None
     model.eval()
+    batches = padded_inputs(
+        ids,
+        device=device,
+        batch_size=batch_size,
+        pad_id=pad_id,
+        pad_multiple=pad_multiple,
+        max_width=max_width,
+    )
     with torch.inference_mode():
-        for batch in sorted_batches(
-            lengths, batch_size, max_tokens=inference_batch_tokens(device.type)
-        ):
-            input_ids, mask = pad_batch(
-                [ids[i] for i in batch],
-                pad_id=pad_id,
-                multiple_of=pad_multiple,
-                max_width=max_width,
-            )
-            x = torch.from_numpy(input_ids).to(device)
-            m = torch.from_numpy(mask).to(device)
+        for batch, x, m in batches:
             with autocast(device, dtype):
                 logits = model(input_ids=x, attention_mask=m).logits
             proba = torch.softmax(logits.float(), dim=-1).cpu().numpy()

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..hf.device import autocast
-from ..hf.tokens import inference_batch_tokens, pad_batch, sorted_batches
+from ..hf.tokens import pad_batch, padded_inputs
 from .loop import (
     TrainStats,
     decay_parameter_groups,
@@ -986,25 +986,24 @@ def predict_stacked(
     """Class probabilities of every member, shape (K, n, n_classes), in length-sorted batches."""
     import torch
 
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     out = np.zeros((weights.k, len(ids), arch.n_classes), dtype=np.float64)
     params = weights.leaves()
+    batches = padded_inputs(
+        ids,
+        device=device,
+        batch_size=batch_size,
+        pad_id=pad_id,
+        pad_multiple=pad_multiple,
+        max_width=max_width,
+    )
     with torch.inference_mode():
-        for batch in sorted_batches(
-            lengths, batch_size, max_tokens=inference_batch_tokens(device.type)
-        ):
-            x, m = pad_batch(
-                [ids[i] for i in batch],
-                pad_id=pad_id,
-                multiple_of=pad_multiple,
-                max_width=max_width,
-            )
+        for batch, x, m in batches:
             with autocast(device, dtype):
                 logits = stacked_logits(
                     arch,
                     params,
-                    torch.from_numpy(x).to(device),
-                    torch.from_numpy(m).to(device),
+                    x,
+                    m,
                     training=False,
                     fused_attention=True,
                 )

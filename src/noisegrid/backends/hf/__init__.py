@@ -49,10 +49,13 @@ from .tokens import (
     TokenCache,
     cache_key,
     inference_batch_tokens,
+    inference_batches,
     length_grouped_batches,
     pad_batch,
+    padded_inputs,
     sorted_batches,
     text_digest,
+    token_lengths,
 )
 
 __all__ = [
@@ -80,6 +83,7 @@ __all__ = [
     "folder_identity",
     "hub_online",
     "inference_batch_tokens",
+    "inference_batches",
     "inspect_model",
     "length_grouped_batches",
     "load_config",
@@ -89,10 +93,12 @@ __all__ = [
     "model_identity",
     "model_max_length",
     "pad_batch",
+    "padded_inputs",
     "precision_name",
     "require_hf",
     "resolve_model",
     "seeded",
     "sorted_batches",
     "text_digest",
+    "token_lengths",
 ]

@@ -16,9 +16,12 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 LENGTH_GROUP_FACTOR = 50
 """Length grouping sorts windows of ``LENGTH_GROUP_FACTOR × batch_size`` shuffled examples (as
@@ -309,6 +312,39 @@ def sorted_batches(
         batches.append(order[start : start + rows])
         start += rows
     return batches
+
+
+def token_lengths(ids: Sequence[np.ndarray]) -> np.ndarray:
+    """The length of every token id array, as int64."""
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
+def inference_batches(
+    lengths: np.ndarray, batch_size: int, *, device_type: str
+) -> list[np.ndarray]:
+    """:func:`sorted_batches` for inference on this kind of device: at most ``batch_size`` rows,
+    and on a CPU at most :data:`CPU_BATCH_TOKENS` padded tokens (:func:`inference_batch_tokens`)."""
+    return sorted_batches(lengths, batch_size, max_tokens=inference_batch_tokens(device_type))
+
+
+def padded_inputs(
+    ids: Sequence[np.ndarray],
+    *,
+    device: torch.device,
+    batch_size: int,
+    pad_id: int,
+    pad_multiple: int = 1,
+    max_width: int | None = None,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Each inference batch of ``ids`` (:func:`inference_batches`): its indices into ``ids``,
+    and its padded input ids and attention mask (:func:`pad_batch`) on ``device``."""
+    import torch
+
+    for batch in inference_batches(token_lengths(ids), batch_size, device_type=device.type):
+        x, m = pad_batch(
+            [ids[i] for i in batch], pad_id=pad_id, multiple_of=pad_multiple, max_width=max_width
+        )
+        yield batch, torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
 
 
 def pad_batch(
