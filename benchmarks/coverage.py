@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import load
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -74,7 +75,7 @@ def main() -> None:
         f"{len(noise)} noise rates, B={args.bootstrap}; cell error SD {args.sd:g} points, "
         f"mean within-seed correlation {syn.mean_correlation(args.shared, args.tilt):.2f}; "
         f"true marginal rate at {focus[0]:,} / {focus[1] * 100:g}% = {truth:.1f}, true plane "
-        f"rate {truth_ref:.1f}; cpus {os.cpu_count()}, load {_load()}"
+        f"rate {truth_ref:.1f}; cpus {os.cpu_count()}, load {load()}"
     )
     header = (
         f"{'seeds':>5} | {'reported':>8} {'width':>6} {'unbnd':>5} | {'pctile':>6} | "
@@ -144,15 +145,8 @@ def main() -> None:
         "cell bootstrap; all cells: mean coverage of the reported intervals over the 50 cells; "
         "ref: the reference regression's rate. The coverage of a 95% interval estimated from "
         f"{args.grids} grids has a standard error of about "
-        f"{math.sqrt(0.95 * 0.05 / args.grids):.1%}. load after: {_load()}"
+        f"{math.sqrt(0.95 * 0.05 / args.grids):.1%}. load after: {load()}"
     )
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - platforms without getloadavg
-        return "n/a"
 
 
 if __name__ == "__main__":

@@ -36,12 +36,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _machine import load
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -84,7 +84,7 @@ def main() -> None:
     print(
         f"finetune on cpu: {args.model}, {args.n} IMDB reviews, max_length {args.max_length}, "
         f"{args.epochs:g} epoch(s), batch 16, torch threads {torch.get_num_threads()}, "
-        f"load {_load()}"
+        f"load {load()}"
     )
     rows = [("ours", *_ours(texts, labels, args, group=True))]
     if args.no_grouping:
@@ -105,7 +105,7 @@ def main() -> None:
             ratio = (examples / seconds) / base
             verdict = "met" if ratio >= 2 else "MISSED"
             print(f"speed-up of {name} vs plain Trainer: {ratio:.2f}× (target >= 2×: {verdict})")
-        print(f"load after: {_load()}")
+        print(f"load after: {load()}")
 
 
 def _ours(texts, labels, args, *, group: bool, attn: float | None = None):  # type: ignore[no-untyped-def]
@@ -220,7 +220,7 @@ def _stacked_vs_alone(args) -> None:  # type: ignore[no-untyped-def]
     print(
         f"stacked vs one at a time on cpu: {args.model}, {args.n} IMDB reviews × {len(rates)} "
         f"noise rates {rates}, max_length {args.max_length}, {args.epochs:g} epoch(s), batch 16, "
-        f"torch threads {_threads()}, load {_load()}"
+        f"torch threads {_threads()}, load {load()}"
     )
     with tempfile.TemporaryDirectory() as cache:
         # [run] stack set to the group's size: "auto" trains one cell at a time on a CPU.
@@ -262,7 +262,7 @@ def _stacked_vs_alone(args) -> None:  # type: ignore[no-untyped-def]
             f"  noise {rate:5.1%}: accuracy stacked {acc_a:.3f} alone {acc_b:.3f}, "
             f"max |Δp| {np.abs(a - b).max():.1e}, same argmax {(a.argmax(1) == b.argmax(1)).all()}"
         )
-    print(f"load after: {_load()}")
+    print(f"load after: {load()}")
 
 
 def _cell_time(args) -> None:  # type: ignore[no-untyped-def]
@@ -296,7 +296,7 @@ def _cell_time(args) -> None:  # type: ignore[no-untyped-def]
     projected = (load_and_train - train_s) + per_step * full + pred_200 * 10
     print(
         f"{n}-example {args.model} cell on cpu at max_length {args.max_length} (2 epochs = "
-        f"{full} steps of 16, 2,000 test reviews), torch threads {_threads()}, load {_load()}:"
+        f"{full} steps of 16, 2,000 test reviews), torch threads {_threads()}, load {load()}:"
     )
     print(
         f"  timed: {args.cell_steps} steps in {train_s:.1f}s ({per_step:.2f} s/step), model load "
@@ -315,13 +315,6 @@ class _PaddingCounter:
     def __init__(self) -> None:
         self.real = 0
         self.padded = 0
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover
-        return "n/a"
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _machine import load
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def main() -> None:
         f"recipes: {args.model} at max_length {args.max_length}, {args.epochs:g} epochs, sizes "
         f"{args.sizes} (bf16: {args.bf16_sizes or args.sizes}), seeds 0..{args.seeds - 1}, "
         f"noise {args.noise:g}, test {args.test_size}; device {device}, bf16 {bf16}, torch "
-        f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {_load()}",
+        f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {load()}",
         flush=True,
     )
     accuracy = {}
@@ -128,7 +129,7 @@ def main() -> None:
             summary = run_experiment(spec)
             print(
                 f"{name:7}: {summary.n_done} cells run now in {time.perf_counter() - t0:.0f} s, "
-                f"load {_load()}",
+                f"load {load()}",
                 flush=True,
             )
             if summary.n_failed:
@@ -151,7 +152,7 @@ def main() -> None:
         "\nA − B: paired by (size, seed); acc: mean accuracy (%) over seeds; diff: mean of A − B "
         "with its 95% t interval over seeds; sd diff: SD of the paired differences; seed sd: "
         "SD over seeds of B's accuracy (accuracy points); |diff|/sd: the mean difference in "
-        f"units of that seed SD. load after: {_load()}"
+        f"units of that seed SD. load after: {load()}"
     )
 
 
@@ -183,13 +184,6 @@ def _table(accuracy: dict[str, pd.Series]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - platforms without getloadavg
-        return "n/a"
 
 
 if __name__ == "__main__":
