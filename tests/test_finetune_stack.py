@@ -1,8 +1,9 @@
 """Stacked fine-tuning of sibling cells: every member must equal its cell trained alone.
 
-Tiny random BERT and DistilBERT models on CPU, dropout on (the models' own 0.1 everywhere). The
-reference for each member is :meth:`FinetuneBackend.fit` on its labeling with the same seed, the
-per-cell path (``[run] stack = 1``).
+Tiny random encoders of every tested family on CPU (BERT, DistilBERT, RoBERTa, XLM-R, ELECTRA,
+DeBERTa-v2, ModernBERT, ALBERT), dropout on (0.1 everywhere). The reference for each member is
+:meth:`FinetuneBackend.fit` on its labeling with the same seed, the per-cell path (``[run] stack =
+1``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from noisegrid.backends import make_backend  # noqa: E402
-from noisegrid.backends.finetune import FinetuneBackend  # noqa: E402
+from noisegrid.backends.finetune import (  # noqa: E402
+    FinetuneBackend,
+    surgery,
+)
 from noisegrid.backends.finetune import stack as st  # noqa: E402
 from noisegrid.config import ExperimentSpec  # noqa: E402
-from tiny_hf import build_tiny_distilbert, build_tiny_roberta, synthetic_texts  # noqa: E402
+from tiny_hf import TINY_TYPES, build_tiny, build_tiny_distilbert, synthetic_texts  # noqa: E402
 
 SEED = 7
 N_TRAIN = 60
@@ -45,12 +49,14 @@ def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_distilbert(tmp_path_factory.mktemp("tiny") / "distilbert")
 
 
-def backend_for(model: Path, cache: Path, *, stack: int | str = 11, **backend) -> FinetuneBackend:
+def backend_for(
+    model: Path, cache: Path, *, stack: int | str = 11, lr: float = 1e-3, **backend
+) -> FinetuneBackend:
     spec = ExperimentSpec.from_dict(
         {
             "grid": {"sizes": [N_TRAIN], "noise_rates": [0.0]},
             "backend": {"name": "finetune", "model": str(model), **backend},
-            "train": {"learning_rate": 1e-3, "batch_size": 8, "epochs": 3},
+            "train": {"learning_rate": lr, "batch_size": 8, "epochs": 3},
             "run": {"stack": stack},
         }
     )
@@ -143,18 +149,77 @@ def test_the_resident_stack_is_reset_in_place_for_the_next_group(
     assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])
 
 
-def test_an_architecture_that_cannot_stack_fits_one_cell_at_a_time(
-    tmp_path: Path, data, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("model_type", [t for t in TINY_TYPES if t not in ("bert", "distilbert")])
+def test_every_tested_family_stacks_and_equals_its_cells_trained_alone(
+    model_type: str, tmp_path: Path, data
 ) -> None:
+    texts, labels, labelings = data
+    model = build_tiny(tmp_path / model_type, model_type)
+    # 1e-4: rounding differences that AdamW amplifies (below) stay small against the tolerance.
+    backend = backend_for(model, tmp_path / "cache", lr=1e-4)
+    solo = [backend.fit(texts[:N_TRAIN], y, seed=SEED) for y in labelings[1:]]
+    outputs = backend.fit_group(texts[:N_TRAIN], labelings[1:], seed=SEED)
+    assert [o.info.get("stack_size") for o in outputs] == [2, 2]
+    probas = backend.predict_group(outputs, texts[64:])
+    # Equal up to rounding: the embedding tables' gradients accumulate in another order, and
+    # ALBERT's shared layers accumulate several calls' (measured: 2e-5 on a key bias, whose
+    # gradient is pure rounding that AdamW scales up).
+    atol = 1e-4 if model_type == "albert" else 5e-5
+    for member, (fitted, proba) in enumerate(zip(solo, probas, strict=True)):
+        # The trained weights are the cell's own up to rounding (which AdamW amplifies on weights
+        # whose gradient is rounding noise, such as a key bias, which softmax ignores) ...
+        stacked = outputs[member].predictor.weights.member_state(member)  # type: ignore[attr-defined]
+        model = fitted.predictor.model  # type: ignore[attr-defined]
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(stacked[name], param.detach(), rtol=0, atol=atol)
+        # ... and so are the predictions.
+        reference = fitted.predictor.predict_proba(texts[64:])
+        np.testing.assert_array_equal(proba.argmax(axis=1), reference.argmax(axis=1))
+        np.testing.assert_allclose(proba, reference, atol=atol)
+
+
+def test_a_model_whose_code_defeats_stacking_fits_one_cell_at_a_time(
+    tiny_model: Path,
+    tmp_path: Path,
+    data,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pooler that reads its weight directly (``x @ W.T``) instead of calling its layer: the
+    self-check finds the members differ from the model alone, and the group trains per cell."""
+    from transformers.models.bert import modeling_bert
+
+    def pooler(self, hidden_states):  # type: ignore[no-untyped-def]
+        first = hidden_states[:, 0]
+        return torch.tanh(first @ self.dense.weight.mT[0] + self.dense.bias[..., 0, :])
+
+    def solo_pooler(self, hidden_states):  # type: ignore[no-untyped-def]
+        weight = self.dense.weight
+        if weight.dim() == 3:
+            return pooler(self, hidden_states)
+        return torch.tanh(hidden_states[:, 0] @ weight.T + self.dense.bias)
+
+    monkeypatch.setattr(modeling_bert.BertPooler, "forward", solo_pooler)
     texts, _, labelings = data
-    model = build_tiny_roberta(tmp_path / "roberta")
-    backend = backend_for(model, tmp_path / "cache")
-    with caplog.at_level("INFO", logger="noisegrid"):
+    backend = backend_for(tiny_model, tmp_path / "cache")
+    with caplog.at_level("WARNING", logger="noisegrid"):
         outputs = backend.fit_group(texts[:N_TRAIN], labelings[:2], seed=SEED)
-    assert "one at a time: model type 'roberta'" in caplog.text
+    message = [r.getMessage() for r in caplog.records if "does not stack" in r.getMessage()]
+    assert len(message) == 1
+    assert message[0].startswith("note: model type 'bert' does not stack (member 1 differs")
+    assert message[0].endswith("training one cell at a time")
     assert all("stack_size" not in o.info for o in outputs)
     solo = backend.fit(texts[:N_TRAIN], labelings[1], seed=SEED).predictor.predict_proba(texts[64:])
     np.testing.assert_array_equal(backend.predict_group(outputs, texts[64:])[1], solo)
+
+
+def test_the_self_check_names_a_parameter_holder_without_a_stacked_form(tiny_model: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    model.bert.pooler.scale = torch.nn.Parameter(torch.ones(32))  # a raw parameter holder
+    reason = surgery.self_check(model, vocab=120, pad_id=0)
+    assert reason == ("bert.pooler (BertPooler) holds parameters (scale) that have no stacked form")
 
 
 def test_the_grid_gives_the_same_results_stacked_and_one_cell_at_a_time(
@@ -200,28 +265,26 @@ def test_the_grid_gives_the_same_results_stacked_and_one_cell_at_a_time(
 # -- the parts -----------------------------------------------------------------------------------
 
 
-def test_layout_fuses_query_key_value_and_round_trips_the_weights(tiny_model: Path) -> None:
+def test_layout_round_trips_the_weights_and_keeps_each_table_contiguous(tiny_model: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
-    arch = st.arch_of(model.config)
-    layout = st.Layout.of(model, arch)
+    stacked = surgery.stack_model(model, 3)
+    layout = st.Layout.of(model, stacked)
     weights = st.StackedWeights.zeros(layout, 3, torch.device("cpu"))
-    state = model.state_dict()
+    state = dict(model.named_parameters())
     weights.load_state(state)
     for member in range(3):
         for name, tensor in weights.member_state(member).items():
-            torch.testing.assert_close(tensor, state[name], rtol=0, atol=0)
-    leaves = weights.leaves()
-    qkv = leaves["bert.encoder.layer.1.attention.self.qkv.weight"]
-    base = "bert.encoder.layer.1.attention.self."
-    expected = torch.cat([state[base + n + ".weight"] for n in ("query", "key", "value")])
-    torch.testing.assert_close(qkv[2], expected, rtol=0, atol=0)
-    assert layout.leaves["bert.embeddings.word_embeddings.weight"].group == "embed"
+            torch.testing.assert_close(tensor, state[name].detach(), rtol=0, atol=0)
+    word = "bert.embeddings.word_embeddings.weight"
+    assert layout.slots[word].group == f"embed:{word}"
+    assert weights.tensors()[word].is_contiguous()  # one (K·V, D) lookup, no copy
     assert layout.slots["bert.encoder.layer.0.output.LayerNorm.weight"].group == "nodecay"
     assert layout.slots["classifier.weight"].group == "decay"
+    assert f"embed:{word}" in layout.decayed
     n_params = sum(p.numel() for p in model.parameters())
-    assert sum(layout.sizes.values()) == n_params == arch.n_params()
+    assert sum(layout.sizes.values()) == n_params == st.arch_of(model.config, model).n_params()
 
 
 def test_stack_size_follows_the_cap_and_the_memory(tiny_model: Path) -> None:
@@ -250,21 +313,35 @@ def test_stack_size_follows_the_cap_and_the_memory(tiny_model: Path) -> None:
     assert st.chunk_sizes(5, 11) == [5]
 
 
-def test_stack_support_names_what_does_not_stack(tiny_model: Path) -> None:
-    from transformers import AutoConfig
+def test_batched_kernels_equal_the_member_by_member_ones(tiny_model: Path) -> None:
+    """The GPU's batched forward (one bmm over members) equals the CPU's member-by-member one."""
+    from transformers import AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(tiny_model, num_labels=2)
-    assert st.stack_support(config) is None
-    config.hidden_act = "silu"
-    assert st.stack_support(config) == "activation 'silu'"
-    config.model_type = "electra"
-    assert "model type 'electra'" in str(st.stack_support(config))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
+    state = {n: p.detach() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 100, (4, 16), generator=gen)
+    mask = torch.ones(4, 16, dtype=torch.int64)
+    mask[2, 10:] = 0
+    logits = []
+    for per_member in (False, True):
+        s = surgery.stack_model(model, 3, per_member=per_member)
+        tensors = {
+            leaf.name: torch.stack([state[leaf.name] + 0.01 * m for m in range(3)])
+            for leaf in s.leaves
+        }
+        surgery.bind(s, tensors)
+        with torch.no_grad():
+            logits.append(surgery.stacked_logits(s, ids, mask, training=False))
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-5)
+    assert not torch.allclose(logits[0][0], logits[0][2])
 
 
 def test_fused_adamw_on_cpu_reproduces_the_unfused_loop(
     tiny_model: Path, tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The loop's fused AdamW (every device) stays within 1e-6 of the unfused update."""
+    """The loop's fused AdamW (every device) stays within 1e-5 of the unfused update (1.2e-7 on
+    one AVX2 machine, 6e-6 on another: the rounding of other kernels differs)."""
     from noisegrid.backends.finetune import loop
 
     texts, _, labelings = data
@@ -279,7 +356,7 @@ def test_fused_adamw_on_cpu_reproduces_the_unfused_loop(
     a = dict(fused.predictor.model.named_parameters())  # type: ignore[attr-defined]
     b = dict(plain.predictor.model.named_parameters())  # type: ignore[attr-defined]
     diff = max(float((a[n] - b[n]).detach().abs().max()) for n in a)
-    assert 0 < diff <= 1e-6
+    assert 0 < diff <= 1e-5
 
 
 def test_cuda_graphs_option_is_ignored_on_cpu(tiny_model: Path, tmp_path: Path, data) -> None:

@@ -123,3 +123,70 @@ def build_tiny_roberta(folder: Path, *, max_position_embeddings: int = 66) -> Pa
         pad_token_id=tokenizer.pad_token_id,
     )
     return _save(RobertaModel, config, tokenizer, folder)
+
+
+def build_tiny(folder: Path, model_type: str, *, max_length: int = 64) -> Path:
+    """Save a random tiny encoder of ``model_type`` (two layers, 32 wide, dropout 0.1 everywhere)
+    with the tiny tokenizer: one of :data:`TINY_TYPES`."""
+    from transformers import CONFIG_MAPPING, AutoModel
+
+    tokenizer = _tiny_tokenizer(max_length)
+    common: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": max_length,
+        "pad_token_id": tokenizer.pad_token_id,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+    }
+    special = {
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+    }
+    extra: dict[str, dict[str, Any]] = {
+        # RoBERTa-style positions start after the padding index.
+        "roberta": {"max_position_embeddings": max_length + 2},
+        "xlm-roberta": {"max_position_embeddings": max_length + 2},
+        "electra": {"embedding_size": 16},
+        "albert": {"embedding_size": 16, "num_hidden_groups": 1, "classifier_dropout_prob": 0.1},
+        "deberta-v2": {
+            "relative_attention": True,
+            "position_buckets": 8,
+            "max_relative_positions": 16,
+            "pos_att_type": ["p2c", "c2p"],
+            "norm_rel_ebd": "layer_norm",
+            "share_att_key": True,
+            "position_biased_input": False,
+            "type_vocab_size": 0,
+        },
+        "modernbert": {
+            **special,
+            "attention_dropout": 0.1,
+            "embedding_dropout": 0.1,
+            "mlp_dropout": 0.1,
+            "global_attn_every_n_layers": 2,
+            "local_attention": 16,
+        },
+    }
+    if model_type == "distilbert":
+        return build_tiny_distilbert(folder, max_position_embeddings=max_length)
+    config = CONFIG_MAPPING[model_type](**{**common, **extra.get(model_type, {})})
+    return _save(AutoModel.from_config, config, tokenizer, folder)
+
+
+TINY_TYPES = (
+    "bert",
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "electra",
+    "deberta-v2",
+    "modernbert",
+    "albert",
+)
+"""The encoder families :func:`build_tiny` builds (those the stacked trainer is tested on)."""

@@ -74,8 +74,8 @@ from .stack import (
     chunk_sizes,
     member_bytes,
     predict_stacked,
-    stack_support,
 )
+from .surgery import Surgery, self_check
 
 if TYPE_CHECKING:
     from ...config import ExperimentSpec
@@ -141,6 +141,7 @@ class FinetuneBackend(Backend):
         self._no_stack: str | None = None
         self._resident: StackedTrainer | None = None
         self._capacity: int | None = None
+        self._evaluators: dict[int, Surgery] = {}
 
     @classmethod
     def check(cls, spec: ExperimentSpec) -> None:
@@ -286,23 +287,31 @@ class FinetuneBackend(Backend):
     def stack_arch(self) -> Arch | None:
         """The stacked architecture of this worker's model, or None when it cannot stack.
 
-        A model type other than BERT or DistilBERT, or fp16 autocast (its loss scaling is one
-        per model), fits one cell at a time; the reason is logged once.
+        Decided once per worker by the self-check (:func:`~.surgery.self_check`: two stacked
+        members against the model alone on a probe batch); fp16 autocast (its loss scale is one
+        per model) never stacks. A model that cannot stack fits one cell at a time, with a
+        one-line note naming the reason.
         """
         if self._arch is None and self._no_stack is None:
             setup = self.setup()
-            config = hf.load_config(setup.info.ref)
-            for key, value in setup.overrides.items():
-                setattr(config, key, value)
-            config.num_labels = self.context.n_classes
-            reason = stack_support(config)
-            if reason is None and hf.precision_name(setup.dtype) == "fp16":
+            reason = None
+            model = None
+            if hf.precision_name(setup.dtype) == "fp16":
                 reason = "fp16 autocast (its loss scale is one per model)"
+            else:
+                with hf.seeded(0, setup.device):
+                    model = self._load_model(to_device=False)
+                reason = self_check(model, vocab=_vocab(model), pad_id=setup.pad_id)
             if reason is None:
-                self._arch = arch_of(config)
+                self._arch = arch_of(model.config, model)
             else:
                 self._no_stack = reason
-                log.info("finetune: sibling cells train one at a time: %s", reason)
+                kind = getattr(model.config, "model_type", "?") if model is not None else "?"
+                log.warning(
+                    "note: model type '%s' does not stack (%s); training one cell at a time",
+                    kind,
+                    reason,
+                )
         return self._arch
 
     def stack_size(self, n_members: int) -> int:
@@ -419,6 +428,7 @@ class FinetuneBackend(Backend):
                 stats = trainer.fit(ids, np.stack(chunk), seed=seed)
             # With several chunks the earlier ones wait on the host for prediction.
             weights = trainer.snapshot(None if len(sizes) == 1 else "cpu")
+            self._evaluators.setdefault(trainer.k, trainer.eval_surgery)
             for member, member_stats in enumerate(stats.members[:size]):
                 info = self._info(ids, member_stats)
                 info["stack_size"] = trainer.k
@@ -450,13 +460,14 @@ class FinetuneBackend(Backend):
         arch = self.stack_arch()
         assert arch is not None
         return predict_stacked(
-            arch,
+            self._evaluators[weights.k],
             weights.to(setup.device),
             ids,
             device=setup.device,
             dtype=setup.dtype,
             pad_id=setup.pad_id,
             batch_size=self.context.train.eval_batch_size,
+            n_classes=arch.n_classes,
             pad_multiple=self.width_multiple,
             max_width=setup.info.max_length,
         )
@@ -611,6 +622,10 @@ class FinetuneBackend(Backend):
         return fitted, load_seconds, notes
 
 
+def _vocab(model: Any) -> int:
+    return int(model.get_input_embeddings().num_embeddings)
+
+
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 10**6 else f"{n / 1e3:.1f}k"
 
@@ -650,7 +665,7 @@ class _StackedMember(Predictor):
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         ids = self.backend.setup().tokens.ids(texts)
-        return self.backend._predict(self.weights.member(self.member), ids)[0]
+        return self.backend._predict(self.weights, ids)[self.member]
 
 
 _OutOfMemory = RuntimeError

@@ -2,13 +2,13 @@
 
 Sibling cells (the noise rates of one size and seed) train on the same texts with the same training
 seed: the same head initialisation, the same batches, the same dropout masks. Only their labels
-differ. :class:`StackedTrainer` holds K copies of a BERT-family classifier as *grouped weights*:
-every parameter is one ``(K, ...)`` tensor, every linear layer one batched matrix product over the
-K members (``baddbmm``), attention runs with the members folded into its batch dimension, and one
-fused AdamW steps all members at once. Each member keeps :func:`~.loop.train_loop`'s recipe
-exactly: its own batch of ``batch_size`` (the same rows for every member), the learning rate and
-its linear schedule, its own gradient-norm clipping at ``max_grad_norm``, the same weight-decay
-split (:func:`~.loop.decay_parameter_groups`), the same head initialisation.
+differ. :class:`StackedTrainer` holds K copies of the user's own classifier, stacked by module
+surgery (:mod:`.surgery`): every parameterised leaf holds ``(K, ...)`` weights, the members are
+folded into the batch, and the model's own forward runs unchanged — any encoder, not a
+re-implementation per architecture. Each member keeps :func:`~.loop.train_loop`'s recipe exactly:
+its own batch of ``batch_size`` (the same rows for every member), the learning rate and its linear
+schedule, its own gradient-norm clipping at ``max_grad_norm``, the same weight-decay split
+(:func:`~.loop.decay_parameter_groups`), the same head initialisation.
 
 **Same as alone.** On a CPU a member reproduces the cell trained alone up to floating-point
 rounding: its dropout masks are drawn with the same shapes, in the same order, from the same
@@ -16,14 +16,15 @@ generator, and shared by every member (one mask per step, broadcast over K). On 
 runs in the fused kernel (SDPA), which draws each member's attention-dropout mask itself: members
 then follow the solo recipe in distribution, not bit for bit, and share every other mask.
 
-**Why grouped weights, not ``torch.func``.** ``stack_module_state`` + ``functional_call`` +
-``vmap`` with ``randomness="same"`` cannot run SDPA on CUDA (vmap refuses same randomness on a
-batched input), so it needs eager attention, which materialises K × batch × heads × L² scores; and
-it gives no control over where parameters live. Grouped weights keep fused attention, keep every
-parameter in three flat member-major buffers (so per-member clipping is one reduction per buffer
-and AdamW one fused kernel per buffer), and give static addresses for CUDA graphs. On a 2-core CPU
-the two ran alike (MiniLM, batch 16 × 64 tokens, K = 4: 7.0 s vs 8.7 s per member-step against
-10.1 s alone, on a loaded machine); the GPU is what decides.
+**Why module surgery, not ``torch.func``.** ``stack_module_state`` + ``functional_call`` + ``vmap``
+with ``randomness="same"`` cannot run SDPA on CUDA (vmap refuses same randomness on a batched
+input), so it needs eager attention, which materialises K × batch × heads × L² scores, and it
+gives no control over where parameters live (measured on an H200: 2.5× one model, 19% MFU).
+Stacked leaves keep fused attention, keep every parameter in a few flat member-major buffers (so
+per-member clipping is one reduction per buffer and AdamW one fused kernel per buffer), and give
+static addresses for CUDA graphs and compiled steps. The one catch — code that reads a weight
+directly — is handled where known (DeBERTa) and detected everywhere else by the load-time
+:func:`~.surgery.self_check`.
 
 **Memory.** Each member costs its parameters, gradients and AdamW moments (16 bytes per parameter
 in fp32), a snapshot of its trained weights kept for prediction (4 bytes), autocast's
@@ -35,8 +36,7 @@ for every group (:meth:`StackedTrainer.reset`: the freshly loaded model's state 
 member, the optimiser's moments zeroed), so CUDA graphs captured once (``[backend] cuda_graphs``)
 serve every group.
 
-Supported architectures (:func:`stack_support`): BERT (MiniLM, bert-base, ...) and DistilBERT;
-other models fit one cell at a time. torch is imported only inside functions.
+torch is imported only inside functions.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from .loop import (
     step_budget,
     training_batches,
 )
+from .surgery import Surgery, bind, stack_model, stacked_logits
 
 if TYPE_CHECKING:
     import torch
@@ -68,9 +69,6 @@ if TYPE_CHECKING:
     from ...config import TrainSpec
 
 log = logging.getLogger("noisegrid")
-
-STACKABLE = ("bert", "distilbert")
-"""Model types whose classifiers can train stacked (see :func:`stack_support`)."""
 
 CPU_STACK_CAP = 1
 """The most members stacked on a CPU by ``[run] stack = "auto"``: one, so a CPU trains one cell
@@ -80,51 +78,34 @@ stacked 101.9 s against 90.3 s one at a time (0.89×; training alone 0.88×). On
 that per-operation overhead dominates gain (a 2-layer, 32-wide test model: 2.4× in training);
 ``[run] stack = N`` stacks on a CPU all the same."""
 
-_ACTIVATIONS = ("gelu", "relu")
-_GROUPS = ("embed", "decay", "nodecay", "frozen")
-
 
 # ---------------------------------------------------------------------------------------------
-# Architecture
+# Architecture (for costs and memory)
 
 
 @dataclass(frozen=True)
 class Arch:
-    """What the stacked forward needs to know about a model (read from its config)."""
+    """What the cost model and the memory estimate need to know about a model (its config)."""
 
     kind: str
-    """``bert`` or ``distilbert``."""
     n_layers: int
     hidden: int
     n_heads: int
     intermediate: int
     activation: str
-    eps: float
-    p_hidden: float
-    """Dropout on embeddings and after each sub-layer's output projection."""
     p_attention: float
     """Dropout on attention probabilities."""
-    p_head: float
-    """Dropout before the classifier."""
     vocab: int
     positions: int
     type_vocab: int
     n_classes: int
-
-    @property
-    def prefix(self) -> str:
-        return self.kind
-
-    def qkv(self, layer: int) -> tuple[str, str, str]:
-        """The query, key and value projections of ``layer`` (Hugging Face module names)."""
-        if self.kind == "bert":
-            base = f"bert.encoder.layer.{layer}.attention.self."
-            return (base + "query", base + "key", base + "value")
-        base = f"distilbert.transformer.layer.{layer}.attention."
-        return (base + "q_lin", base + "k_lin", base + "v_lin")
+    params: int = 0
+    """Parameters of one member, counted on the loaded model (0: estimated from the config)."""
 
     def n_params(self) -> int:
         """Parameters of one member (embeddings, encoder, pooler or pre-classifier, head)."""
+        if self.params:
+            return self.params
         h, i = self.hidden, self.intermediate
         layer = 4 * (h * h + h) + 2 * h * i + i + h + 4 * h
         head = (h * h + h) + (h * self.n_classes + self.n_classes)
@@ -132,88 +113,27 @@ class Arch:
         return embeddings + self.n_layers * layer + head
 
 
-def stack_support(config: Any) -> str | None:
-    """Why a model cannot train stacked, or None when it can.
+def arch_of(config: Any, model: Any = None) -> Arch:
+    """The :class:`Arch` of a config, read from the usual attribute names of encoders; with
+    ``model``, its parameters counted exactly."""
 
-    Parameters
-    ----------
-    config : transformers.PretrainedConfig
-        The model's config, with the overrides it will be loaded with.
-    """
-    kind = getattr(config, "model_type", "")
-    if kind not in STACKABLE:
-        return f"model type '{kind}' (stacked training supports {', '.join(STACKABLE)})"
-    if kind == "bert":
-        if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-            return "a BERT decoder"
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            return f"position embeddings '{config.position_embedding_type}'"
-        activation = config.hidden_act
-    else:
-        activation = config.activation
-    if activation not in _ACTIVATIONS:
-        return f"activation '{activation}'"
-    return None
+    def get(*names: str, default: Any = 0) -> Any:
+        return next((getattr(config, n) for n in names if getattr(config, n, None)), default)
 
-
-def arch_of(config: Any) -> Arch:
-    """The :class:`Arch` of a config: exact for BERT and DistilBERT (see :func:`stack_support`),
-    read from the usual attribute names for other encoders (enough to count their FLOPs)."""
-    if config.model_type not in STACKABLE:
-
-        def get(*names: str, default: Any = 0) -> Any:
-            return next((getattr(config, n) for n in names if getattr(config, n, None)), default)
-
-        hidden = int(get("hidden_size", "dim", "d_model", default=768))
-        return Arch(
-            kind=str(config.model_type),
-            n_layers=int(get("num_hidden_layers", "n_layers", "num_layers", default=12)),
-            hidden=hidden,
-            n_heads=int(get("num_attention_heads", "n_heads", default=12)),
-            intermediate=int(get("intermediate_size", "hidden_dim", "ffn_dim", default=4 * hidden)),
-            activation=str(get("hidden_act", "activation", default="gelu")),
-            eps=1e-12,
-            p_hidden=0.0,
-            p_attention=0.0,
-            p_head=0.0,
-            vocab=int(get("vocab_size", default=30522)),
-            positions=int(get("max_position_embeddings", default=512)),
-            type_vocab=int(get("type_vocab_size", default=0)),
-            n_classes=int(config.num_labels),
-        )
-    if config.model_type == "bert":
-        head = config.classifier_dropout
-        return Arch(
-            kind="bert",
-            n_layers=config.num_hidden_layers,
-            hidden=config.hidden_size,
-            n_heads=config.num_attention_heads,
-            intermediate=config.intermediate_size,
-            activation=config.hidden_act,
-            eps=config.layer_norm_eps,
-            p_hidden=config.hidden_dropout_prob,
-            p_attention=config.attention_probs_dropout_prob,
-            p_head=config.hidden_dropout_prob if head is None else head,
-            vocab=config.vocab_size,
-            positions=config.max_position_embeddings,
-            type_vocab=config.type_vocab_size,
-            n_classes=config.num_labels,
-        )
+    hidden = int(get("hidden_size", "dim", "d_model", default=768))
     return Arch(
-        kind="distilbert",
-        n_layers=config.n_layers,
-        hidden=config.dim,
-        n_heads=config.n_heads,
-        intermediate=config.hidden_dim,
-        activation=config.activation,
-        eps=1e-12,
-        p_hidden=config.dropout,
-        p_attention=config.attention_dropout,
-        p_head=config.seq_classif_dropout,
-        vocab=config.vocab_size,
-        positions=config.max_position_embeddings,
-        type_vocab=0,
-        n_classes=config.num_labels,
+        kind=str(getattr(config, "model_type", "")),
+        n_layers=int(get("num_hidden_layers", "n_layers", "num_layers", default=12)),
+        hidden=hidden,
+        n_heads=int(get("num_attention_heads", "n_heads", default=12)),
+        intermediate=int(get("intermediate_size", "hidden_dim", "ffn_dim", default=4 * hidden)),
+        activation=str(get("hidden_act", "activation", default="gelu")),
+        p_attention=float(get("attention_probs_dropout_prob", "attention_dropout", default=0.0)),
+        vocab=int(get("vocab_size", default=30522)),
+        positions=int(get("max_position_embeddings", default=512)),
+        type_vocab=int(get("type_vocab_size", default=0)),
+        n_classes=int(config.num_labels),
+        params=0 if model is None else sum(p.numel() for p in model.parameters()),
     )
 
 
@@ -234,64 +154,46 @@ class _Slot:
 
 @dataclass
 class Layout:
-    """Where every Hugging Face parameter lives in the stack's flat buffers.
+    """Where every stacked parameter lives in the stack's flat member-major buffers (K, n).
 
-    Four member-major buffers of shape (K, n): ``embed`` (the word embeddings, decayed, alone so
-    that one embedding lookup serves every member), ``decay``, ``nodecay`` and ``frozen`` (weights
-    that do not train). Within a buffer parameters follow the model's order, so a layer's query,
-    key and value weights are adjacent and one (K, 3H, H) view multiplies all three at once.
+    Groups: ``decay``, ``nodecay`` (the split of :func:`decay_parameter_groups`), ``frozen``
+    (weights that do not train) and one ``embed:<name>`` buffer per trainable embedding table, so
+    that a table's K copies are one contiguous (K·V, D) matrix (one lookup for every member).
     """
 
     slots: dict[str, _Slot]
     """Hugging Face parameter name → its place."""
-    leaves: dict[str, _Slot]
-    """The tensors the forward uses: the parameters, with each layer's q, k, v fused."""
     sizes: dict[str, int]
+    decayed: frozenset[str]
+    """The groups trained with weight decay."""
 
     @classmethod
-    def of(cls, model: Any, arch: Arch) -> Layout:
-        """The layout of ``model``'s parameters (the split of :func:`decay_parameter_groups`)."""
-        groups = decay_parameter_groups(model, 1.0)
-        decay = {id(p) for p in groups[0]["params"]}
-        named = list(model.named_parameters())
-        word = f"{arch.prefix}.embeddings.word_embeddings.weight"
-        fused: dict[str, tuple[str, ...]] = {}
-        for layer in range(arch.n_layers):
-            names = arch.qkv(layer)
-            for suffix in ("weight", "bias"):
-                fused[f"{names[0]}.{suffix}"] = tuple(f"{n}.{suffix}" for n in names)
-        follower = {n for members in fused.values() for n in members[1:]}
-        shapes = {name: tuple(p.shape) for name, p in named}
-        group_of = {}
-        for name, p in named:
-            if not p.requires_grad:
-                group_of[name] = "frozen"
-            elif name == word:
-                group_of[name] = "embed"
-            else:
-                group_of[name] = "decay" if id(p) in decay else "nodecay"
-        for members in fused.values():
-            if len({group_of[m] for m in members}) > 1:
-                raise ValueError("query, key and value weights train differently")
-        sizes = dict.fromkeys(_GROUPS, 0)
+    def of(cls, model: Any, surgery: Surgery) -> Layout:
+        """The layout of ``surgery``'s leaves, split into groups as ``model``'s parameters are."""
+        named = dict(model.named_parameters())
+        decay_ids = {id(p) for p in decay_parameter_groups(model, 1.0)[0]["params"]}
+        sizes: dict[str, int] = {"decay": 0, "nodecay": 0, "frozen": 0}
         slots: dict[str, _Slot] = {}
-        leaves: dict[str, _Slot] = {}
-        for name, _ in named:
-            if name in follower:
-                continue
-            members = fused.get(name, (name,))
-            group = group_of[name]
-            start = sizes[group]
-            for member in members:
-                slots[member] = _Slot(group, sizes[group], shapes[member])
-                sizes[group] += math.prod(shapes[member])
-            if len(members) > 1:
-                shape = (len(members) * shapes[name][0], *shapes[name][1:])
-                module, suffix = name.rsplit(".", 1)
-                leaves[f"{module.rsplit('.', 1)[0]}.qkv.{suffix}"] = _Slot(group, start, shape)
+        decayed = {"decay"}
+        for leaf in surgery.leaves:
+            param = named[leaf.name]
+            decays = id(param) in decay_ids
+            if not param.requires_grad:
+                group = "frozen"
+            elif leaf.kind == "embedding":
+                group = f"embed:{leaf.name}"
+                sizes[group] = 0
+                if decays:
+                    decayed.add(group)
             else:
-                leaves[name] = _Slot(group, start, shapes[name])
-        return cls(slots=slots, leaves=leaves, sizes=sizes)
+                group = "decay" if decays else "nodecay"
+            slots[leaf.name] = _Slot(group, sizes[group], leaf.shape)
+            sizes[group] += math.prod(leaf.shape)
+        return cls(slots=slots, sizes=sizes, decayed=frozenset(decayed))
+
+    @property
+    def trainable(self) -> list[str]:
+        return [g for g in self.sizes if g != "frozen"]
 
 
 class StackedWeights:
@@ -316,15 +218,9 @@ class StackedWeights:
         buffer = (source or self.flat)[slot.group]
         return buffer[:, slot.offset : slot.offset + slot.size].view(buffer.shape[0], *slot.shape)
 
-    def leaves(self) -> dict[str, torch.Tensor]:
-        """The forward's tensors as views (no autograd)."""
-        return {name: self.view(slot) for name, slot in self.layout.leaves.items()}
-
-    def member(self, member: int) -> StackedWeights:
-        """One member alone, as a stack of one (views, no copy)."""
-        return StackedWeights(
-            self.layout, {g: t[member : member + 1] for g, t in self.flat.items()}
-        )
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every parameter's (K, ...) stack, as views (no autograd)."""
+        return {name: self.view(slot) for name, slot in self.layout.slots.items()}
 
     def clone(self) -> StackedWeights:
         return StackedWeights(self.layout, {g: t.detach().clone() for g, t in self.flat.items()})
@@ -349,121 +245,6 @@ class StackedWeights:
             buffer = self.flat[slot.group]
             out[name] = buffer[member, slot.offset : slot.offset + slot.size].view(slot.shape)
         return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The stacked forward
-
-
-def stacked_logits(
-    arch: Arch,
-    p: dict[str, torch.Tensor],
-    input_ids: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    training: bool,
-    fused_attention: bool,
-) -> torch.Tensor:
-    """Logits of every member, shape (K, batch, n_classes), for inputs shared by all members.
-
-    The same operations, in the same order and precision, as the Hugging Face module of one
-    member, with each dropout mask drawn once at one member's shape and shared by all.
-
-    Parameters
-    ----------
-    arch : Arch
-    p : dict of str to Tensor
-        The stack's leaves (:attr:`Layout.leaves`), each (K, ...).
-    input_ids, mask : Tensor of int, shape (batch, width)
-    training : bool
-        Dropout on (training) or off.
-    fused_attention : bool
-        Scaled dot-product attention (SDPA; its dropout is drawn per member inside the kernel)
-        or the explicit softmax with a shared dropout mask (exactly the solo computation).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    k = next(iter(p.values())).shape[0]
-    b, width = input_ids.shape
-    h, n_heads = arch.hidden, arch.n_heads
-    d = h // n_heads
-
-    def dropout(x: torch.Tensor, prob: float) -> torch.Tensor:
-        if not training or prob == 0:
-            return x
-        # One member's mask, as F.dropout would draw it alone, shared by every member.
-        keep = F.dropout(torch.ones(x.shape[1:], dtype=x.dtype, device=x.device), prob, True)
-        return x * keep
-
-    def linear(x: torch.Tensor, name: str) -> torch.Tensor:
-        return torch.baddbmm(p[name + ".bias"].unsqueeze(1), x, p[name + ".weight"].transpose(1, 2))
-
-    def layer_norm(x: torch.Tensor, name: str) -> torch.Tensor:
-        y = F.layer_norm(x, (h,), eps=arch.eps)
-        return torch.addcmul(p[name + ".bias"].unsqueeze(1), y, p[name + ".weight"].unsqueeze(1))
-
-    def activation(x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x) if arch.activation == "gelu" else F.relu(x)
-
-    def tokens(x: torch.Tensor) -> torch.Tensor:
-        return x.view(k, b, width, h)
-
-    def rows(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(k, b * width, h)
-
-    pre = f"{arch.prefix}.embeddings."
-    word = p[pre + "word_embeddings.weight"]
-    # Member m's rows of the (K·V, H) table start at m·V: one lookup serves every member.
-    offsets = torch.arange(k, device=input_ids.device).view(k, 1) * arch.vocab
-    x = F.embedding(input_ids.reshape(1, -1) + offsets, word.reshape(k * arch.vocab, h))
-    if arch.kind == "bert":
-        x = x + p[pre + "token_type_embeddings.weight"][:, :1]
-    x = tokens(x) + p[pre + "position_embeddings.weight"][:, :width].unsqueeze(1)
-    x = rows(dropout(tokens(layer_norm(rows(x), pre + "LayerNorm")), arch.p_hidden))
-
-    keep = mask.bool()
-    if fused_attention:
-        attend = keep.view(1, b, 1, 1, width).expand(k, b, 1, 1, width).reshape(k * b, 1, 1, width)
-    else:
-        bias = torch.zeros(b, 1, 1, width, device=input_ids.device)
-        bias.masked_fill_(~keep.view(b, 1, 1, width), torch.finfo(torch.float32).min)
-    scale = d**-0.5
-    for layer in range(arch.n_layers):
-        module = arch.qkv(layer)[0].rsplit(".", 1)[0]
-        qkv = linear(x, module + ".qkv").view(k, b, width, 3, n_heads, d)
-        q, key, value = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (K, B, heads, L, d)
-        if fused_attention:
-            out = F.scaled_dot_product_attention(
-                q.reshape(k * b, n_heads, width, d),
-                key.reshape(k * b, n_heads, width, d),
-                value.reshape(k * b, n_heads, width, d),
-                attn_mask=attend,
-                dropout_p=arch.p_attention if training else 0.0,
-                scale=scale,
-            ).view(k, b, n_heads, width, d)
-        else:
-            scores = torch.matmul(q, key.transpose(-1, -2)) * scale + bias
-            weights = dropout(F.softmax(scores, dim=-1), arch.p_attention)
-            out = torch.matmul(weights, value)
-        out = out.permute(0, 1, 3, 2, 4).reshape(k, b * width, h)
-        if arch.kind == "bert":
-            base = f"bert.encoder.layer.{layer}."
-            a = rows(dropout(tokens(linear(out, base + "attention.output.dense")), arch.p_hidden))
-            x = layer_norm(a + x, base + "attention.output.LayerNorm")
-            f = linear(activation(linear(x, base + "intermediate.dense")), base + "output.dense")
-            x = layer_norm(rows(dropout(tokens(f), arch.p_hidden)) + x, base + "output.LayerNorm")
-        else:
-            base = f"distilbert.transformer.layer.{layer}."
-            x = layer_norm(linear(out, base + "attention.out_lin") + x, base + "sa_layer_norm")
-            f = linear(activation(linear(x, base + "ffn.lin1")), base + "ffn.lin2")
-            x = layer_norm(rows(dropout(tokens(f), arch.p_hidden)) + x, base + "output_layer_norm")
-    first = tokens(x)[:, :, 0]  # (K, B, H): the [CLS] token
-    if arch.kind == "bert":
-        pooled = torch.tanh(linear(first, "bert.pooler.dense"))
-    else:
-        pooled = F.relu(linear(first, "pre_classifier"))
-    return linear(dropout(pooled, arch.p_head), "classifier")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,7 +376,8 @@ class StackedTrainer:
     Parameters
     ----------
     model : transformers model
-        A loaded classifier of the architecture: its layout, and every member's first state.
+        A loaded classifier (on the CPU): the structure of the stack, and every member's first
+        state.
     k : int
         Members.
     device, dtype
@@ -637,23 +419,30 @@ class StackedTrainer:
         self.max_width = max_width
         self.group_by_length = group_by_length
         self.cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
-        self.arch = arch_of(model.config)
-        self.layout = Layout.of(model, self.arch)
-        self.weights = StackedWeights.zeros(self.layout, k, device)
-        self.grads = {
-            g: torch.zeros_like(self.weights.flat[g]) for g in ("embed", "decay", "nodecay")
-        }
-        # Fused attention draws its dropout inside the kernel; where it has none, or on a GPU
-        # (where the explicit scores would cost K × batch × heads × width² values), use it.
+        self.arch = arch_of(model.config, model)
         self.fused_attention = device.type == "cuda" or self.arch.p_attention == 0
-        self.params: dict[str, torch.Tensor] = {}
-        for name, slot in self.layout.leaves.items():
-            leaf = self.weights.view(slot).detach()
-            if slot.group != "frozen":
-                leaf.requires_grad_(True)
-                # Gradients accumulate in place into views of one flat buffer per group.
-                leaf.grad = self.weights.view(slot, self.grads)
-            self.params[name] = leaf
+        # A CPU computes member by member with the kernels of the model alone (exact); a GPU
+        # batches every operation over the members.
+        self.surgery = stack_model(model, k, per_member=device.type == "cpu")
+        self.surgery.model.to(device)
+        self.eval_surgery = stack_model(model, k, per_member=device.type == "cpu")
+        self.eval_surgery.model.to(device).eval()
+        self.layout = Layout.of(model, self.surgery)
+        self.weights = StackedWeights.zeros(self.layout, k, device)
+        self.grads = {g: torch.zeros_like(self.weights.flat[g]) for g in self.layout.trainable}
+        tensors = self.weights.tensors()
+        grads = {
+            name: self.weights.view(slot, self.grads)
+            for name, slot in self.layout.slots.items()
+            if slot.group != "frozen"
+        }
+        bind(self.surgery, tensors, grads)
+        # Rows of padding tokens get no gradient, as nn.Embedding(padding_idx=...) gives none.
+        self._padding_grads = [
+            (grads[leaf.name], leaf.padding_idx)
+            for leaf in self.surgery.leaves
+            if leaf.padding_idx is not None and leaf.name in grads
+        ]
         for group, grad in self.grads.items():
             self.weights.flat[group].grad = grad
         self.optimizer = self._optimizer()
@@ -667,10 +456,9 @@ class StackedTrainer:
 
         wd = self.train.weight_decay
         flat = self.weights.flat
-        groups = [
-            {"params": [flat["embed"], flat["decay"]], "weight_decay": wd},
-            {"params": [flat["nodecay"]], "weight_decay": 0.0},
-        ]
+        decayed = [flat[g] for g in self.layout.trainable if g in self.layout.decayed]
+        plain = [flat[g] for g in self.layout.trainable if g not in self.layout.decayed]
+        groups = [{"params": decayed, "weight_decay": wd}, {"params": plain, "weight_decay": 0.0}]
         lr: Any = self.train.learning_rate
         if self.cuda_graphs:
             lr = torch.tensor(lr, device=self.device)  # set in place per step, read by the graph
@@ -680,7 +468,7 @@ class StackedTrainer:
         """Start every member from ``model``'s weights, in place; zero the optimiser's state."""
         import torch
 
-        self.weights.load_state(model.state_dict())
+        self.weights.load_state(dict(model.named_parameters()))
         with torch.no_grad():
             for grad in self.grads.values():
                 grad.zero_()
@@ -698,6 +486,27 @@ class StackedTrainer:
             g: t.detach().to(device or t.device, copy=True) for g, t in self.weights.flat.items()
         }
         return StackedWeights(self.layout, flat)
+
+    def predict(
+        self,
+        weights: StackedWeights,
+        ids: Sequence[np.ndarray],
+        *,
+        batch_size: int,
+    ) -> np.ndarray:
+        """Class probabilities of every member of ``weights``, shape (K, n, n_classes)."""
+        return predict_stacked(
+            self.eval_surgery,
+            weights.to(self.device),
+            ids,
+            device=self.device,
+            dtype=self.dtype,
+            pad_id=self.pad_id,
+            batch_size=batch_size,
+            pad_multiple=self.pad_multiple,
+            max_width=self.max_width,
+            n_classes=self.arch.n_classes,
+        )
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -717,14 +526,7 @@ class StackedTrainer:
         for grad in self.grads.values():
             grad.zero_()
         with autocast(self.device, self.dtype):
-            logits = stacked_logits(
-                self.arch,
-                self.params,
-                batch.input_ids,
-                batch.mask,
-                training=True,
-                fused_attention=self.fused_attention,
-            )
+            logits = stacked_logits(self.surgery, batch.input_ids, batch.mask, training=True)
             ce = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), reduction="none"
             ).view(self.k, -1)
@@ -734,6 +536,8 @@ class StackedTrainer:
             # The grads are strided views into flat buffers on purpose (see the class).
             warnings.filterwarnings("ignore", message="grad and param do not obey")
             losses.sum().backward()
+        for grad, padding_idx in self._padding_grads:
+            grad[:, padding_idx] = 0
         # clip_grad_norm_ per member: coefficient max_norm / (norm + 1e-6), at most 1.
         norms = [torch.linalg.vector_norm(g, dim=1) for g in self.grads.values()]
         norm = torch.linalg.vector_norm(torch.stack(norms), dim=0)
@@ -972,7 +776,7 @@ class _GraphedSteps:
 
 
 def predict_stacked(
-    arch: Arch,
+    surgery: Surgery,
     weights: StackedWeights,
     ids: Sequence[np.ndarray],
     *,
@@ -980,14 +784,18 @@ def predict_stacked(
     dtype: torch.dtype | None,
     pad_id: int,
     batch_size: int,
+    n_classes: int,
     pad_multiple: int = 1,
     max_width: int | None = None,
 ) -> np.ndarray:
-    """Class probabilities of every member, shape (K, n, n_classes), in length-sorted batches."""
+    """Class probabilities of every member, shape (K, n, n_classes), in length-sorted batches.
+
+    ``surgery`` (a stack of ``weights.k`` members, for evaluation) is bound to ``weights``.
+    """
     import torch
 
-    out = np.zeros((weights.k, len(ids), arch.n_classes), dtype=np.float64)
-    params = weights.leaves()
+    bind(surgery, weights.tensors())
+    out = np.zeros((weights.k, len(ids), n_classes), dtype=np.float64)
     batches = padded_inputs(
         ids,
         device=device,
@@ -999,14 +807,7 @@ def predict_stacked(
     with torch.inference_mode():
         for batch, x, m in batches:
             with autocast(device, dtype):
-                logits = stacked_logits(
-                    arch,
-                    params,
-                    x,
-                    m,
-                    training=False,
-                    fused_attention=True,
-                )
+                logits = stacked_logits(surgery, x, m, training=False)
             out[:, batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
 
