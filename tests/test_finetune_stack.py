@@ -153,7 +153,7 @@ def test_the_resident_stack_is_reset_in_place_for_the_next_group(
 def test_every_tested_family_stacks_and_equals_its_cells_trained_alone(
     model_type: str, tmp_path: Path, data
 ) -> None:
-    texts, labels, labelings = data
+    texts, _, labelings = data
     model = build_tiny(tmp_path / model_type, model_type)
     # 1e-4: rounding differences that AdamW amplifies (below) stay small against the tolerance.
     backend = backend_for(model, tmp_path / "cache", lr=1e-4)

@@ -302,7 +302,7 @@ class FinetuneBackend(Backend):
                 with hf.seeded(0, setup.device):
                     model = self._load_model(to_device=False)
                 reason = self_check(model, vocab=_vocab(model), pad_id=setup.pad_id)
-            if reason is None:
+            if reason is None and model is not None:
                 self._arch = arch_of(model.config, model)
             else:
                 self._no_stack = reason

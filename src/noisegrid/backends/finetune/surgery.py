@@ -114,8 +114,8 @@ def _classes() -> types.SimpleNamespace:
             super().__init__()
             self.context = context
             self.has_bias = has_bias
-            self.weight: nn.Parameter | None = None
-            self.bias: nn.Parameter | None = None
+            self.weight: Any = None
+            self.bias: Any = None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             k = self.context.k
@@ -123,13 +123,13 @@ def _classes() -> types.SimpleNamespace:
                 w, b = self.weight, self.bias
                 return torch.cat(
                     [
-                        F.linear(xm, w[m], None if b is None else b[m])  # type: ignore[index]
+                        F.linear(xm, w[m], None if b is None else b[m])
                         for m, xm in enumerate(x.chunk(k))
                     ]
                 )
             lead = x.shape[:-1]
             x3 = x.reshape(k, -1, x.shape[-1])
-            w = self.weight.transpose(1, 2)  # type: ignore[union-attr]
+            w = self.weight.transpose(1, 2)
             if self.bias is None:
                 y = torch.bmm(x3, w)
             else:
@@ -144,8 +144,8 @@ def _classes() -> types.SimpleNamespace:
             self.context = context
             self.normalized_shape = normalized_shape
             self.eps = eps
-            self.weight: nn.Parameter | None = None
-            self.bias: nn.Parameter | None = None
+            self.weight: Any = None
+            self.bias: Any = None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             k = self.context.k
@@ -161,7 +161,6 @@ def _classes() -> types.SimpleNamespace:
             y = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
             if self.weight is None:
                 return y
-            dims = len(self.normalized_shape)
             y3 = y.reshape(k, -1, *self.normalized_shape)
             w = self.weight.view(k, 1, *self.normalized_shape)
             out = (
@@ -169,7 +168,6 @@ def _classes() -> types.SimpleNamespace:
                 if self.bias is None
                 else torch.addcmul(self.bias.view(k, 1, *self.normalized_shape), y3, w)
             )
-            del dims
             return out.view(y.shape)
 
     class StackedEmbedding(nn.Module):
@@ -184,11 +182,11 @@ def _classes() -> types.SimpleNamespace:
             self.context = context
             self.n_embeddings = n_embeddings
             self.dim = dim
-            self.weight: nn.Parameter | None = None
+            self.weight: Any = None
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             k, v = self.context.k, self.n_embeddings
-            table = self.weight.reshape(k * v, self.dim)  # type: ignore[union-attr]
+            table = self.weight.reshape(k * v, self.dim)
             offsets = torch.arange(k, device=ids.device).view(k, 1) * v
             n = ids.shape[0]
             if n % k == 0 and not (n == 1 and k > 1):
@@ -243,7 +241,7 @@ def shared_functional_dropout(k: int) -> Any:
     from torch.overrides import TorchFunctionMode
 
     class _Mode(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func is F.dropout:
                 x = args[0]
