@@ -385,3 +385,47 @@ def test_a_stack_that_runs_out_of_memory_retries_half_as_stacked(
     assert [o.info.get("stack_size") for o in outputs] == [None, None, None]
     assert backend.stack_size(11) == 1
     assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])
+
+
+def test_a_compiled_step_equals_the_eager_step(
+    tiny_model: Path, data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forward, loss and backward traced and compiled as one graph per width (the ``aot_eager``
+    backend here: the graph capture and its autograd, without a C++ compiler's minutes on a
+    CPU) train the same members as the eager step. Dropout off: a traced graph draws its masks
+    in another way (the same distribution); benchmarks/step_ops.py compares inductor's kernels
+    with dropout on, drawing as eager does."""
+    from transformers import AutoModelForSequenceClassification
+
+    from noisegrid.config import TrainSpec
+
+    monkeypatch.setattr(st, "COMPILE_BACKEND", "aot_eager")
+    from transformers import AutoTokenizer
+
+    texts, _, labelings = data
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = [np.asarray(tokenizer(t)["input_ids"]) for t in texts[:N_TRAIN]]
+    train = TrainSpec(steps=10, learning_rate=1e-3, batch_size=8)
+    kwargs = {
+        "device": torch.device("cpu"),
+        "dtype": None,
+        "train": train,
+        "max_grad_norm": 1.0,
+        "pad_id": 0,
+        "pad_multiple": 16,  # few widths: few graphs
+        "max_width": 64,
+        "group_by_length": True,
+        "per_member": False,  # the GPU's batched forward
+    }
+    probas = {}
+    for compiled in (False, True):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                tiny_model, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+            )
+            trainer = st.StackedTrainer(model, 3, compile=compiled, **kwargs)
+            trainer.fit(ids, np.stack(labelings), seed=SEED)
+        probas[compiled] = trainer.predict(trainer.snapshot(), ids, batch_size=64)
+    np.testing.assert_allclose(probas[True], probas[False], rtol=0, atol=1e-5)
+    assert not np.allclose(probas[False][0], probas[False][2])

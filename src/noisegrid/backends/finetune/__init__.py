@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -72,6 +72,7 @@ from .stack import (
     arch_of,
     choose_stack,
     chunk_sizes,
+    compiled_step_cache,
     member_bytes,
     predict_stacked,
 )
@@ -114,6 +115,10 @@ class FinetuneOptions(BackendOptions):
     cuda_graphs: bool = False
     """Stacked training on a GPU: capture the training step once per batch width as a CUDA graph
     and replay it, so a step costs one launch instead of hundreds. Ignored elsewhere."""
+    compile: Literal["auto"] | bool = "auto"
+    """Stacked training: compile each step's forward, loss and backward with ``torch.compile``,
+    once per batch width per worker (the kernels are cached under the cache folder for later
+    runs). ``"auto"``: on GPUs (on a CPU compiling costs more than it saves)."""
 
 
 @dataclass
@@ -337,6 +342,15 @@ class FinetuneBackend(Backend):
             )
         return max(1, min(n_members, self._capacity))
 
+    @property
+    def compiles(self) -> bool:
+        """Whether stacked steps are compiled (``[backend] compile``; auto: on GPUs)."""
+        option = self.options.compile
+        on = self.setup().device.type == "cuda" if option == "auto" else bool(option)
+        if on:
+            compiled_step_cache(self.context.cache_dir)
+        return on
+
     def _trainer(self, k: int, model: Any) -> StackedTrainer:
         """The resident stack for a chunk of ``k`` members, built from ``model`` when needed.
 
@@ -361,6 +375,7 @@ class FinetuneBackend(Backend):
             "group_by_length": self.options.group_by_length,
         }
         graphs = self.options.cuda_graphs and setup.device.type == "cuda"
+        kwargs["compile"] = self.compiles
         trainer = StackedTrainer(model, k, cuda_graphs=graphs, **kwargs)
         if trainer.cuda_graphs:
             import torch
@@ -435,6 +450,8 @@ class FinetuneBackend(Backend):
                 info["stack_seconds"] = round(stats.seconds, 3)
                 if stats.graphed:
                     info["cuda_graphs"] = True
+                if trainer.compiled:
+                    info["compiled"] = True
                 outputs.append(FitOutput(_StackedMember(self, weights, member), info))
         return outputs
 
@@ -599,6 +616,7 @@ class FinetuneBackend(Backend):
                     max_width=setup.info.max_length,
                     group_by_length=self.options.group_by_length,
                     cuda_graphs=self.options.cuda_graphs,
+                    compile=self.compiles,
                 )
             return trainers[k].timed_steps(width, n_steps)
 

@@ -390,6 +390,14 @@ class StackedTrainer:
     cuda_graphs : bool, default False
         Capture the training step once per batch width as a CUDA graph and replay it (GPUs only;
         :meth:`capture_graphs` before the first run).
+    compile : bool, default False
+        Compile the step's forward, loss and backward with ``torch.compile`` (once per batch
+        width; :func:`compiled_step_cache`): the copies, casts and elementwise chains between
+        the matrix products fuse. Dropout masks then come from the compiler's generator (the
+        same distribution, other draws); with ``cuda_graphs`` the compiled step is captured.
+    per_member : bool, optional
+        Compute member by member with the solo kernels (:func:`~.surgery.stack_model`); default:
+        on a CPU (exact), not on a GPU (batched).
     """
 
     def __init__(
@@ -406,6 +414,8 @@ class StackedTrainer:
         max_width: int,
         group_by_length: bool,
         cuda_graphs: bool = False,
+        compile: bool = False,
+        per_member: bool | None = None,
     ) -> None:
         import torch
 
@@ -423,9 +433,11 @@ class StackedTrainer:
         self.fused_attention = device.type == "cuda" or self.arch.p_attention == 0
         # A CPU computes member by member with the kernels of the model alone (exact); a GPU
         # batches every operation over the members.
-        self.surgery = stack_model(model, k, per_member=device.type == "cpu")
+        if per_member is None:
+            per_member = device.type == "cpu"
+        self.surgery = stack_model(model, k, per_member=per_member)
         self.surgery.model.to(device)
-        self.eval_surgery = stack_model(model, k, per_member=device.type == "cpu")
+        self.eval_surgery = stack_model(model, k, per_member=per_member)
         self.eval_surgery.model.to(device).eval()
         self.layout = Layout.of(model, self.surgery)
         self.weights = StackedWeights.zeros(self.layout, k, device)
@@ -447,6 +459,8 @@ class StackedTrainer:
             self.weights.flat[group].grad = grad
         self.optimizer = self._optimizer()
         self._graphs: _GraphedSteps | None = None
+        self.compiled = bool(compile)
+        self._losses = _compile(self._member_losses) if self.compiled else self._member_losses
         self.reset(model)
 
     # -- state ---------------------------------------------------------------------------------
@@ -521,17 +535,13 @@ class StackedTrainer:
     def _step(self, batch: _Batch, loss_sum: torch.Tensor) -> None:
         """Forward, backward, per-member clipping and one AdamW step of every member."""
         import torch
-        import torch.nn.functional as F
 
         for grad in self.grads.values():
             grad.zero_()
-        with autocast(self.device, self.dtype):
-            logits = stacked_logits(self.surgery, batch.input_ids, batch.mask, training=True)
-            ce = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), batch.labels.reshape(-1), reduction="none"
-            ).view(self.k, -1)
-        # Each member's loss is its own batch mean; their sum has each member's own gradient.
-        losses = ce.mean(1) if batch.weights is None else (ce * batch.weights).sum(1)
+        self.surgery.context.rows = int(batch.input_ids.shape[0])
+        if not self.surgery.model.training:  # outside the compiled graph
+            self.surgery.model.train(True)
+        losses = self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
         with warnings.catch_warnings():
             # The grads are strided views into flat buffers on purpose (see the class).
             warnings.filterwarnings("ignore", message="grad and param do not obey")
@@ -546,6 +556,25 @@ class StackedTrainer:
             grad.mul_(coef.unsqueeze(1))
         self.optimizer.step()
         loss_sum += losses.detach().float()
+
+    def _member_losses(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Each member's loss, shape (K,): the forward and the loss of one step (compiled as one
+        graph with ``compile``, its backward with it)."""
+        import torch.nn.functional as F
+
+        with autocast(self.device, self.dtype):
+            logits = stacked_logits(self.surgery, input_ids, mask, training=True)
+            ce = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
+            ).view(self.k, -1)
+        # Each member's loss is its own batch mean; their sum has each member's own gradient.
+        return ce.mean(1) if weights is None else (ce * weights).sum(1)
 
     # -- a run ---------------------------------------------------------------------------------
 
@@ -599,6 +628,10 @@ class StackedTrainer:
             y = labels[:, torch.from_numpy(rows)]
             if graphs is not None:
                 graphs.step(x, m, y, loss_sums[epoch])
+            elif self.compiled and len(rows) < self.train.batch_size:
+                # A short batch filled up to the full shape with rows of no weight: one compiled
+                # graph per width, not one per width and batch length.
+                self._step(self._filled(x, m, y), loss_sums[epoch])
             else:
                 batch = _Batch(
                     torch.from_numpy(x).to(self.device, non_blocking=True),
@@ -625,6 +658,24 @@ class StackedTrainer:
             for i in range(self.k)
         ]
         return StackStats(members=members, seconds=seconds, graphed=graphs is not None)
+
+    def _filled(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor) -> _Batch:
+        """A batch of ``batch_size`` rows: the real ones, then filler rows of zero loss weight."""
+        import torch
+
+        rows, full = x.shape[0], self.train.batch_size
+        xf = np.full((full, x.shape[1]), self.pad_id, dtype=x.dtype)
+        mf = np.zeros((full, x.shape[1]), dtype=m.dtype)
+        mf[:, 0] = 1  # filler rows attend to one position: no empty softmax
+        xf[:rows], mf[:rows] = x, m
+        yf = torch.zeros((self.k, full), dtype=y.dtype)
+        yf[:, :rows] = y
+        w = torch.zeros(full)
+        w[:rows] = 1.0 / rows
+        dev = self.device
+        return _Batch(
+            torch.from_numpy(xf).to(dev), torch.from_numpy(mf).to(dev), yf.to(dev), w.to(dev)
+        )
 
     def widths(self) -> list[int]:
         """Every batch width a run can meet (multiples of ``pad_multiple`` up to ``max_width``)."""
@@ -810,6 +861,32 @@ def predict_stacked(
                 logits = stacked_logits(surgery, x, m, training=False)
             out[:, batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+COMPILE_BACKEND = "inductor"
+"""The ``torch.compile`` backend of compiled steps (the tests trace with ``aot_eager``)."""
+
+
+def _compile(fn: Any) -> Any:
+    """``torch.compile(fn)``, with room for one graph per batch width (:class:`StackedTrainer`)."""
+    import torch
+
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 64))
+    return torch.compile(fn, dynamic=False, backend=COMPILE_BACKEND)
+
+
+def compiled_step_cache(cache_dir: Any) -> None:
+    """Keep torch's compiled kernels under noisegrid's cache folder, so that a later run (and
+    every worker) reuses them instead of compiling again; the user's own setting wins."""
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir) / "torch-compile"))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
 def _sync(device: torch.device) -> None:
