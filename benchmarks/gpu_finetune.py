@@ -81,9 +81,19 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny models, few steps (CPU check)")
     parser.add_argument("--check", action="store_true", help="stacked = alone, graphs = eager")
     parser.add_argument("--k", type=int, default=11, help="models stacked")
+    parser.add_argument("--train-rows", type=int, default=16, help="batch per model")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=16, help="untimed steps first")
-    parser.add_argument("--models", default="distilbert", help="distilbert,minilm")
+    parser.add_argument(
+        "--models",
+        default="distilbert",
+        help="comma-separated: distilbert, minilm, " + ", ".join(BASE_CONFIGS),
+    )
+    parser.add_argument("--arch-steps", type=int, default=16, help="timed steps, other models")
+    parser.add_argument(
+        "--compile-width", type=int, default=0, help="eager vs compiled steps at this width"
+    )
+    parser.add_argument("--profile", action="store_true", help="device time by kind, one step")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imdb"))
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the GPU peak")
     parser.add_argument("--skip-trainer", action="store_true")
@@ -108,7 +118,7 @@ def main() -> None:
         return
     device = hf.choose_device()
     if args.smoke:
-        args.steps, args.warmup, args.k = 3, 1, 3
+        args.steps, args.warmup, args.k, args.arch_steps = 3, 1, 3, 2
     elif device.type != "cuda":
         raise SystemExit("no GPU found; run with --smoke for a CPU check of this script")
     if device.type == "cuda":
@@ -129,11 +139,15 @@ def main() -> None:
         _checks(tokenizer, texts, tmp, device, args)
 
     results: dict[str, Any] = {"device": gpu, "k": args.k, "models": {}}
+    if args.compile_width:
+        _compiled_steps(tokenizer, texts, tmp, device, args, peak)
     for model_name in args.models.split(","):
         if model_name == "distilbert":
             folder, max_length = _distilbert(tokenizer, tmp / "distilbert", args.smoke), 512
-        else:
+        elif model_name == "minilm":
             folder, max_length = _minilm(tokenizer, tmp / "minilm", args.smoke), 256
+        else:
+            folder, max_length = _base_model(model_name, tokenizer, tmp / model_name, args.smoke)
         max_length = 64 if args.smoke else max_length
         ids = _tokenize(tokenizer, texts, max_length)
         mean_tokens = float(np.mean([len(x) for x in ids]))
@@ -142,7 +156,10 @@ def main() -> None:
             f"\n== {model_name}: {params / 1e6:.1f}M parameters, max_length {max_length}, "
             f"mean {mean_tokens:.0f} tokens/review =="
         )
-        rows = _rows(folder, ids, labels, tokenizer, texts, max_length, device, args)
+        if model_name in ("distilbert", "minilm"):
+            rows = _rows(folder, ids, labels, tokenizer, texts, max_length, device, args)
+        else:
+            rows = _arch_rows(folder, ids, labels, tokenizer, texts, max_length, device, args)
         rows = [r for r in rows if r is not None]
         base = next((r for r in rows if r.name.startswith("plain Trainer")), None)
         print(
@@ -225,11 +242,22 @@ def _spec_train(steps: int, precision: str, max_length: int) -> Any:
 
 
 def _stacked(
-    folder, ids, device, args, *, precision, grouped, graphs=False, steps=None, warmup=None
+    folder,
+    ids,
+    device,
+    args,
+    *,
+    precision,
+    grouped,
+    graphs=False,
+    steps=None,
+    warmup=None,
+    compile=False,
+    n_eval_default=2000,
 ):  # type: ignore[no-untyped-def]
     from noisegrid.backends import hf
     from noisegrid.backends.finetune.loop import _deterministic, width_multiple
-    from noisegrid.backends.finetune.stack import StackedTrainer, predict_stacked
+    from noisegrid.backends.finetune.stack import StackedTrainer
 
     steps = steps or args.steps
     warmup = warmup or args.warmup
@@ -251,6 +279,7 @@ def _stacked(
             max_width=max_length,
             group_by_length=grouped,
             cuda_graphs=graphs,
+            compile=compile,
         )
         t0 = time.perf_counter()
         trainer = StackedTrainer(
@@ -263,20 +292,20 @@ def _stacked(
         trainer.fit(ids, labelings, seed=0)  # warm-up steps
         trainer.train = _spec_train(steps, precision, max_length)
         stats = trainer.fit(ids, labelings, seed=1)
-    n_eval = min(len(ids), 64 if args.smoke else 2000)
+    n_eval = min(len(ids), 64 if args.smoke else n_eval_default)
     weights = trainer.weights
-    ekw = dict(device=device, dtype=dtype, pad_id=0, batch_size=128)
-    ekw["pad_multiple"] = width_multiple(device)
-    predict_stacked(trainer.arch, weights, ids[:64], **ekw)  # warm-up
+    trainer.predict(weights, ids[:64], batch_size=128)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    predict_stacked(trainer.arch, weights, ids[:n_eval], **ekw)
+    trainer.predict(weights, ids[:n_eval], batch_size=128)
     _sync(device)
     eval_tps = k * sum(len(x) for x in ids[:n_eval]) / (time.perf_counter() - t0)
     member = stats.members[0]
     label = f"stacked K={k} ({precision}, {'grouped' if grouped else 'random'})"
     if graphs:
         label += " + graphs"
+    if compile:
+        label += " compiled"
     del trainer, weights, model
     _release(device)
     return Row(
@@ -413,35 +442,233 @@ def _project(row: Row, mean_tokens: float) -> float:
     ) + row.setup_seconds
 
 
+def _arch_rows(folder, ids, labels, tokenizer, texts, max_length, device, args):  # type: ignore[no-untyped-def]
+    """A model other than DistilBERT: stacked (bf16, grouped) against its plain Trainer."""
+    low = "bf16" if device.type == "cuda" else "fp32"
+    steps, warmup = args.arch_steps, max(2, args.arch_steps // 2)
+    n_eval = 64 if args.smoke else 500
+    rows = [
+        _safe(
+            _stacked,
+            folder,
+            ids,
+            device,
+            args,
+            precision=low,
+            grouped=True,
+            steps=steps,
+            warmup=warmup,
+            n_eval_default=n_eval,
+        )
+    ]
+    if not args.skip_trainer:
+        quick = argparse.Namespace(**{**vars(args), "steps": steps, "warmup": warmup})
+        rows.append(_safe(_trainer, folder, tokenizer, texts, labels, max_length, device, quick))
+    _release(device)
+    return rows
+
+
+BASE_CONFIGS: dict[str, dict[str, Any]] = {
+    # The *-base configurations of the encoders people fine-tune (random weights).
+    "bert": {"model_type": "bert"},
+    "roberta": {
+        "model_type": "roberta",
+        "vocab_size": 50265,
+        "max_position_embeddings": 514,
+        "pad_token_id": 1,
+        "type_vocab_size": 1,
+    },
+    "xlm-roberta": {
+        "model_type": "xlm-roberta",
+        "vocab_size": 250002,
+        "max_position_embeddings": 514,
+        "pad_token_id": 1,
+        "type_vocab_size": 1,
+    },
+    "electra": {"model_type": "electra", "embedding_size": 768},
+    "deberta-v3": {
+        "model_type": "deberta-v2",
+        "vocab_size": 128100,
+        "relative_attention": True,
+        "position_buckets": 256,
+        "max_relative_positions": -1,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "layer_norm_eps": 1e-7,
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+        "pad_token_id": 0,
+    },
+    "modernbert": {"model_type": "modernbert", "vocab_size": 50368},
+}
+
+
+def _base_model(name: str, tokenizer: Any, folder: Path, smoke: bool) -> tuple[Path, int]:
+    """A random model of the *-base configuration ``name`` (tiny with ``smoke``), at 512."""
+    import torch
+    from transformers import CONFIG_MAPPING, AutoModel
+
+    options = dict(BASE_CONFIGS[name])
+    kind = options.pop("model_type")
+    if smoke:
+        options.update(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=max(options.get("vocab_size", 0), len(tokenizer)),
+        )
+        if "embedding_size" in options:
+            options["embedding_size"] = 32
+        if kind == "deberta-v2":
+            options["position_buckets"] = 16
+    config = CONFIG_MAPPING[kind](**options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config)
+    return _save(model, tokenizer, folder), 512
+
+
+def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type: ignore[no-untyped-def]
+    """Eager vs compiled stacked steps at one width (DistilBERT, K members, bf16), the compile's
+    time, and with ``--profile`` where each step's device time goes."""
+    import torch
+
+    from noisegrid.backends import hf
+    from noisegrid.backends.finetune.loop import _deterministic, width_multiple
+    from noisegrid.backends.finetune.stack import StackedTrainer
+
+    width = 64 if args.smoke else args.compile_width
+    if args.smoke:  # a CPU's C++ compile takes minutes: trace and run the graph uncompiled
+        from noisegrid.backends.finetune import stack
+
+        stack.COMPILE_BACKEND = "aot_eager"
+    folder = _distilbert(tokenizer, tmp / "distilbert", args.smoke)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    dtype = hf.autocast_dtype(device, precision)
+    params = _n_params(folder)
+    n = 3 if args.smoke else 20
+    print(f"\n== DistilBERT stacked K={args.k} at width {width}, {precision}: eager vs compiled ==")
+    for compiled in (False, True):
+        with hf.seeded(0, device), _deterministic(device):
+            trainer = StackedTrainer(
+                _load(folder),
+                args.k,
+                device=device,
+                dtype=dtype,
+                train=_spec_train(1, precision, width),
+                max_grad_norm=1.0,
+                pad_id=0,
+                pad_multiple=width_multiple(device),
+                max_width=width,
+                group_by_length=True,
+                compile=compiled,
+            )
+            t0 = time.perf_counter()
+            trainer.timed_steps(width, 1, warmup=2)  # the compile happens here
+            first = time.perf_counter() - t0
+            seconds = trainer.timed_steps(width, n, warmup=1)
+        tokens = args.k * args.train_rows * width / seconds
+        mfu = 6 * params * tokens / peak
+        label = "compiled" if compiled else "eager"
+        print(
+            f"{label:9} {seconds * 1e3:8.1f} ms/step  {tokens:10.0f} padded tokens/s  "
+            f"MFU {mfu * 100:5.1f}%  (first 3 steps {first:.1f} s: the compile)"
+        )
+        if args.profile and device.type == "cuda":
+            _profile_step(trainer, width)
+        del trainer
+        _release(device)
+    del torch
+
+
+KINDS = (
+    ("matrix products", ("gemm", "cutlass", "sm90_", "cublas", "matmul", "dot")),
+    ("attention", ("fmha", "flash", "attention", "efficient")),
+    ("copies and casts", ("copy", "cast", "to_copy", "elementwise_kernel_with_index")),
+    ("AdamW", ("adam", "multi_tensor")),
+    ("layer norm", ("layer_norm", "layernorm")),
+    ("fused (compiled)", ("triton_",)),
+)
+
+
+def _profile_step(trainer, width: int) -> None:  # type: ignore[no-untyped-def]
+    """Device time of one stacked step by kind of kernel (torch profiler, kernels only)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.timed_steps(width, 2, warmup=0)
+    n = 3
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        trainer.timed_steps(width, n, warmup=0)
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type != DeviceType.CUDA:
+            continue
+        us = float(getattr(event, "device_time_total", 0.0) or 0.0)
+        name = str(event.name).lower()
+        kind = next((k for k, keys in KINDS if any(x in name for x in keys)), "other")
+        totals[kind] = totals.get(kind, 0.0) + us
+    total = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda item: -item[1])
+    parts = ", ".join(f"{kind} {us / total:.0%}" for kind, us in ranked)
+    print(f"  device time per step {total / n / 1e3:.1f} ms: {parts}")
+
+
 # -- checks ----------------------------------------------------------------------------------
 
 
 def _checks(tokenizer, texts, tmp, device, args) -> None:  # type: ignore[no-untyped-def]
-    """Stacked = alone and graphs = eager on this device (dropout off, fp32: deterministic)."""
-    from transformers import BertConfig, BertModel
+    """Stacked = alone on this device for every family (dropout off, fp32: deterministic), and
+    CUDA graphs = eager for BERT."""
+    ids = _tokenize(tokenizer, texts[:256], 128)
+    print("\n== checks on this device (dropout off, fp32; K = 3 against each cell alone) ==")
+    for name in ("bert", *[n for n in BASE_CONFIGS if n != "bert"]):
+        folder = _check_model(name, tokenizer, tmp / f"check-{name}")
+        graphs = [False, True] if device.type == "cuda" and name == "bert" else [False]
+        _safe(_check, name, folder, ids, device, graphs)
+    _release(device)
 
-    from noisegrid.backends import hf
-    from noisegrid.backends.finetune.evaluation import predict_probabilities
-    from noisegrid.backends.finetune.loop import _deterministic, train_loop, width_multiple
-    from noisegrid.backends.finetune.stack import StackedTrainer, predict_stacked
 
-    config = BertConfig(
-        vocab_size=len(tokenizer),
+def _check_model(name: str, tokenizer: Any, folder: Path) -> Path:
+    """A small random model of family ``name`` (2 layers of 128), dropout off."""
+    import torch
+    from transformers import CONFIG_MAPPING, AutoModel
+
+    options = dict(BASE_CONFIGS[name])
+    kind = options.pop("model_type")
+    options.update(
         hidden_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=256,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+        vocab_size=max(options.get("vocab_size", 0), len(tokenizer)),
     )
-    folder = _save(BertModel(config), tokenizer, tmp / "check-bert")
-    ids = _tokenize(tokenizer, texts[:256], 128)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"):
+        options[key] = 0.0
+    if kind == "modernbert":
+        options.update(embedding_dropout=0.0, mlp_dropout=0.0, classifier_dropout=0.0)
+    if "embedding_size" in options:
+        options["embedding_size"] = 128
+    if kind == "deberta-v2":
+        options["position_buckets"] = 32
+    config = CONFIG_MAPPING[kind](**options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _save(AutoModel.from_config(config), tokenizer, folder)
+
+
+def _check(name, folder, ids, device, graph_modes) -> None:  # type: ignore[no-untyped-def]
+    from noisegrid.backends import hf
+    from noisegrid.backends.finetune.evaluation import predict_probabilities
+    from noisegrid.backends.finetune.loop import _deterministic, train_loop, width_multiple
+    from noisegrid.backends.finetune.stack import StackedTrainer
+
     labelings = np.random.default_rng(3).integers(0, 2, size=(3, len(ids)))
     train = _spec_train(12, "fp32", 128)
-    multiple = width_multiple(device)
-    pad = dict(device=device, dtype=None, pad_id=0, pad_multiple=multiple)
+    pad = dict(device=device, dtype=None, pad_id=0, pad_multiple=width_multiple(device))
     loop = dict(max_width=128, group_by_length=True, max_grad_norm=1.0)
-    print("\n== checks on this device (dropout off, fp32) ==")
     alone = []
     for y in labelings:
         with hf.seeded(5, device), _deterministic(device):
@@ -449,7 +676,7 @@ def _checks(tokenizer, texts, tmp, device, args) -> None:  # type: ignore[no-unt
             train_loop(model, ids, y, train=train, seed=5, **pad, **loop)
         alone.append(predict_probabilities(model, ids[:128], batch_size=64, **pad))
     results = {}
-    for graphs in [False, True] if device.type == "cuda" else [False]:
+    for graphs in graph_modes:
         # Built (and captured) first, then started as the cells alone start: as the backend does.
         with hf.seeded(0, device), _deterministic(device):
             trainer = StackedTrainer(
@@ -460,16 +687,17 @@ def _checks(tokenizer, texts, tmp, device, args) -> None:  # type: ignore[no-unt
         with hf.seeded(5, device), _deterministic(device):
             trainer.reset(_load(folder))
             trainer.fit(ids, labelings, seed=5)
-        proba = predict_stacked(trainer.arch, trainer.weights, ids[:128], batch_size=64, **pad)
+        proba = trainer.predict(trainer.weights, ids[:128], batch_size=64)
         results[graphs] = proba
         diff = max(float(np.abs(proba[i] - alone[i]).max()) for i in range(3))
         same = all((proba[i].argmax(1) == alone[i].argmax(1)).all() for i in range(3))
         verdict = "PASS" if diff <= 1e-4 and same else "FAIL"
-        label = "stacked K=3" + (" + CUDA graphs" if graphs else "")
-        print(f"{label} vs alone: max |Δp| {diff:.2e}, same argmax {same}: {verdict}")
+        label = f"{name}: stacked K=3" + (" + CUDA graphs" if graphs else "")
+        print(f"{label:32} vs alone: max |Δp| {diff:.2e}, same argmax {same}: {verdict}")
     if True in results:
         diff = float(np.abs(results[True] - results[False]).max())
         print(f"CUDA graphs vs eager: max |Δp| {diff:.2e}: {'PASS' if diff <= 1e-4 else 'FAIL'}")
+    del trainer
     _release(device)
 
 
