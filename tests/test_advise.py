@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import noisegrid
-from noisegrid.analysis.advise import AdviceResult, advise
-from noisegrid.analysis.audit import AuditResult
+from noisegrid.advising import AdviceResult, advise
+from noisegrid.auditing import AuditResult
 from noisegrid.cli import app
 from noisegrid.errors import AnalysisError, ConfigError
 

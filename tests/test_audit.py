@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 import noisegrid
 from conftest import synthetic_frame
-from noisegrid.analysis.audit import AuditResult, audit, load_audit
+from noisegrid.auditing import AuditResult, audit, load_audit
 from noisegrid.cli import app
 from noisegrid.errors import ConfigError, DataError, MissingDependencyError
+from noisegrid.report import save_audit
 
 pytest.importorskip("cleanlab")
 
@@ -125,7 +126,7 @@ def test_reproducible_and_save_load_round_trip(tmp_path: Path) -> None:
     assert first.noise_rate == again.noise_rate
     pd.testing.assert_frame_equal(first.suspects, again.suspects)
 
-    written = first.save(tmp_path / "audit")
+    written = save_audit(first, tmp_path / "audit")
     names = {p.name for p in written}
     assert {
         "suspects.csv",

@@ -4,8 +4,8 @@ Frozen dataclasses returned by the public functions: :class:`Interval`, :class:`
 :class:`RegressionResult`, :class:`Resampling`, :class:`SurfaceFit`, :class:`NoiseModelAnalysis`
 and :class:`TradeoffResult`. The whole-table :class:`~noisegrid.analysis.Analysis` lives in
 ``summary.py``, because its summary needs the trade-off queries, which sit above these types.
-``_Candidate`` is here because a :class:`SurfaceFit` holds one; the candidates themselves are in
-``surfaces.py``.
+``SurfaceCandidate`` is here because a :class:`SurfaceFit` holds one; the candidates themselves
+are in ``surfaces.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._format import _list_cells, _pct, format_number
+from ._format import format_number, list_cells, pct_text
 
 __all__ = [
     "Coverage",
@@ -121,10 +121,10 @@ class Coverage:
         text = f"{self.n_done} of {self.n_expected} runs done"
         parts = []
         if self.n_failed:
-            failed = _list_cells(self.failed, max_items, self._grid)
+            failed = list_cells(self.failed, max_items, self._grid)
             parts.append(f"{self.n_failed} failed ({failed})")
         if self.n_missing:
-            missing = _list_cells(self.missing, max_items, self._grid)
+            missing = list_cells(self.missing, max_items, self._grid)
             parts.append(f"{self.n_missing} not run yet ({missing})")
         if parts:
             text += "; " + "; ".join(parts)
@@ -263,7 +263,7 @@ class SurfaceFit:
     params: FloatArray
     boot_params: FloatArray
     cv_rmse: float
-    candidate: _Candidate = field(repr=False)
+    candidate: SurfaceCandidate = field(repr=False)
     resampling: Resampling | None = None
     label: str = ""
 
@@ -278,13 +278,13 @@ class SurfaceFit:
 
     def predict(self, train_size: Any, noise_level: Any) -> FloatArray:
         """Predicted accuracy in percent at sizes (examples) and noise levels (fractions)."""
-        n, eta = _broadcast(train_size, noise_level)
+        n, eta = broadcast(train_size, noise_level)
         return self.candidate.predict(self.params, n, eta)
 
     def exchange_rate(self, train_size: Any, noise_level: Any) -> FloatArray:
         """Marginal exchange rate: −(∂acc/∂p)/(∂acc/∂n), examples per point of noise there."""
-        n, eta = _broadcast(train_size, noise_level)
-        return _local_rate(self.candidate, self.params, n, eta)
+        n, eta = broadcast(train_size, noise_level)
+        return local_rate(self.candidate, self.params, n, eta)
 
 
 @dataclass(frozen=True, eq=False)
@@ -413,7 +413,7 @@ class TradeoffResult:
         one = f"about {format_number(k.estimate)} new labels{ci}"
         if wrong == 0:
             return (
-                f"no label is wrong at {_pct(self.noise)} noise; once labels are wrong, "
+                f"no label is wrong at {pct_text(self.noise)} noise; once labels are wrong, "
                 f"correcting one would be worth {one}"
             )
         if wrong == 1:
@@ -422,7 +422,7 @@ class TradeoffResult:
 
     def where(self) -> str:
         """``At 3,000 examples and 12.5% noise``; a point outside the grid says it extrapolates."""
-        point = f"{self.size:,} examples and {_pct(self.noise)} noise"
+        point = f"{self.size:,} examples and {pct_text(self.noise)} noise"
         return (
             f"At {point}" if self.in_grid else f"Extrapolating beyond the measured grid to {point}"
         )
@@ -491,7 +491,7 @@ def differs(exact: float, marginal: float) -> bool:
 # point, p = 100 eta). The local exchange rate is r = -(d acc/d p) / (d acc/d n).
 
 
-class _Candidate:
+class SurfaceCandidate:
     name: str = ""
     label: str = ""
     """The form in plain words, for sentences (the name is an identifier)."""
@@ -535,14 +535,16 @@ class _Candidate:
         raise NotImplementedError
 
 
-def _local_rate(cand: _Candidate, params: FloatArray, n: FloatArray, eta: FloatArray) -> FloatArray:
+def local_rate(
+    cand: SurfaceCandidate, params: FloatArray, n: FloatArray, eta: FloatArray
+) -> FloatArray:
     d_size, d_noise = cand.slopes(params, n, eta)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(d_size > 0, -d_noise / d_size, np.where(d_noise < 0, np.inf, np.nan))
     return np.asarray(rate, dtype=float)
 
 
-def _broadcast(train_size: Any, noise_level: Any) -> tuple[FloatArray, FloatArray]:
+def broadcast(train_size: Any, noise_level: Any) -> tuple[FloatArray, FloatArray]:
     n, eta = np.broadcast_arrays(
         np.asarray(train_size, dtype=float), np.asarray(noise_level, dtype=float)
     )

@@ -1,13 +1,13 @@
 """Advice: spend a budget on new labels, on reviewing suspected wrong labels, or on a mix?
 
-:func:`advise` prices three ways of spending a budget ``X`` on a dataset of ``N`` labels with
+:func:`price_budget` prices three ways of spending a budget ``X`` on a dataset of ``N`` labels with
 noise rate ``P``, using the grid's fitted accuracy surface (with its bootstrap uncertainty):
 
 - **collect**: ``X / A`` new labels at ``A`` each, arriving at the current noise rate (or
   ``new_label_noise``);
 - **clean**: ``X / B`` reviews at ``B`` each of the audit's top suspects; a review fixes a label
   when the label was wrong, which happens at the precision the audit's calibration measured at
-  that depth of the suspect list (:meth:`~noisegrid.analysis.audit.AuditResult.review_precision`);
+  that depth of the suspect list (:meth:`~noisegrid.auditing.AuditResult.review_precision`);
 - **mix**: the share of the budget spent on reviews (the rest on new labels) that maximises the
   predicted accuracy.
 
@@ -22,18 +22,26 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError, ConfigError
+from ._types import NoiseModelAnalysis
+from .cells import done_rows, pick_noise_model_from
+from .rates import bootstrap_fits
+from .summary import Analysis
 
-if TYPE_CHECKING:
-    from ..config import ExperimentSpec
-    from .audit import AuditResult
-
-__all__ = ["STRATEGIES", "AdviceResult", "advise"]
+__all__ = [
+    "STRATEGIES",
+    "AdviceResult",
+    "check_in_grid",
+    "check_money",
+    "check_point",
+    "noise_model_analysis",
+    "price_budget",
+]
 
 STRATEGIES = ("collect", "clean", "mix")
 """``collect``: new labels only; ``clean``: reviews only; ``mix``: the best split of the two."""
@@ -110,7 +118,7 @@ class AdviceResult:
         lines = [self.recommendation, self.reason, ""]
         est, lo, hi = self.baseline
         lines.append(
-            f"now: {self.size:,} labels at {_pct(self.noise)} noise, predicted accuracy "
+            f"now: {self.size:,} labels at {pct(self.noise)} noise, predicted accuracy "
             f"{est:.1f}%{_ci(lo, hi, self.confidence)} (surface {self.surface}, "
             f"{self.noise_model} noise); review precision from {self.review_source}"
         )
@@ -125,8 +133,11 @@ class AdviceResult:
     def money(self, x: float) -> str:
         return _money(x, self.currency)
 
-    def save(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
-        """Write ``advice.csv`` (the table), ``advice_curve.csv`` and ``advice.png``."""
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write ``advice.csv`` (the table), ``advice_curve.csv`` and ``advice.txt``.
+
+        The figure is drawn by :func:`noisegrid.report.save_advice`, which calls this.
+        """
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise AnalysisError(f"--out must be a folder; '{out}' is a file — pass a folder path")
@@ -135,191 +146,67 @@ class AdviceResult:
         self.curve.to_csv(out / "advice_curve.csv", index=False)
         (out / "advice.txt").write_text(self.describe() + "\n", encoding="utf-8")
         written = [out / "advice.csv", out / "advice_curve.csv", out / "advice.txt"]
-        if figure:
-            from ..report._advice import write_advice_png
-
-            written.append(write_advice_png(self, out / "advice.png"))
         return written
 
 
-def advise(
-    results: pd.DataFrame | Any,
+def price_budget(
+    analysis: Analysis,
+    nma: NoiseModelAnalysis,
     *,
-    label_cost: float | None = None,
-    review_cost: float | None = None,
-    budget: float | None = None,
-    size: int | None = None,
-    noise: float | None = None,
-    new_label_noise: float | None = None,
-    audit: AuditResult | str | Path | None = None,
-    review_precision: float | None = None,
-    noise_model: str | None = None,
-    overrides: Sequence[str] = (),
-    store: str | Path | None = None,
-    analysis: Any = None,
-    allow_extrapolation: bool = False,
-    audit_sample: int | None = None,
-    currency: str | None = None,
+    size: int,
+    noise: float,
+    new_label_noise: float,
+    label_cost: float,
+    review_cost: float,
+    budget: float,
+    precision: Callable[[np.ndarray], np.ndarray],
+    review_source: str,
+    currency: str = "$",
+    notes: Sequence[str] = (),
     n_bootstrap: int = 500,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> AdviceResult:
-    """Collect new labels, review suspected wrong ones, or mix: what a budget buys.
+    """Price the three ways of spending ``budget`` on the surface of one noise model.
+
+    The statistics of :func:`noisegrid.advise`, on numbers already resolved and checked.
 
     Parameters
     ----------
-    results : DataFrame, Analysis, ExperimentSpec or path of an experiment TOML
-        The grid: its tidy results table, its :func:`~noisegrid.analyze` result, or the
-        experiment (whose ``[advice]`` section supplies every option not given here, and whose
-        data the audit reads when one is needed).
-    label_cost : float
-        Cost of one new label (> 0).
-    review_cost : float
-        Cost of reviewing one label (> 0).
-    budget : float
-        Money to spend (> 0).
-    size : int, optional
-        Labels you have now. Default: the audited training split's size.
-    noise : float, optional
-        Their noise rate (fraction). Default: the audit's estimate.
-    new_label_noise : float, optional
-        Noise rate of new labels. Default: ``noise``.
-    audit : AuditResult or folder, optional
-        An audit (:func:`~noisegrid.audit`, or the folder ``noisegrid audit --out`` wrote) whose
-        calibration prices reviews. With an experiment and neither ``audit`` nor
-        ``review_precision``, the experiment's data are audited.
-    review_precision : float, optional
-        Instead of an audit: the share of reviewed labels that turn out wrong, the same at every
-        depth (capped by the wrong labels left).
-    noise_model : str, optional
-        Which noise model's surface, when the grid has several.
-    overrides, store
-        For an experiment TOML, as for ``noisegrid run``.
-    analysis : Analysis, optional
-        With an experiment: its analysis already computed (skips recomputing it).
-    allow_extrapolation : bool, default False
-        Accept a start point outside the measured grid (the outcomes are flagged).
-    audit_sample : int, optional
-        Examples the audit samples when this function runs one (default: the audit's default).
-    currency : str, optional
-        Shown before amounts (default ``[advice] currency`` or ``$``).
+    analysis : Analysis
+        The grid's analysis (its results table gives fresh draws when the surface kept none).
+    nma : NoiseModelAnalysis
+        The noise model's analysis, with a fitted surface (:func:`noise_model_analysis`).
+    size, noise, new_label_noise
+        Labels now, their noise rate and the noise rate of new labels (fractions).
+    label_cost, review_cost, budget : float
+        Prices and the money to spend.
+    precision : callable
+        Share of reviewed suspects that are wrong, as a function of the depth reviewed (a fraction
+        of ``size``; cumulative, 0 at depth 0).
+    review_source : str
+        Where ``precision`` came from, for the text.
+    currency : str, default "$"
+    notes : sequence of str
+        Notes to print before the method's own.
     n_bootstrap, confidence, seed
         As in :func:`~noisegrid.analyze`; the draws give the accuracy intervals.
 
     Returns
     -------
     AdviceResult
-
-    Raises
-    ------
-    AnalysisError, ConfigError
-        A cost or the budget is not positive, the grid has no surface (e.g. a single size), the
-        start point lies outside the grid, or the review precision has no source.
-
-    Examples
-    --------
-    >>> import numpy as np, pandas as pd
-    >>> rows = [{"train_size": n, "noise_level": e, "seed": 0, "status": "done",
-    ...          "eval_accuracy": 0.6 + 0.03 * np.log(n / 1000) - 0.4 * e}
-    ...         for n in [1000, 2000, 4000, 8000] for e in [0.0, 0.1, 0.2]]
-    >>> a = advise(pd.DataFrame(rows), label_cost=0.1, review_cost=0.05, budget=100,
-    ...            size=2000, noise=0.1, review_precision=0.8, n_bootstrap=50)
-    >>> a.best
-    'clean'
     """
-    from .audit import AuditResult, load_audit
-    from .audit import audit as run_audit
-
-    spec = _as_spec(results, overrides, store)
-    adv = spec.advice if spec is not None else None
-    label_cost = _pick(label_cost, adv, "label_cost", "--label-cost")
-    review_cost = _pick(review_cost, adv, "review_cost", "--review-cost")
-    budget = _pick(budget, adv, "budget", "--budget")
-    size = size if size is not None else (adv.size if adv else None)
-    noise = noise if noise is not None else (adv.noise if adv else None)
-    if new_label_noise is None and adv is not None:
-        new_label_noise = adv.new_label_noise
-    if review_precision is None and adv is not None:
-        review_precision = adv.review_precision
-    if audit_sample is None and adv is not None:
-        audit_sample = adv.audit_sample
-    if currency is None:
-        currency = adv.currency if adv is not None else "$"
-    if audit is None and adv is not None and adv.audit:
-        audit = adv.audit
-    _check_money(label_cost, review_cost, budget, currency)
-    _check_point(size, noise, new_label_noise, review_precision)
-
-    # The surface first: a grid that cannot answer fails before any audit runs.
-    if analysis is None:
-        analysis = _analysis(results, spec, n_bootstrap, confidence, seed)
-    nma = _noise_model_analysis(analysis, noise_model)
     if nma.best is None:
         raise AnalysisError(
-            f"advise needs a fitted accuracy surface, and the grid ({nma.noise_model} noise) has "
-            f"none: {nma.surface_skipped}; add sizes or noise rates to the grid and run them"
+            f"the grid ({nma.noise_model} noise) has no fitted surface to advise on"
         )
+    surface = nma.best
     cov = nma.coverage
-    if size is not None and noise is not None:
-        _check_in_grid(size, noise, cov, allow_extrapolation)
-
-    audit_result: AuditResult | None = None
-    if isinstance(audit, AuditResult):
-        audit_result = audit
-    elif audit is not None:
-        audit_result = load_audit(audit)
-    needs_audit = review_precision is None or size is None or noise is None
-    if audit_result is None and needs_audit:
-        if spec is None:
-            raise AnalysisError(
-                "advise needs to know how many reviewed labels are wrong: pass audit= (an "
-                "AuditResult or an audit folder) or review_precision=, or pass the experiment "
-                "instead of its table"
-                + ("" if size is not None and noise is not None else ", and size= and noise=")
-            )
-        # The advice uses the audit's estimate and precision curves, not its intervals.
-        kwargs: dict[str, Any] = {"seed": seed, "n_bootstrap": 0}
-        if audit_sample is not None:
-            kwargs["sample"] = audit_sample
-        audit_result = run_audit(spec, **kwargs)
-    if size is None:
-        size = audit_result.n_total if audit_result is not None else None
-    if noise is None:
-        noise = audit_result.noise_rate.estimate if audit_result is not None else None
-    if size is None or noise is None:  # pragma: no cover - guarded above
-        raise AnalysisError("give size and noise")
-    noise = float(noise)
-    _check_in_grid(size, noise, cov, allow_extrapolation)
-    new_noise = float(noise if new_label_noise is None else new_label_noise)
-
-    notes: list[str] = []
-    if review_precision is not None:
-        rp = float(review_precision)
-
-        def precision(depth: np.ndarray) -> np.ndarray:
-            return np.full_like(depth, rp, dtype=float)
-
-        source = f"a fixed review precision of {rp:.0%}"
-    else:
-        assert audit_result is not None
-        ar = audit_result
-
-        def precision(depth: np.ndarray) -> np.ndarray:
-            return ar.review_precision(noise, depth)
-
-        rates = ar.precision_curves["injected"].unique()
-        source = (
-            f"the audit's calibration ({ar.backend}, {ar.n_audited:,} examples, uniform noise "
-            f"injected at {_pct(float(rates.min()))}–{_pct(float(rates.max()))})"
-        )
-        if not float(rates.min()) <= noise <= float(rates.max()):
-            notes.append(
-                f"The review precision at {_pct(noise)} noise uses the nearest calibrated rate "
-                f"({_pct(float(rates.min()) if noise < rates.min() else float(rates.max()))})."
-            )
-
+    notes = list(notes)
+    new_noise = new_label_noise
+    source = review_source
     draws = _surface_draws(analysis, nma, n_bootstrap, seed)
-    model = _Model(nma.best, draws, confidence)
+    model = _Model(surface, draws, confidence)
     base, base_low, base_high = model.accuracy(np.array([float(size)]), np.array([noise]))
     baseline = (float(base[0]), float(base_low[0]), float(base_high[0]))
     world = _World(
@@ -348,8 +235,8 @@ def advise(
     if any(o.extrapolated for o in table):
         notes.append(
             "Rows marked * lie outside the measured grid (sizes "
-            f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}–"
-            f"{_pct(max(cov.noise_levels))}): the surface is extrapolated there."
+            f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {pct(min(cov.noise_levels))}–"
+            f"{pct(max(cov.noise_levels))}): the surface is extrapolated there."
         )
     notes.append(
         "Intervals cover the surface's fit (bootstrap over cells), not the choice of surface or "
@@ -370,7 +257,7 @@ def advise(
         budget=float(budget),
         p_best=p_best,
         noise_model=nma.noise_model,
-        surface=nma.best.name,
+        surface=surface.name,
         review_source=source,
         currency=currency,
         confidence=confidence,
@@ -379,31 +266,11 @@ def advise(
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs
+# Checks
 # --------------------------------------------------------------------------------------------
 
 
-def _as_spec(results: Any, overrides: Sequence[str], store: Any) -> ExperimentSpec | None:
-    from ..config import ExperimentSpec
-
-    if isinstance(results, str | Path | ExperimentSpec):
-        from ..results import resolve_spec
-
-        return resolve_spec(results, overrides=overrides, store=store)
-    if overrides or store is not None:
-        raise ConfigError("overrides and store apply to an experiment, not to a results table")
-    return None
-
-
-def _pick(value: float | None, adv: Any, key: str, flag: str) -> float:
-    if value is None and adv is not None:
-        value = getattr(adv, key)
-    if value is None:
-        raise ConfigError(f"{key} is not given: pass {flag} or set [advice] {key} in the config")
-    return value
-
-
-def _check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) -> None:
+def check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) -> None:
     for name, flag, v in (
         ("label_cost", "--label-cost", label_cost),
         ("review_cost", "--review-cost", review_cost),
@@ -424,7 +291,7 @@ def _check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) 
         )
 
 
-def _check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: Any) -> None:
+def check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: Any) -> None:
     if size is not None and (
         isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
     ):
@@ -452,46 +319,34 @@ def _check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: 
         )
 
 
-def _analysis(
-    results: Any, spec: ExperimentSpec | None, n_bootstrap: int, confidence: float, seed: int
-) -> Any:
-    from . import analyze
-    from .summary import Analysis
+def noise_model_analysis(analysis: Analysis, noise_model: str | None) -> NoiseModelAnalysis:
+    """The analysis of ``noise_model`` (the only one when None), which must have a surface.
 
-    if isinstance(results, Analysis):
-        return results
-    if spec is not None:
-        from ..results import load_results, require_results
-
-        table = load_results(spec)
-        require_results(spec, table)  # a missing store or another fingerprint, said in one line
-        return analyze(
-            table,
-            grid=spec.to_dict()["grid"],
-            n_bootstrap=n_bootstrap,
-            confidence=confidence,
-            seed=seed,
+    Raises
+    ------
+    AnalysisError
+        No such noise model, or its grid has no fitted surface (e.g. a single size).
+    """
+    nm = pick_noise_model_from(analysis.noise_models, noise_model)
+    nma = analysis.by_noise_model[nm]
+    if nma.best is None:
+        raise AnalysisError(
+            f"advise needs a fitted accuracy surface, and the grid ({nma.noise_model} noise) has "
+            f"none: {nma.surface_skipped}; add sizes or noise rates to the grid and run them"
         )
-    return analyze(results, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    return nma
 
 
-def _noise_model_analysis(analysis: Any, noise_model: str | None) -> Any:
-    from .cells import _pick_noise_model_from
-
-    nm = _pick_noise_model_from(analysis.noise_models, noise_model)
-    return analysis.by_noise_model[nm]
-
-
-def _check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
+def check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
     inside = min(cov.sizes) <= size <= max(cov.sizes) and (
         min(cov.noise_levels) <= noise <= max(cov.noise_levels)
     )
     if inside or allow:
         return
     raise AnalysisError(
-        f"({size:,} labels, {_pct(noise)} noise) lies outside the measured grid (sizes "
-        f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}–"
-        f"{_pct(max(cov.noise_levels))}); ask about a point inside it (--size/--noise), add "
+        f"({size:,} labels, {pct(noise)} noise) lies outside the measured grid (sizes "
+        f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {pct(min(cov.noise_levels))}–"
+        f"{pct(max(cov.noise_levels))}); ask about a point inside it (--size/--noise), add "
         "sizes or noise rates to the grid, or accept extrapolation with --allow-extrapolation"
     )
 
@@ -510,17 +365,16 @@ def _surface_draws(analysis: Any, nma: Any, n_bootstrap: int, seed: int) -> np.n
     best = nma.best
     if best.boot_params.shape[0] >= 2 or n_bootstrap < 2:
         return np.asarray(best.boot_params, dtype=float)
-    from .cells import _done
-    from .rates import _bootstrap
-
-    done = _done(analysis.results[analysis.results["noise_model"] == nma.noise_model])
+    done = done_rows(analysis.results[analysis.results["noise_model"] == nma.noise_model])
     n = done["train_size"].to_numpy(dtype=float)
     eta = done["noise_level"].to_numpy(dtype=float)
     y = done["eval_accuracy"].to_numpy(dtype=float) * 100
     cell = done.groupby(["train_size", "noise_level"], sort=True).ngroup().to_numpy()
     seeds = done["seed"].to_numpy(dtype=int)
     rng = np.random.default_rng([seed, 7])
-    boot, _ = _bootstrap(best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng)
+    boot, _ = bootstrap_fits(
+        best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng
+    )
     return boot
 
 
@@ -746,7 +600,7 @@ def _explain(
     per_fix = w.review_cost / top if top > 0 else math.inf
     head = (
         f"Here one corrected label is worth about {worth:.1f} new labels (the surface's exchange "
-        f"rate at {w.size:,} labels and {_pct(w.noise)} noise), i.e. {money(worth * w.label_cost)}"
+        f"rate at {w.size:,} labels and {pct(w.noise)} noise), i.e. {money(worth * w.label_cost)}"
         f" of new labels; a review costs {money(w.review_cost)} and the top {head_depth:,} "
         f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the list"
     )
@@ -789,7 +643,7 @@ def _format_table(result: AdviceResult) -> str:
                 "new labels": f"{r['n_new']:,}",
                 "fixed": f"{r['n_fixed']:,.0f}",
                 "labels after": f"{r['size']:,}{star}",
-                "noise after": _pct(r["noise"]),
+                "noise after": pct(r["noise"]),
                 "accuracy": f"{r['accuracy_pct']:.1f}%",
                 f"{result.confidence:.0%} CI": _ci_bare(r["low"], r["high"]),
                 "gain": f"{r['gain_pct']:+.2f}",
@@ -803,7 +657,8 @@ def _money(x: float, currency: str) -> str:
     return f"{currency}{x:,.2f}"
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, e.g. ``10.0%``."""
     return f"{100 * x:.1f}%"
 
 
