@@ -365,3 +365,53 @@ def test_fingerprint_ignores_advice(write_config: Callable[..., Path]) -> None:
     before = noisegrid.load_spec(cfg).fingerprint()
     cfg.write_text(cfg.read_text() + ADVICE)
     assert noisegrid.load_spec(cfg).fingerprint() == before
+
+
+# -- intervals: the same construction as analyze ---------------------------------------------
+
+
+def _three_seed_table(rng_seed: int = 5) -> pd.DataFrame:
+    import synthetic as syn
+
+    rng = np.random.default_rng(rng_seed)
+    errors = syn.seed_errors(syn.LAPTOP_SIZES, syn.LAPTOP_NOISE, 3, rng)
+    return syn.synthetic_table(syn.laptop_surface, errors)
+
+
+def test_advise_intervals_are_analyzes_t_intervals_at_the_same_point() -> None:
+    table = _three_seed_table()
+    analysis = noisegrid.analyze(table, n_bootstrap=200, seed=1)
+    question = {"label_cost": 0.1, "review_cost": 0.05, "budget": 20, "review_precision": 0.8}
+    result = advise(analysis, size=2000, noise=0.1, **question)
+    rates = analysis.by_noise_model["uniform"].local_rates
+    row = rates[(rates["train_size"] == 2000) & np.isclose(rates["noise_level"], 0.1)].iloc[0]
+    est, low, high = result.baseline
+    assert est == pytest.approx(row["accuracy_pct"])
+    assert (low, high) == pytest.approx((row["accuracy_low_pct"], row["accuracy_high_pct"]))
+    # Far wider than the plain percentiles of the same draws (t(2) and the 3/2 inflation).
+    best = analysis.by_noise_model["uniform"].best
+    draws = [
+        best.candidate.predict(p, np.array([2000.0]), np.array([0.1]))[0] for p in best.boot_params
+    ]
+    p_low, p_high = np.quantile(draws, [0.025, 0.975])
+    assert high - low > 2 * (p_high - p_low)
+    text = result.describe()
+    assert "whole seeds resampled (seed bootstrap (3 seeds" in text
+    assert "bootstrap over cells" not in text
+    assert "One repeat seed" not in text
+
+
+def test_one_seed_advice_says_its_intervals_leave_out_replication() -> None:
+    result = advise(
+        known_table(),
+        label_cost=0.1,
+        review_cost=0.05,
+        budget=20,
+        size=2000,
+        noise=0.1,
+        review_precision=0.8,
+        n_bootstrap=50,
+    )
+    text = result.describe()
+    assert "cells resampled, one seed" in text
+    assert "One repeat seed: every interval here covers test-sample and fitting noise" in text

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError, ConfigError
-from ._types import NoiseModelAnalysis
+from ._types import NoiseModelAnalysis, Resampling, SurfaceFit
 from .cells import done_rows, pick_noise_model_from
-from .rates import bootstrap_fits
+from .rates import ONE_SEED_NOTE, bootstrap_fits, t_interval
 from .summary import Analysis
 
 __all__ = [
@@ -205,8 +205,8 @@ def price_budget(
     notes = list(notes)
     new_noise = new_label_noise
     source = review_source
-    draws = _surface_draws(analysis, nma, n_bootstrap, seed)
-    model = _Model(surface, draws, confidence)
+    draws, resampling = _surface_draws(analysis, nma, n_bootstrap, seed)
+    model = _Model(surface, draws, resampling, confidence)
     base, base_low, base_high = model.accuracy(np.array([float(size)]), np.array([noise]))
     baseline = (float(base[0]), float(base_low[0]), float(base_high[0]))
     world = _World(
@@ -238,10 +238,9 @@ def price_budget(
             f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {pct(min(cov.noise_levels))}–"
             f"{pct(max(cov.noise_levels))}): the surface is extrapolated there."
         )
-    notes.append(
-        "Intervals cover the surface's fit (bootstrap over cells), not the choice of surface or "
-        "the review precision's own error; new labels are not reviewed."
-    )
+    notes.append(_interval_note(model))
+    if resampling is not None and resampling.unit == "cell":
+        notes.append(ONE_SEED_NOTE)
     return AdviceResult(
         recommendation=recommendation,
         reason=reason,
@@ -356,15 +355,19 @@ def check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _surface_draws(analysis: Any, nma: Any, n_bootstrap: int, seed: int) -> np.ndarray:
-    """Parameter draws of the chosen surface: its bootstrap, or a fresh one when it has none.
+def _surface_draws(
+    analysis: Analysis, nma: NoiseModelAnalysis, n_bootstrap: int, seed: int
+) -> tuple[np.ndarray, Resampling | None]:
+    """Parameter draws of the chosen surface and how they were made: its bootstrap, or a fresh
+    one when it has none.
 
     A surface whose exchange rate is fixed by its form keeps no draws (its rate would not
     vary), but its accuracy level does vary, and the advice needs that.
     """
     best = nma.best
+    assert best is not None
     if best.boot_params.shape[0] >= 2 or n_bootstrap < 2:
-        return np.asarray(best.boot_params, dtype=float)
+        return np.asarray(best.boot_params, dtype=float), best.resampling
     done = done_rows(analysis.results[analysis.results["noise_model"] == nma.noise_model])
     n = done["train_size"].to_numpy(dtype=float)
     eta = done["noise_level"].to_numpy(dtype=float)
@@ -372,44 +375,58 @@ def _surface_draws(analysis: Any, nma: Any, n_bootstrap: int, seed: int) -> np.n
     cell = done.groupby(["train_size", "noise_level"], sort=True).ngroup().to_numpy()
     seeds = done["seed"].to_numpy(dtype=int)
     rng = np.random.default_rng([seed, 7])
-    boot, _ = bootstrap_fits(
-        best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng
-    )
-    return boot
+    return bootstrap_fits(best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng)
 
 
 class _Model:
-    """Accuracy (percent) from the chosen surface, with its draws for intervals."""
+    """Accuracy (percent, within 0–100) from the chosen surface, with its draws for intervals.
 
-    def __init__(self, best: Any, draws: np.ndarray, confidence: float) -> None:
+    Every interval is :func:`~noisegrid.analysis.rates.t_interval` of the draws (seed-level
+    bootstrap, t with U − 1 degrees of freedom, U/(U − 1) inflation), as in ``analyze``.
+    """
+
+    def __init__(
+        self,
+        best: SurfaceFit,
+        draws: np.ndarray,
+        resampling: Resampling | None,
+        confidence: float,
+    ) -> None:
         self.best = best
-        self.draws = draws
+        self.draws = draws if resampling is not None else np.empty((0, draws.shape[-1]))
+        self.resampling = resampling
         self.confidence = confidence
 
     def predict(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        return np.asarray(self.best.predict(n, eta), dtype=float)
+        return np.clip(np.asarray(self.best.predict(n, eta), dtype=float), 0.0, 100.0)
 
     def predict_draws(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Shape (n_draws, len(n)); no rows without draws."""
         if self.draws.shape[0] < 2:
             return np.empty((0, len(n)))
-        return np.vstack([self.best.candidate.predict(p, n, eta) for p in self.draws])
+        rows = [self.best.candidate.predict(p, n, eta) for p in self.draws]
+        return np.clip(np.vstack(rows), 0.0, 100.0)
 
-    def interval(self, draws: np.ndarray) -> tuple[float, float]:
-        if draws.size < 2:
+    def interval(
+        self, estimate: float, draws: np.ndarray, *, bounded: bool = True
+    ) -> tuple[float, float]:
+        """The t interval of ``estimate`` from ``draws`` (clipped to 0–100 for an accuracy)."""
+        if draws.size < 2 or self.resampling is None:
             return math.nan, math.nan
-        alpha = (1 - self.confidence) / 2
-        lo, hi = np.quantile(draws, [alpha, 1 - alpha])
-        return float(lo), float(hi)
+        low, high = t_interval(estimate, draws[:, None], self.resampling, self.confidence)
+        lo, hi = float(low[0]), float(high[0])
+        if bounded:
+            lo, hi = max(lo, 0.0), min(hi, 100.0)
+        return lo, hi
 
     def accuracy(self, n: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         est = self.predict(n, eta)
         d = self.predict_draws(n, eta)
-        if d.shape[0] < 2:
+        if d.shape[0] < 2 or self.resampling is None:
             nan = np.full_like(est, np.nan)
             return est, nan, nan
-        alpha = (1 - self.confidence) / 2
-        return est, np.quantile(d, alpha, axis=0), np.quantile(d, 1 - alpha, axis=0)
+        low, high = t_interval(est, d, self.resampling, self.confidence)
+        return est, np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,8 +523,8 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
         n_after, eta = np.array([grid["size"][i]]), np.array([grid["noise"][i]])
         est = float(model.predict(n_after, eta)[0])
         draws = model.predict_draws(n_after, eta)[:, 0]
-        low, high = model.interval(draws)
-        gain_low, gain_high = model.interval(draws - base_draws)
+        low, high = model.interval(est, draws)
+        gain_low, gain_high = model.interval(est - base, draws - base_draws, bounded=False)
         out[strategy] = _Outcome(
             budget=budget,
             strategy=strategy,
@@ -529,6 +546,23 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
             draws=draws,
         )
     return out
+
+
+def _interval_note(model: _Model) -> str:
+    """What the intervals resampled and what they leave out."""
+    rs = model.resampling
+    if rs is None or model.draws.shape[0] < 2:
+        return "No intervals: the surface has no bootstrap draws (n_bootstrap=0)."
+    what = (
+        f"whole seeds resampled ({rs.describe()}; t with {rs.df} degrees of freedom, variance "
+        f"inflated by {rs.n_units}/{rs.df})"
+        if rs.unit == "seed"
+        else f"cells resampled, one seed ({rs.describe()})"
+    )
+    return (
+        f"Intervals cover the surface's fit: {what}; not the choice of surface or the review "
+        "precision's own error; new labels are not reviewed."
+    )
 
 
 def _best(at: dict[str, _Outcome]) -> str:

@@ -128,6 +128,51 @@ def rate_interval(
     return est, np.asarray(low, dtype=float), np.asarray(high, dtype=float)
 
 
+def t_interval(
+    estimate: Any, draws: Any, resampling: Resampling, confidence: float
+) -> tuple[FloatArray, FloatArray]:
+    """``estimate ± t(U − 1) · SE``, the SE from bootstrap draws inflated by ``U/(U − 1)``.
+
+    The one interval construction of every fitted accuracy, gain and difference the package
+    prints (``analyze``, ``tradeoff``, ``advise``): ``U`` resampled units (seeds, or cells with one
+    seed) give the t quantile with ``U − 1`` degrees of freedom and the variance inflation that
+    corrects the bootstrap's ``(U − 1)/U`` shrinkage. With few seeds a percentile interval of the
+    draws is far too narrow (``benchmarks/coverage.py``).
+
+    Parameters
+    ----------
+    estimate : float or array, shape (m,)
+        The point estimates.
+    draws : array, shape (B, m) or (B,)
+        Bootstrap replicates of the same quantities (non-finite replicates are dropped).
+    resampling : Resampling
+        How the draws were made (its ``n_units`` and ``df``).
+    confidence : float
+
+    Returns
+    -------
+    (low, high) : arrays of shape (m,)
+        NaN where fewer than two finite draws exist.
+    """
+    est = np.atleast_1d(np.asarray(estimate, dtype=float))
+    d = np.asarray(draws, dtype=float)
+    d = d.reshape(d.shape[0], -1) if d.ndim >= 1 and d.size else np.empty((0, est.size))
+    nan = np.full(est.shape, np.nan)
+    if d.shape[0] < 2:
+        return nan, nan.copy()
+    finite = np.isfinite(d)
+    count = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, d, 0.0).sum(axis=0) / count
+        var = np.where(finite, (d - mean) ** 2, 0.0).sum(axis=0) / (count - 1)
+    scale = resampling.n_units / max(resampling.n_units - 1, 1)
+    se = np.sqrt(scale * var)
+    q = float(stats.t.ppf(0.5 + confidence / 2, resampling.df))
+    low = np.where(count >= 2, est - q * se, np.nan)
+    high = np.where(count >= 2, est + q * se, np.nan)
+    return low, high
+
+
 def _accuracy_interval(
     best: SurfaceFit, n: FloatArray, eta: FloatArray, confidence: float
 ) -> tuple[FloatArray, FloatArray]:
@@ -138,10 +183,7 @@ def _accuracy_interval(
         nan = np.full_like(est, np.nan)
         return nan, nan
     draws = np.vstack([best.candidate.predict(p, n, eta) for p in best.boot_params])
-    scale = rs.n_units / max(rs.n_units - 1, 1)
-    se = np.sqrt(scale * np.var(draws, axis=0, ddof=1))
-    q = float(stats.t.ppf(0.5 + confidence / 2, rs.df))
-    return est - q * se, est + q * se
+    return t_interval(est, draws, rs, confidence)
 
 
 def compute_exact_compensation(
