@@ -291,7 +291,8 @@ def test_cli_advise_prints_the_recommendation_and_writes_the_figure(
     args = ["advise", str(cfg), "--size", "80", "--noise", "0.1", "--review-precision", "0.7"]
     result = runner.invoke(app, [*args, "--budget", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Spend the $4.00 on ")
+    # Every clean cell of this tiny grid is at 100%: the strategies tie, and the advice says so.
+    assert re.match(r"(Spend the|A tie for the) \$4\.00", result.stdout), result.stdout
     assert (out / "advice.png").is_file() and (out / "advice.csv").is_file()
     table = pd.read_csv(out / "advice.csv")
     assert set(table["strategy"]) == {"collect", "clean", "mix"}
@@ -337,7 +338,7 @@ def test_report_gains_an_advice_section(grid: Callable[[str], Path], tmp_path: P
     page = path.read_text()
     assert '<section id="advice"><h2>Advice</h2>' in page
     assert '<a href="#advice">Advice</a>' in page
-    assert "Spend the $5.00 on" in page
+    assert "Spend the $5.00 on" in page or "A tie for the $5.00" in page  # 100% clean cells
     assert page.count('id="advice"') == 1 and 'id="advice-budget"' in page  # the figure
     assert (tmp_path / "report" / "figures" / "advice.png").is_file()
 
@@ -415,3 +416,80 @@ def test_one_seed_advice_says_its_intervals_leave_out_replication() -> None:
     text = result.describe()
     assert "cells resampled, one seed" in text
     assert "One repeat seed: every interval here covers test-sample and fitting noise" in text
+
+
+# -- impossible questions and ties ------------------------------------------------------------
+
+QUESTION = {"label_cost": 0.1, "review_cost": 0.05, "budget": 20, "review_precision": 0.8}
+
+
+def test_noise_at_or_past_the_k_class_bound_is_refused_in_one_line() -> None:
+    with pytest.raises(
+        ConfigError, match=r"noise \(--noise\) must be below 1 − 1/K = 50.0% for K = 2"
+    ):
+        advise(known_table(), size=2000, noise=0.55, allow_extrapolation=True, **QUESTION)
+
+
+def test_new_labels_noisier_than_the_bound_are_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"new_label_noise \(--new-label-noise\) must be below 1 − 1/K = 50.0%"
+    ):
+        advise(
+            known_table(),
+            size=2000,
+            noise=0.4,
+            new_label_noise=0.7,
+            allow_extrapolation=True,
+            **QUESTION,
+        )
+
+
+def test_no_predicted_accuracy_leaves_0_to_100() -> None:
+    # 99.9% at 4,000 clean labels and rising: the surface passes 100% beyond the grid.
+    near_top = known_table([1000, 2000, 4000]).assign(
+        eval_accuracy=lambda t: (
+            0.93 + 0.05 * np.log(t["train_size"] / 1000) - 0.4 * t["noise_level"]
+        )
+    )
+    question = {**QUESTION, "budget": 400}
+    result = advise(near_top, size=4000, noise=0.0, n_bootstrap=50, **question)
+    assert result.table["extrapolated"].any()
+    for frame in (result.table, result.curve):
+        assert frame["accuracy_pct"].between(0, 100).all()
+        assert (frame["high"].dropna() <= 100).all() and (frame["low"].dropna() >= 0).all()
+    assert "100.3%" not in result.describe()
+
+
+def test_strategies_the_grid_cannot_tell_apart_are_called_a_tie() -> None:
+    # 100% in every clean cell (a small, easy dataset): fixing every wrong label, or fixing them
+    # and buying clean new labels too, both predict 100%.
+    perfect = known_table().assign(eval_accuracy=lambda t: 1 - 0.2 * t["noise_level"])
+    result = advise(perfect, size=2000, noise=0.1, new_label_noise=0.0, n_bootstrap=50, **QUESTION)
+    assert result.recommendation.startswith("A tie for the $20.00: ")
+    assert "cannot tell apart" in result.recommendation
+    assert "beats the runner-up" not in result.recommendation
+
+
+def test_a_rate_interval_through_zero_is_not_printed_as_a_range_of_labels() -> None:
+    from noisegrid.analysis import Interval, TradeoffResult
+
+    through_zero = Interval(5.81, -1.12, 631.32, 0.95, "Fieller")
+    assert not through_zero.determined
+    assert not Interval(1.0, -math.inf, math.inf).determined
+    assert Interval(5.8, 4.1, 7.9).determined
+    t = TradeoffResult(
+        size=4000,
+        noise=0.1,
+        noise_model="uniform",
+        surface="log_size",
+        examples_per_noise_point=Interval(232.4, -44.8, 25252.8, 0.95, "Fieller"),
+        labels_per_noise_point=40.0,
+        labels_per_correction=through_zero,
+        accuracy_pct=80.0,
+        in_grid=True,
+    )
+    sentence = t.correction_sentence()
+    assert sentence == (
+        "correcting 100 labels is worth about 581 new labels (the grid does not determine the rate)"
+    )
+    assert "−112" not in str(t) and "the grid does not determine the rate" in str(t)

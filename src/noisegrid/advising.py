@@ -20,6 +20,7 @@ from .analysis.advise import (
     AdviceResult,
     check_in_grid,
     check_money,
+    check_noise_bound,
     check_point,
     noise_model_analysis,
     pct,
@@ -143,6 +144,7 @@ def advise(
     if analysis is None:
         analysis = _analysis(results, spec, n_bootstrap, confidence, seed)
     nma = noise_model_analysis(analysis, noise_model)
+    check_noise_bound(noise, new_label_noise, analysis.n_classes)
     cov = nma.coverage
     if size is not None and noise is not None:
         check_in_grid(size, noise, cov, allow_extrapolation)

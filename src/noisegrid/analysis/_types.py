@@ -70,6 +70,25 @@ class Interval:
         """Whether the interval is the whole line (a ratio whose denominator may be zero)."""
         return self.low == -math.inf and self.high == math.inf
 
+    @property
+    def determined(self) -> bool:
+        """Whether a rate's interval pins its sign and size: finite, and not through zero.
+
+        A ratio whose interval reaches zero or infinity (``−112 to 63,132`` labels) is not a
+        range of label counts: the data are consistent with no effect, or with any.
+        """
+        if math.isnan(self.low) or math.isnan(self.high):
+            return True  # no interval: nothing to say about it
+        finite = math.isfinite(self.low) and math.isfinite(self.high)
+        return finite and not self.low <= 0 <= self.high
+
+    def rate_ci_text(self) -> str:
+        """:meth:`ci_text`, or ``"the grid does not determine the rate"`` when not
+        :attr:`determined`."""
+        if not self.determined:
+            return "the grid does not determine the rate"
+        return self.ci_text()
+
     def ci_text(self) -> str:
         """The interval alone, e.g. ``"95% CI 430 to 498"``; empty when there is none."""
         if math.isnan(self.low) and math.isnan(self.high):
@@ -406,10 +425,10 @@ class TradeoffResult:
         wrong = self.n_wrong_labels
         if wrong >= 100:
             per100 = k.scaled(100)
-            ci = f" ({per100.ci_text()})" if per100.ci_text() else ""
+            ci = f" ({per100.rate_ci_text()})" if per100.rate_ci_text() else ""
             worth = format_number(per100.estimate)
             return f"correcting 100 labels is worth about {worth} new labels{ci}"
-        ci = f" ({k.ci_text()})" if k.ci_text() else ""
+        ci = f" ({k.rate_ci_text()})" if k.rate_ci_text() else ""
         one = f"about {format_number(k.estimate)} new labels{ci}"
         if wrong == 0:
             return (
@@ -437,7 +456,7 @@ class TradeoffResult:
             f"  surface: {surface}.",
             f"  one point of noise = {format_number(self.labels_per_noise_point)} wrong labels; "
             f"at the margin it costs as much accuracy as {format_number(r.estimate)} examples "
-            f"(the marginal exchange rate; {r.ci_text() or 'no interval'}; {r.method}).",
+            f"(the marginal exchange rate; {r.rate_ci_text() or 'no interval'}; {r.method}).",
             f"  {correction[0].upper()}{correction[1:]}"
             + (
                 f", i.e. {format_number(k.estimate)} new labels per corrected label."

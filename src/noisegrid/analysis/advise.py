@@ -38,6 +38,7 @@ __all__ = [
     "AdviceResult",
     "check_in_grid",
     "check_money",
+    "check_noise_bound",
     "check_point",
     "noise_model_analysis",
     "price_budget",
@@ -201,6 +202,7 @@ def price_budget(
             f"the grid ({nma.noise_model} noise) has no fitted surface to advise on"
         )
     surface = nma.best
+    check_noise_bound(noise, new_label_noise, analysis.n_classes)
     cov = nma.coverage
     notes = list(notes)
     new_noise = new_label_noise
@@ -228,9 +230,10 @@ def price_budget(
     ]
     at = _outcomes(float(budget), world, model)
     best = _best(at)
-    p_best = _p_better(at, best)
+    verdict = _versus(at, best, model)
+    p_best = verdict.p_better
     recommendation, reason = _explain(
-        at, best, p_best, model, world, budget=float(budget), currency=currency
+        at, best, verdict, model, world, budget=float(budget), currency=currency
     )
     if any(o.extrapolated for o in table):
         notes.append(
@@ -316,6 +319,27 @@ def check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: A
         raise ConfigError(
             f"review_precision must be a share in [0, 1] such as 0.8; got {review_precision!r}"
         )
+
+
+def check_noise_bound(noise: float | None, new_label_noise: float | None, n_classes: int) -> None:
+    """Noise rates must stay below ``1 − 1/K``, where labels stop carrying any signal.
+
+    Raises
+    ------
+    ConfigError
+        ``noise`` or ``new_label_noise`` is at or above the bound for ``n_classes`` classes.
+    """
+    bound = 1 - 1 / n_classes
+    for name, flag, v in (
+        ("noise", "--noise", noise),
+        ("new_label_noise", "--new-label-noise", new_label_noise),
+    ):
+        if v is not None and not v < bound:
+            raise ConfigError(
+                f"{name} ({flag}) must be below 1 − 1/K = {pct(bound)} for K = {n_classes} "
+                f"classes (at {pct(bound)} a label is as likely wrong as right, past it the "
+                f"labels point away from the truth); got {v:g}"
+            )
 
 
 def noise_model_analysis(analysis: Analysis, noise_model: str | None) -> NoiseModelAnalysis:
@@ -513,7 +537,17 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
     shares = np.linspace(0, 1, N_SHARES)
     grid = _spend(budget, shares, w)
     acc = model.predict(grid["size"], grid["noise"])
-    picks = {"collect": 0, "clean": N_SHARES - 1, "mix": int(np.argmax(acc))}
+    finite = np.isfinite(acc)
+    if not finite.any():
+        raise AnalysisError(
+            f"the surface predicts no accuracy for any way of spending {budget:,.2f} here (the "
+            "noise after spending lies where it has no signal); ask about a lower noise rate"
+        )
+    picks = {
+        "collect": 0,
+        "clean": N_SHARES - 1,
+        "mix": int(np.argmax(np.where(finite, acc, -np.inf))),
+    }
     start_n, start_eta = np.array([float(w.size)]), np.array([w.noise])
     base = float(model.predict(start_n, start_eta)[0])
     base_draws = model.predict_draws(start_n, start_eta)[:, 0]
@@ -571,16 +605,39 @@ def _best(at: dict[str, _Outcome]) -> str:
     return next(s for s in STRATEGIES if at[s].accuracy >= top - 1e-9)
 
 
-def _p_better(at: dict[str, _Outcome], best: str) -> float:
-    """Share of the surface's draws in which ``best`` beats the best other strategy."""
+@dataclass(frozen=True)
+class _Verdict:
+    """The recommended strategy against the runner-up, over the surface's draws."""
+
+    runner: str | None
+    p_better: float
+    diff_low: float
+    diff_high: float
+    tie: bool
+
+
+def _versus(at: dict[str, _Outcome], best: str, model: _Model) -> _Verdict:
+    """How sure the surface is that ``best`` beats the best other strategy.
+
+    ``p_better`` is the share of draws in which it does (equal draws count half); the two are a
+    tie when the t interval of their difference (the same construction as every other interval)
+    holds zero, or when they predict the same accuracy.
+    """
     b = at[best]
     others = [
         o for s, o in at.items() if s != best and (o.n_reviews, o.n_new) != (b.n_reviews, b.n_new)
     ]
-    if not others or b.draws.size < 2:
-        return math.nan
+    if not others:
+        return _Verdict(None, math.nan, math.nan, math.nan, False)
     runner = max(others, key=lambda o: o.accuracy)
-    return float(np.mean(b.draws > runner.draws))
+    same = abs(b.accuracy - runner.accuracy) < 1e-9
+    if b.draws.size < 2 or runner.draws.size < 2:
+        return _Verdict(runner.strategy, math.nan, math.nan, math.nan, same)
+    diff = b.draws - runner.draws
+    p = float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
+    low, high = model.interval(b.accuracy - runner.accuracy, diff, bounded=False)
+    tie = same or not low > 0
+    return _Verdict(runner.strategy, p, low, high, tie)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,10 +645,22 @@ def _p_better(at: dict[str, _Outcome], best: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _what(o: _Outcome, w: _World, money: Callable[[float], str]) -> str:
+    """What a strategy buys, in words."""
+    if o.strategy == "collect" or o.n_reviews == 0:
+        return f"{o.n_new:,} new labels"
+    if o.strategy == "clean" or o.n_new == 0:
+        return f"reviewing the top {o.n_reviews:,} suspected wrong labels"
+    return (
+        f"reviewing the top {o.n_reviews:,} suspects ({money(o.n_reviews * w.review_cost)}) "
+        f"and {o.n_new:,} new labels ({money(o.n_new * w.label_cost)})"
+    )
+
+
 def _explain(
     at: dict[str, _Outcome],
     best: str,
-    p_best: float,
+    verdict: _Verdict,
     model: _Model,
     w: _World,
     *,
@@ -603,29 +672,40 @@ def _explain(
     def money(x: float) -> str:
         return _money(x, currency)
 
-    if best == "collect":
-        what = f"{r.n_new:,} new labels"
-    elif best == "clean":
-        what = f"reviewing the top {r.n_reviews:,} suspected wrong labels"
-    else:
-        what = (
-            f"reviewing the top {r.n_reviews:,} suspects ({money(r.n_reviews * w.review_cost)}) "
-            f"and {r.n_new:,} new labels ({money(r.n_new * w.label_cost)})"
-        )
-    others = [
-        f"{at[s].accuracy:.1f}% with {STRATEGY_TEXT[s]}" for s in ("collect", "clean") if s != best
-    ]
-    sure = (
-        f"; it beats the runner-up in {p_best:.0%} of the surface's bootstrap draws"
-        if not math.isnan(p_best)
-        else ""
-    )
+    what = _what(r, w, money)
     star = " (extrapolated beyond the grid)" if r.extrapolated else ""
-    recommendation = (
-        f"Spend the {money(budget)} on {what}: predicted accuracy {r.accuracy:.1f}%"
-        f"{_ci(r.low, r.high, model.confidence)}{star}, {r.gain:+.1f} points over now, against "
-        f"{' and '.join(others)}{sure}."
-    )
+    level = model.confidence
+    if verdict.tie and verdict.runner is not None:
+        other = at[verdict.runner]
+        diff = (
+            f" ({level:.0%} CI of the difference {verdict.diff_low:+.1f} to "
+            f"{verdict.diff_high:+.1f} points)"
+            if not math.isnan(verdict.diff_low)
+            else ""
+        )
+        recommendation = (
+            f"A tie for the {money(budget)}: {what} predicts {r.accuracy:.1f}%"
+            f"{_ci(r.low, r.high, level)}{star} and {_what(other, w, money)} "
+            f"{other.accuracy:.1f}%{_ci(other.low, other.high, level)}, which the grid cannot "
+            f"tell apart{diff}; either gains about {r.gain:+.1f} points over now, so choose on "
+            "what the table does not price (speed, effort, risk)."
+        )
+    else:
+        others = [
+            f"{at[s].accuracy:.1f}% with {STRATEGY_TEXT[s]}"
+            for s in ("collect", "clean")
+            if s != best
+        ]
+        sure = (
+            f"; it beats the runner-up in {verdict.p_better:.0%} of the surface's bootstrap draws"
+            if not math.isnan(verdict.p_better)
+            else ""
+        )
+        recommendation = (
+            f"Spend the {money(budget)} on {what}: predicted accuracy {r.accuracy:.1f}%"
+            f"{_ci(r.low, r.high, level)}{star}, {r.gain:+.1f} points over now, against "
+            f"{' and '.join(others)}{sure}."
+        )
     rate = float(model.best.exchange_rate(float(w.size), w.noise)[0])
     worth = rate * 100 / w.size  # new labels that one corrected label is worth here
     # The head of the list: its first 1% (at least one review).
