@@ -186,6 +186,45 @@ def test_review_precision_from_an_audit_limits_what_reviews_fix() -> None:
     assert math.isnan(result.p_best) or 0 <= result.p_best <= 1
 
 
+def test_advise_acts_on_the_audits_calibrated_estimate() -> None:
+    from dataclasses import replace
+
+    depth = np.arange(1, 1001)
+    curves = pd.DataFrame(
+        {
+            "injected": 0.1,
+            "depth": depth,
+            "depth_fraction": depth / 1000,
+            "precision": np.full(1000, 0.5),
+            "recall": depth / 2000,
+        }
+    )
+    raw_only = AuditResult(
+        noise_rate=noisegrid.analysis.Interval(0.15, 0.14, 0.16),
+        per_class=pd.DataFrame(),
+        noise_matrix=np.eye(2),
+        suspects=pd.DataFrame(),
+        calibration=pd.DataFrame(),
+        precision_curves=curves,
+        label_names=("a", "b"),
+        n_audited=1000,
+        n_total=2000,
+        backend="tfidf",
+        n_folds=5,
+        n_bootstrap=0,
+        seed=0,
+    )
+    calibrated = replace(
+        raw_only, calibrated_noise_rate=noisegrid.analysis.Interval(0.1, 0.07, 0.13)
+    )
+    kwargs = {"label_cost": 0.10, "review_cost": 0.01, "budget": 100, "n_bootstrap": 0}
+    assert advise(known_table(), audit=raw_only, **kwargs).noise == pytest.approx(0.15)
+    result = advise(known_table(), audit=calibrated, **kwargs)
+    assert result.noise == pytest.approx(0.1)
+    # The cap on fixable labels is the calibrated count: 10% of 2,000.
+    assert result.at_budget().loc["clean"]["n_fixed"] <= 200 + 1e-9
+
+
 def test_start_outside_the_grid_is_refused_unless_allowed() -> None:
     kwargs = {"label_cost": 0.1, "review_cost": 0.05, "budget": 100, "review_precision": 0.8}
     with pytest.raises(AnalysisError, match=r"\(20,000 labels, 10\.0% noise\) lies outside"):

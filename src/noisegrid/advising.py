@@ -171,7 +171,7 @@ def advise(
     if size is None:
         size = audit_result.n_total if audit_result is not None else None
     if noise is None:
-        noise = audit_result.noise_rate.estimate if audit_result is not None else None
+        noise = audit_result.noise_estimate if audit_result is not None else None
     if size is None or noise is None:  # pragma: no cover - guarded above
         raise AnalysisError("give size and noise")
     noise = float(noise)

@@ -51,8 +51,9 @@ class AuditResult:
     Attributes
     ----------
     noise_rate : Interval
-        Estimated fraction of wrong labels (confident learning: one minus the trace of the
-        estimated joint of given and true labels), with a bootstrap interval over examples.
+        The raw estimate of the fraction of wrong labels (confident learning: one minus the trace
+        of the estimated joint of given and true labels), with a bootstrap interval over examples
+        (out-of-fold probabilities held fixed).
     per_class : pandas.DataFrame
         One row per class: ``label``, ``n_labelled``, ``wrong_rate`` (share of the examples given
         this label whose true class is another) with ``wrong_low``/``wrong_high``,
@@ -88,6 +89,15 @@ class AuditResult:
     source : str
         What was audited, for the output.
     notes : tuple of str
+    calibrated_noise_rate : Interval
+        The headline: the raw count read off the reference curve (NaN without calibration);
+        see :mod:`noisegrid.analysis.calibration`. An upper bound on the wrong labels: examples
+        the model cannot separate count too.
+    reference_curve : tuple of (float, float)
+        The reference curve: (known noise rate, count) with the model's own out-of-fold
+        predictions as labels and uniform noise injected on them.
+    cv_accuracy : float
+        Out-of-fold accuracy of the audit's model against the labels as given.
     """
 
     noise_rate: Interval
@@ -105,19 +115,66 @@ class AuditResult:
     seed: int
     source: str = ""
     notes: tuple[str, ...] = field(default=())
+    calibrated_noise_rate: Interval = field(
+        default_factory=lambda: Interval(math.nan, math.nan, math.nan, 0.95, "no calibration")
+    )
+    reference_curve: tuple[tuple[float, float], ...] = ()
+    cv_accuracy: float = math.nan
 
     @property
     def n_classes(self) -> int:
         return len(self.label_names)
 
+    @property
+    def noise_estimate(self) -> float:
+        """The noise rate to act on: the calibrated estimate, else the raw one."""
+        c = self.calibrated_noise_rate.estimate
+        return c if math.isfinite(c) else self.noise_rate.estimate
+
     def headline(self) -> str:
-        """The first line of the output, e.g. ``estimated label noise: 4.8% (95% CI 4.1–5.6%)``."""
+        """The first line of the output: the calibrated estimate, the raw count beside it.
+
+        E.g. ``label noise: 2.1% calibrated (95% CI 1.6–2.6%), an upper bound; raw count 2.6%
+        (95% CI 2.3–2.9%); cross-validated accuracy 88.4%``. Without a calibration, the raw count
+        leads (``estimated label noise: 4.8% (95% CI 4.1–5.6%)``).
+        """
         r = self.noise_rate
-        if math.isnan(r.low):
-            return f"estimated label noise: {_pct1(r.estimate)}"
+        raw = _pct1(r.estimate) + _ci(r)
+        cal = self.calibrated_noise_rate
+        if not math.isfinite(cal.estimate):
+            return f"estimated label noise: {raw}"
+        acc = (
+            f"; cross-validated accuracy {_pct1(self.cv_accuracy)}"
+            if math.isfinite(self.cv_accuracy)
+            else ""
+        )
         return (
-            f"estimated label noise: {_pct1(r.estimate)} "
-            f"({r.level * 100:g}% CI {_pct1(r.low, unit=False)}–{_pct1(r.high)})"
+            f"label noise: {_pct1(cal.estimate)} calibrated{_ci(cal)}, an upper bound; "
+            f"raw count {raw}{acc}"
+        )
+
+    def upper_bound_note(self) -> str:
+        """Why the headline is an upper bound, in one sentence."""
+        acc = (
+            f" (the model is {_pct1(self.cv_accuracy)} accurate out of fold)"
+            if math.isfinite(self.cv_accuracy)
+            else ""
+        )
+        curve = self.reference_curve
+        slope = (
+            (curve[-1][1] - curve[0][1]) / (curve[-1][0] - curve[0][0])
+            if len(curve) >= 2 and curve[-1][0] > curve[0][0]
+            else math.nan
+        )
+        beta = (
+            f"; the calibration corrects how the count responds to noise (on the reference curve "
+            f"it rises {slope:.2f} points per point), not that"
+            if math.isfinite(slope)
+            else ""
+        )
+        return (
+            "An upper bound: confident learning counts the examples the model cannot separate"
+            f"{acc} as wrong labels too, so the level mixes label errors with hard examples{beta}."
         )
 
     def calibration_summary(self) -> str:
@@ -190,6 +247,8 @@ class AuditResult:
     def describe(self, *, n_suspects: int = 5) -> str:
         """The text the CLI prints: headline first, then the tables."""
         lines = [self.headline()]
+        if math.isfinite(self.calibrated_noise_rate.estimate):
+            lines.append(self.upper_bound_note())
         lines.append(
             (
                 f"audited {self.n_audited:,} of {self.n_total:,} examples (a class-proportional "
@@ -271,6 +330,14 @@ class AuditResult:
         written.append(out / "noise_matrix.csv")
         meta = {
             "noise_rate": [self.noise_rate.estimate, self.noise_rate.low, self.noise_rate.high],
+            "calibrated_noise_rate": [
+                self.calibrated_noise_rate.estimate,
+                self.calibrated_noise_rate.low,
+                self.calibrated_noise_rate.high,
+            ],
+            "calibrated_method": self.calibrated_noise_rate.method,
+            "reference_curve": [list(point) for point in self.reference_curve],
+            "cv_accuracy": self.cv_accuracy,
             "level": self.noise_rate.level,
             "method": self.noise_rate.method,
             "noise_matrix": self.noise_matrix.tolist(),
@@ -315,6 +382,10 @@ def load_audit(folder: str | Path) -> AuditResult:
         except pd.errors.EmptyDataError:
             frames[name] = pd.DataFrame()
     est, low, high = (float(x) if x is not None else math.nan for x in meta["noise_rate"])
+    c_est, c_low, c_high = (
+        float(x) if x is not None else math.nan
+        for x in meta.get("calibrated_noise_rate", [None, None, None])
+    )
     return AuditResult(
         noise_rate=Interval(est, low, high, float(meta["level"]), str(meta["method"])),
         per_class=frames["per_class"],
@@ -331,7 +402,20 @@ def load_audit(folder: str | Path) -> AuditResult:
         seed=int(meta["seed"]),
         source=str(meta.get("source", "")),
         notes=tuple(meta.get("notes", ())),
+        calibrated_noise_rate=Interval(
+            c_est,
+            c_low,
+            c_high,
+            float(meta["level"]),
+            str(meta.get("calibrated_method", "no calibration")),
+        ),
+        reference_curve=tuple((float(t), float(g)) for t, g in meta.get("reference_curve", [])),
+        cv_accuracy=_num(meta.get("cv_accuracy")),
     )
+
+
+def _num(x: Any) -> float:
+    return float(x) if x is not None else math.nan
 
 
 def _slope(x: pd.Series, y: pd.Series) -> float:
@@ -388,6 +472,12 @@ def _pct1(x: float, *, unit: bool = True) -> str:
     if math.isnan(x):
         return "n/a"
     return f"{100 * x:.1f}%" if unit else f"{100 * x:.1f}"
+
+
+def _ci(r: Interval) -> str:
+    if math.isnan(r.low):
+        return ""
+    return f" ({r.level * 100:g}% CI {_pct1(r.low, unit=False)}–{_pct1(r.high)})"
 
 
 def _pct0(x: float) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import Interval
+from ..analysis.calibration import calibrate_noise
 from ..errors import ConfigError, DataError, require
 from ..noise import inject_noise
 from ..sampling import STREAM_AUDIT, rng_for
@@ -182,6 +183,15 @@ def audit(
         curves.append(_curve(noisy.realized_rate, hits, noisy.n_flipped))
 
     calibration = pd.DataFrame(cal_rows) if cal_rows else pd.DataFrame()
+    reference = _reference_curve(oof, proba, rates, k, seed, n_folds)
+    calibrated = (
+        calibrate_noise(
+            noise_ci, [t for t, _ in reference], [g for _, g in reference], upper=1 - 1 / k
+        )
+        if reference
+        else Interval(math.nan, math.nan, math.nan, level, "no calibration")
+    )
+    cv_accuracy = float(np.mean(proba.argmax(axis=1) == given))
     curve_frame = (
         pd.concat(curves, ignore_index=True)
         if curves
@@ -194,9 +204,16 @@ def audit(
             "data's own wrong labels counts as a miss, so it is a lower bound."
         )
     notes.append(
-        "The interval resamples examples with their out-of-fold probabilities fixed; it does not "
-        "include the variation from refitting the model."
+        "The raw count's interval resamples examples with their out-of-fold probabilities fixed; "
+        "it does not include the variation from refitting the model."
     )
+    if math.isfinite(calibrated.estimate):
+        notes.append(
+            "The calibrated estimate reads the raw count off a reference curve: the count on the "
+            "model's own out-of-fold predictions with uniform noise injected at known rates "
+            "(same texts, features and folds); its interval maps the raw count's and adds the "
+            "curve's scatter."
+        )
     return AuditResult(
         noise_rate=noise_ci,
         per_class=per_class,
@@ -213,7 +230,32 @@ def audit(
         seed=seed,
         source=source,
         notes=tuple(notes),
+        calibrated_noise_rate=calibrated,
+        reference_curve=tuple(reference),
+        cv_accuracy=cv_accuracy,
     )
+
+
+def _reference_curve(
+    oof: _OutOfFold, proba: np.ndarray, rates: Sequence[float], k: int, seed: int, n_folds: int
+) -> list[tuple[float, float]]:
+    """The count at known noise: (true rate, count) on the model's own predictions as labels.
+
+    Empty when the predictions miss a class the folds need (then nothing is calibrated).
+    """
+    from cleanlab import count
+
+    reference = proba.argmax(axis=1)
+    if len(rates) < 2 or np.bincount(reference, minlength=k).min() < n_folds:
+        return []
+    out = []
+    for rate in rates:
+        noisy = inject_noise(reference, rate, seed=seed + 1, n_classes=k)
+        p = oof.predict(noisy.labels, warm=True)
+        out.append(
+            (noisy.realized_rate, float(1 - np.trace(count.estimate_joint(noisy.labels, p))))
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
