@@ -532,3 +532,17 @@ def test_a_rate_interval_through_zero_is_not_printed_as_a_range_of_labels() -> N
         "correcting 100 labels is worth about 581 new labels (the grid does not determine the rate)"
     )
     assert "−112" not in str(t) and "the grid does not determine the rate" in str(t)
+
+
+def test_the_reason_prices_new_labels_at_their_own_noise() -> None:
+    # acc = 60 + 3·ln(n/1000) − 40·η: a fix at 2,000 labels is worth 0.02 points, a new label
+    # 3/2000 at the same noise, 3/2000 + 40·0.1/2000 when it arrives clean.
+    kwargs = {**QUESTION, "size": 2000, "noise": 0.1, "n_bootstrap": 0}
+    same = advise(known_table(), **kwargs)
+    assert "worth about 13.3 new labels" in same.reason
+    assert "arriving at" not in same.reason
+    clean_new = advise(known_table(), new_label_noise=0.0, **kwargs)
+    assert "worth about 5.7 new labels" in clean_new.reason
+    assert "new labels arriving at 0.0% noise" in clean_new.reason
+    noisy_new = advise(known_table(), new_label_noise=0.3, **kwargs)
+    assert "new labels do not raise the predicted accuracy" in noisy_new.reason

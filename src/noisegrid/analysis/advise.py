@@ -706,16 +706,29 @@ def _explain(
             f"{_ci(r.low, r.high, level)}{star}, {r.gain:+.1f} points over now, against "
             f"{' and '.join(others)}{sure}."
         )
-    rate = float(model.best.exchange_rate(float(w.size), w.noise)[0])
-    worth = rate * 100 / w.size  # new labels that one corrected label is worth here
+    worth = _labels_per_fix(model, w)
     # The head of the list: its first 1% (at least one review).
     head_depth = max(1, round(0.01 * w.size))
     top = float(w.precision(np.array([head_depth / w.size]))[0])
     per_fix = w.review_cost / top if top > 0 else math.inf
+    arriving = (
+        f", new labels arriving at {pct(w.new_noise)} noise"
+        if abs(w.new_noise - w.noise) > 1e-12
+        else ""
+    )
+    if math.isfinite(worth):
+        value = (
+            f"Here one corrected label is worth about {worth:.1f} new labels (the surface's slopes "
+            f"at {w.size:,} labels and {pct(w.noise)} noise{arriving}), i.e. "
+            f"{money(worth * w.label_cost)} of new labels"
+        )
+    else:
+        value = (
+            f"Here new labels do not raise the predicted accuracy (the surface's slopes at "
+            f"{w.size:,} labels and {pct(w.noise)} noise{arriving}), so only fixes do"
+        )
     head = (
-        f"Here one corrected label is worth about {worth:.1f} new labels (the surface's exchange "
-        f"rate at {w.size:,} labels and {pct(w.noise)} noise), i.e. {money(worth * w.label_cost)}"
-        f" of new labels; a review costs {money(w.review_cost)} and the top {head_depth:,} "
+        f"{value}; a review costs {money(w.review_cost)} and the top {head_depth:,} "
         f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the list"
     )
     wrong = w.size * w.noise
@@ -733,6 +746,22 @@ def _explain(
             "of the budget goes to new labels."
         )
     return recommendation, head + tail
+
+
+def _labels_per_fix(model: _Model, w: _World) -> float:
+    """New labels (arriving at ``w.new_noise``) worth one corrected label, at the margin.
+
+    Fixing one of ``N`` labels lowers the noise by ``1/N``; one new label adds to the size and
+    moves the noise by ``(P_new − P)/N``. With ``P_new = P`` this is the exchange rate
+    ``× 100 / N``; otherwise noisier new labels are worth less.
+    """
+    n, eta = np.array([float(w.size)]), np.array([w.noise])
+    d_size, d_noise = (float(x[0]) for x in model.best.candidate.slopes(model.best.params, n, eta))
+    per_fix = -100 * d_noise / w.size  # d_noise is per point of noise
+    per_new = d_size + 100 * d_noise * (w.new_noise - w.noise) / w.size
+    if not per_new > 0:
+        return math.inf
+    return per_fix / per_new
 
 
 def _marginal_precision(w: _World, depth: int) -> float:
