@@ -8,9 +8,9 @@ the model finds no fault with), with uniform noise injected at known rates. That
 ``g(r)`` at true noise ``r``; the calibrated estimate is ``g⁻¹(raw count)``.
 
 Uncertainty: the raw count's bootstrap interval is mapped through ``g⁻¹`` too (``g`` is made
-non-decreasing first), and widened by the curve's own scatter around a straight line through its
-points (divided by its slope at the estimate), with Student-t at ``m − 2`` degrees of freedom for
-``m`` points.
+non-decreasing first), and widened by the curve's own scatter around a quadratic through its
+points (divided by its slope at the estimate), with Student-t at ``m − 3`` degrees of freedom for
+``m`` points (a line and ``m − 2`` with three points).
 
 What it cannot do is separate wrong labels from examples the model cannot separate: both look
 like noise to the count before anything is injected, and the reference labelling has neither. The
@@ -91,12 +91,16 @@ def calibrate_noise(
     low, high = inverse(raw.low), inverse(raw.high)
     if m < MIN_CALIBRATION_POINTS or math.isnan(low) or math.isnan(high):
         return Interval(est, math.nan, math.nan, raw.level, method)
-    x = np.column_stack([np.ones_like(r), r])
+    # The curve bends (the count rises faster at higher noise): its own noise is the scatter
+    # around a quadratic (a line with three points), not the bend.
+    degree = 2 if m >= 4 else 1
+    x = np.vander(r, degree + 1)
     coef, *_ = np.linalg.lstsq(x, g, rcond=None)
     resid = g - x @ coef
-    scatter = math.sqrt(float(resid @ resid) / (m - 2))
+    df = m - degree - 1
+    scatter = math.sqrt(float(resid @ resid) / df)
     slope = max(_local_slope(r, g, est), 1e-6)
-    q = float(stats.t.ppf(0.5 + raw.level / 2, m - 2))
+    q = float(stats.t.ppf(0.5 + raw.level / 2, df))
     widen = q * scatter / slope
     low = max(est - math.hypot(est - low, widen), 0.0)
     high = min(est + math.hypot(high - est, widen), upper)
