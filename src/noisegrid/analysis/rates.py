@@ -183,7 +183,8 @@ def _accuracy_interval(
         nan = np.full_like(est, np.nan)
         return nan, nan
     draws = np.vstack([best.candidate.predict(p, n, eta) for p in best.boot_params])
-    return t_interval(est, draws, rs, confidence)
+    low, high = t_interval(est, draws, rs, confidence)
+    return np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
 
 
 def compute_exact_compensation(
@@ -258,7 +259,7 @@ def compute_local_rates(
     }
     per_label = 100 / n
     return grid.assign(
-        accuracy_pct=best.predict(n, eta),
+        accuracy_pct=np.clip(best.predict(n, eta), 0.0, 100.0),
         accuracy_low_pct=acc_low,
         accuracy_high_pct=acc_high,
         rate=est,
