@@ -546,3 +546,25 @@ def test_the_reason_prices_new_labels_at_their_own_noise() -> None:
     assert "new labels arriving at 0.0% noise" in clean_new.reason
     noisy_new = advise(known_table(), new_label_noise=0.3, **kwargs)
     assert "new labels do not raise the predicted accuracy" in noisy_new.reason
+
+
+# -- measured means done runs of the noise model asked about ---------------------------------
+
+
+def test_failed_cells_and_other_noise_models_are_not_measured() -> None:
+    table = known_table().assign(noise_model="uniform")
+    failed = table["train_size"] == 8000
+    table.loc[failed, "status"] = "failed"
+    table.loc[failed, "eval_accuracy"] = np.nan
+    t = noisegrid.tradeoff(table, size=8000, noise=0.1)
+    assert not t.in_grid and t.where().startswith("Extrapolating beyond the measured grid")
+    with pytest.raises(AnalysisError, match=r"sizes 1,000–4,000, noise 0%–20%, the done runs"):
+        advise(table, size=8000, noise=0.1, n_bootstrap=0, **QUESTION)
+
+    # A second noise model measured only up to 2,000 examples: 4,000 is extrapolated for it.
+    pair = known_table([1000, 2000]).assign(noise_model="pair")
+    both = pd.concat([known_table().assign(noise_model="uniform"), pair], ignore_index=True)
+    assert noisegrid.tradeoff(both, size=4000, noise=0.1, noise_model="uniform").in_grid
+    assert not noisegrid.tradeoff(both, size=4000, noise=0.1, noise_model="pair").in_grid
+    with pytest.raises(AnalysisError, match="lies outside the measured grid"):
+        advise(both, size=4000, noise=0.1, noise_model="pair", n_bootstrap=0, **QUESTION)

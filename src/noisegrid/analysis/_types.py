@@ -119,6 +119,9 @@ class Coverage:
         ``train_size``, ``noise_level``, ``seed`` of the missing runs.
     failed : pandas.DataFrame
         ``train_size``, ``noise_level``, ``seed``, ``error`` of the failed runs.
+    measured_sizes, measured_noise_levels : tuple
+        The sizes and noise levels of this noise model's *done* runs: what was measured. A point
+        outside their range is extrapolated, whatever the spec's grid or failed runs hold.
     """
 
     sizes: tuple[int, ...]
@@ -130,6 +133,22 @@ class Coverage:
     n_missing: int
     missing: pd.DataFrame = field(repr=False)
     failed: pd.DataFrame = field(repr=False)
+    measured_sizes: tuple[int, ...] = ()
+    measured_noise_levels: tuple[float, ...] = ()
+
+    def measured(self, size: float, noise: float) -> bool:
+        """Whether (size, noise) lies within the range of the done runs (no extrapolation)."""
+        s, e = self.measured_sizes, self.measured_noise_levels
+        return bool(
+            s and e and min(s) <= size <= max(s) and min(e) - 1e-12 <= noise <= max(e) + 1e-12
+        )
+
+    def measured_text(self) -> str:
+        """E.g. ``"sizes 1,000–5,000, noise 0%–20%"``; ``"nothing"`` without done runs."""
+        s, e = self.measured_sizes, self.measured_noise_levels
+        if not s or not e:
+            return "nothing (no done runs)"
+        return f"sizes {min(s):,}–{max(s):,}, noise {pct_text(min(e))}–{pct_text(max(e))}"
 
     @property
     def _grid(self) -> tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]:

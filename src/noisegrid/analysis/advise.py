@@ -218,8 +218,9 @@ def price_budget(
         label_cost=float(label_cost),
         review_cost=float(review_cost),
         precision=precision,
-        max_size=max(cov.sizes),
-        noise_range=(min(cov.noise_levels), max(cov.noise_levels)),
+        max_size=max(cov.measured_sizes),
+        min_size=min(cov.measured_sizes),
+        noise_range=(min(cov.measured_noise_levels), max(cov.measured_noise_levels)),
     )
     budgets = [m * float(budget) for m in BUDGET_MULTIPLES]
     table = [o for b in budgets for o in _outcomes(b, world, model).values()]
@@ -237,9 +238,8 @@ def price_budget(
     )
     if any(o.extrapolated for o in table):
         notes.append(
-            "Rows marked * lie outside the measured grid (sizes "
-            f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {pct(min(cov.noise_levels))}–"
-            f"{pct(max(cov.noise_levels))}): the surface is extrapolated there."
+            f"Rows marked * lie outside the measured grid ({cov.measured_text()}, done runs of "
+            f"{nma.noise_model} noise): the surface is extrapolated there."
         )
     notes.append(_interval_note(model))
     if resampling is not None and resampling.unit == "cell":
@@ -361,16 +361,12 @@ def noise_model_analysis(analysis: Analysis, noise_model: str | None) -> NoiseMo
 
 
 def check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
-    inside = min(cov.sizes) <= size <= max(cov.sizes) and (
-        min(cov.noise_levels) <= noise <= max(cov.noise_levels)
-    )
-    if inside or allow:
+    if cov.measured(size, noise) or allow:
         return
     raise AnalysisError(
-        f"({size:,} labels, {pct(noise)} noise) lies outside the measured grid (sizes "
-        f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {pct(min(cov.noise_levels))}–"
-        f"{pct(max(cov.noise_levels))}); ask about a point inside it (--size/--noise), add "
-        "sizes or noise rates to the grid, or accept extrapolation with --allow-extrapolation"
+        f"({size:,} labels, {pct(noise)} noise) lies outside the measured grid "
+        f"({cov.measured_text()}, the done runs); ask about a point inside it (--size/--noise), "
+        "add sizes or noise rates to the grid, or accept extrapolation with --allow-extrapolation"
     )
 
 
@@ -469,6 +465,7 @@ class _World:
     review_cost: float
     precision: Callable[[np.ndarray], np.ndarray]
     max_size: int
+    min_size: int
     noise_range: tuple[float, float]
 
 
@@ -575,7 +572,8 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
             gain_low=gain_low,
             gain_high=gain_high,
             extrapolated=bool(
-                n_after[0] > w.max_size or not lo_noise - 1e-12 <= eta[0] <= hi_noise + 1e-12
+                not w.min_size <= n_after[0] <= w.max_size
+                or not lo_noise - 1e-12 <= eta[0] <= hi_noise + 1e-12
             ),
             draws=draws,
         )

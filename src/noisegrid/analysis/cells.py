@@ -204,7 +204,8 @@ def measure_coverage(
     failed_rows = df[df["status"] != "done"]
     errors = failed_rows["error"] if "error" in failed_rows.columns else ""
     failed = failed_rows[key].assign(error=errors).reset_index(drop=True)
-    n_done = len(done_rows(df))
+    done = done_rows(df)
+    n_done = len(done)
     return Coverage(
         sizes=sizes,
         noise_levels=noise,
@@ -215,6 +216,8 @@ def measure_coverage(
         n_missing=len(missing),
         missing=missing,
         failed=failed,
+        measured_sizes=tuple(sorted({int(v) for v in done["train_size"]})),
+        measured_noise_levels=tuple(sorted({float(v) for v in done["noise_level"]})),
     )
 
 

@@ -47,17 +47,13 @@ def tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRes
         method = "no interval (n_bootstrap=0)"
     rate = Interval(float(est[0]), float(low[0]), float(high[0]), nma.confidence, method)
     notes = []
-    in_grid = bool(
-        cov.sizes
-        and cov.noise_levels
-        and min(cov.sizes) <= size <= max(cov.sizes)
-        and min(cov.noise_levels) <= noise <= max(cov.noise_levels)
-    )
+    # Measured means done runs of this noise model, not the spec's grid or failed cells.
+    in_grid = cov.measured(size, noise)
     if not in_grid:
         notes.append(
-            f"({size:,}, {pct_text(noise)}) lies outside the measured grid (sizes "
-            f"{min(cov.sizes):,}-{max(cov.sizes):,}, noise {pct_text(min(cov.noise_levels))}-"
-            f"{pct_text(max(cov.noise_levels))}); the rate is extrapolated."
+            f"({size:,}, {pct_text(noise)}) lies outside the measured grid "
+            f"({cov.measured_text()}, done runs of {nma.noise_model} noise); the rate is "
+            "extrapolated."
         )
     if noise == 0:
         notes.append(
