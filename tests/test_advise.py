@@ -568,3 +568,11 @@ def test_failed_cells_and_other_noise_models_are_not_measured() -> None:
     assert not noisegrid.tradeoff(both, size=4000, noise=0.1, noise_model="pair").in_grid
     with pytest.raises(AnalysisError, match="lies outside the measured grid"):
         advise(both, size=4000, noise=0.1, noise_model="pair", n_bootstrap=0, **QUESTION)
+
+
+def test_reviews_find_no_wrong_label_where_there_is_none() -> None:
+    result = advise(known_table(), size=2000, noise=0.0, n_bootstrap=0, **QUESTION)
+    assert "no label is wrong, so a review fixes nothing" in result.reason
+    assert "95% wrong" not in result.reason and "80% wrong" not in result.reason
+    assert (result.table["n_fixed"] == 0).all()
+    assert result.best == "collect"

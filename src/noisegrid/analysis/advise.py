@@ -217,7 +217,7 @@ def price_budget(
         new_noise=new_noise,
         label_cost=float(label_cost),
         review_cost=float(review_cost),
-        precision=precision,
+        precision=_capped(precision, noise),
         max_size=max(cov.measured_sizes),
         min_size=min(cov.measured_sizes),
         noise_range=(min(cov.measured_noise_levels), max(cov.measured_noise_levels)),
@@ -725,10 +725,14 @@ def _explain(
             f"Here new labels do not raise the predicted accuracy (the surface's slopes at "
             f"{w.size:,} labels and {pct(w.noise)} noise{arriving}), so only fixes do"
         )
-    head = (
-        f"{value}; a review costs {money(w.review_cost)} and the top {head_depth:,} "
-        f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the list"
-    )
+    if top > 0:
+        head = (
+            f"{value}; a review costs {money(w.review_cost)} and the top {head_depth:,} "
+            f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the "
+            "list"
+        )
+    else:
+        head = f"{value}; at {pct(w.noise)} noise no label is wrong, so a review fixes nothing"
     wrong = w.size * w.noise
     fixed = f"{r.n_fixed:,.0f} of the {wrong:,.0f} wrong labels are fixed"
     if best == "collect":
@@ -744,6 +748,21 @@ def _explain(
             "of the budget goes to new labels."
         )
     return recommendation, head + tail
+
+
+def _capped(
+    precision: Callable[[np.ndarray], np.ndarray], noise: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``precision`` capped by the wrong labels there are: the first ``d`` reviews (a share of
+    the labels) cannot find more than ``N·P`` wrong ones, a precision of at most ``P/d``."""
+
+    def capped(depth: np.ndarray) -> np.ndarray:
+        d = np.asarray(depth, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cap = np.where(d > 0, noise / d, np.inf)
+        return np.minimum(precision(d), cap)
+
+    return capped
 
 
 def _labels_per_fix(model: _Model, w: _World) -> float:
