@@ -194,14 +194,22 @@ def advise(
             return ar.review_precision(noise, depth)
 
         rates = ar.precision_curves["injected"].unique()
+        totals = ar.curve_totals(np.sort(rates))
         source = (
             f"the audit's calibration ({ar.backend}, {ar.n_audited:,} examples, uniform noise "
-            f"injected at {pct(float(rates.min()))}–{pct(float(rates.max()))})"
+            f"injected at {pct(float(rates.min()))}–{pct(float(rates.max()))}: "
+            f"{pct(float(totals[0]))}–{pct(float(totals[-1]))} noise in all)"
         )
-        if not float(rates.min()) <= noise <= float(rates.max()):
+        if noise < totals[0]:
             notes.append(
-                f"The review precision at {pct(noise)} noise uses the nearest calibrated rate "
-                f"({pct(float(rates.min()) if noise < rates.min() else float(rates.max()))})."
+                f"The review precision at {pct(noise)} noise is the least noisy calibrated "
+                f"curve's ({pct(float(totals[0]))} noise in all) scaled by "
+                f"{noise / totals[0]:.2f}: fewer wrong labels, fewer found at every depth."
+            )
+        elif noise > totals[-1]:
+            notes.append(
+                f"The review precision at {pct(noise)} noise uses the noisiest calibrated curve "
+                f"({pct(float(totals[-1]))} noise in all)."
             )
 
     return price_budget(

@@ -200,8 +200,11 @@ class AuditResult:
         Parameters
         ----------
         noise : float
-            The noise rate of the labels to review; the curves of the calibrated rates around it
-            are interpolated (the nearest one is used outside their range).
+            The (total) noise rate of the labels to review. Each curve is keyed by the total noise
+            of its copy (:meth:`curve_totals`: the injected rate on top of the data's own,
+            :attr:`noise_estimate`); the curves around ``noise`` are interpolated, the noisiest
+            is used above their range, and below it the least noisy is scaled by
+            ``noise / its total`` (fewer wrong labels, proportionally fewer at every depth).
         depth_fraction : float or array
             Suspects reviewed, as a fraction of the dataset (0–1).
 
@@ -223,6 +226,7 @@ class AuditResult:
             )
         d = np.atleast_1d(np.asarray(depth_fraction, dtype=float))
         rates = np.sort(curves["injected"].unique())
+        totals = self.curve_totals(rates)
 
         def at(rate: float) -> np.ndarray:
             c = curves[curves["injected"] == rate]
@@ -233,16 +237,27 @@ class AuditResult:
                 left=float(c["precision"].iloc[0]),
             )
 
-        if noise <= rates[0]:
-            out = at(float(rates[0]))
-        elif noise >= rates[-1]:
+        if noise <= totals[0]:
+            out = at(float(rates[0])) * (max(noise, 0.0) / totals[0] if totals[0] > 0 else 1.0)
+        elif noise >= totals[-1]:
             out = at(float(rates[-1]))
         else:
-            hi = int(np.searchsorted(rates, noise))
-            r0, r1 = float(rates[hi - 1]), float(rates[hi])
-            w = (noise - r0) / (r1 - r0)
-            out = (1 - w) * at(r0) + w * at(r1)
+            hi = int(np.searchsorted(totals, noise))
+            t0, t1 = float(totals[hi - 1]), float(totals[hi])
+            w = (noise - t0) / (t1 - t0)
+            out = (1 - w) * at(float(rates[hi - 1])) + w * at(float(rates[hi]))
         return np.where(d > 0, np.clip(out, 0.0, 1.0), 0.0)
+
+    def curve_totals(self, injected: Any) -> np.ndarray:
+        """The total noise of a copy with ``injected`` noise on top of the data's own.
+
+        Flipping a share ``r`` of labels that are wrong at rate ``e0`` leaves
+        ``e0 + r − e0·r·K/(K − 1)`` wrong; ``e0`` is :attr:`noise_estimate`.
+        """
+        r = np.asarray(injected, dtype=float)
+        own = self.noise_estimate
+        c = self.n_classes / (self.n_classes - 1)
+        return np.asarray(own + r - own * r * c, dtype=float)
 
     def describe(self, *, n_suspects: int = 5) -> str:
         """The text the CLI prints: headline first, then the tables."""
