@@ -54,13 +54,13 @@ def main() -> None:
     parser.add_argument("--rng", type=int, default=0)
     args = parser.parse_args()
 
-    from noisegrid.analysis import _focus_cell
-    from noisegrid.analysis._types import _local_rate
-    from noisegrid.analysis.rates import _bootstrap, _rate_interval
-    from noisegrid.analysis.regression import _reference
+    from noisegrid.analysis import focus_cell
+    from noisegrid.analysis._types import local_rate
+    from noisegrid.analysis.rates import bootstrap_fits, rate_interval
+    from noisegrid.analysis.regression import fit_reference
 
     sizes, noise = syn.LAPTOP_SIZES, syn.LAPTOP_NOISE
-    focus = _focus_cell(sizes, noise)
+    focus = focus_cell(sizes, noise)
     assert focus is not None
     fn, fe = np.array([float(focus[0])]), np.array([focus[1]])
     n_all, e_all = (a.ravel().astype(float) for a in np.meshgrid(sizes, noise, indexing="ij"))
@@ -98,13 +98,13 @@ def main() -> None:
             fit = syn.fit_surface(
                 table, "log_size_interaction", n_bootstrap=args.bootstrap, rng=rng
             )
-            _, low, high = _rate_interval(fit, fn, fe, 0.95)
+            _, low, high = rate_interval(fit, fn, fe, 0.95)
             hit["fieller"] += bool(low[0] <= truth <= high[0])
             unbounded += not math.isfinite(high[0])
             width["fieller"].append(float(high[0] - low[0]))
-            _, low_all, high_all = _rate_interval(fit, n_all, e_all, 0.95)
+            _, low_all, high_all = rate_interval(fit, n_all, e_all, 0.95)
             all_cells.append(float(np.mean((low_all <= truth_all) & (truth_all <= high_all))))
-            rates = np.array([_local_rate(fit.candidate, p, fn, fe)[0] for p in fit.boot_params])
+            rates = np.array([local_rate(fit.candidate, p, fn, fe)[0] for p in fit.boot_params])
             lo, hi = np.quantile(rates, [0.025, 0.975])
             hit["pct"] += bool(lo <= truth <= hi)
             # The earlier method: resample whole cells (every seed of a cell with it).
@@ -112,7 +112,7 @@ def main() -> None:
             eta = table["noise_level"].to_numpy(dtype=float)
             y = table["eval_accuracy"].to_numpy(dtype=float) * 100
             cell = table.groupby(["train_size", "noise_level"]).ngroup().to_numpy()
-            boot, _ = _bootstrap(
+            boot, _ = bootstrap_fits(
                 fit.candidate,
                 n,
                 eta,
@@ -122,11 +122,11 @@ def main() -> None:
                 n_bootstrap=args.bootstrap,
                 rng=rng,
             )
-            rates = np.array([_local_rate(fit.candidate, p, fn, fe)[0] for p in boot])
+            rates = np.array([local_rate(fit.candidate, p, fn, fe)[0] for p in boot])
             lo, hi = np.quantile(rates, [0.025, 0.975])
             hit["cell"] += bool(lo <= truth <= hi)
             width["cell"].append(float(hi - lo))
-            ref = _reference(table, 0.95, "auto")
+            ref = fit_reference(table, 0.95, "auto")
             f, d = ref.exchange_rate, ref.exchange_rate_delta
             assert f is not None and d is not None
             hit["ref_f"] += bool(f.low <= truth_ref <= f.high)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from noisegrid.analysis import SurfaceFit
-from noisegrid.analysis.rates import _bootstrap
+from noisegrid.analysis.rates import bootstrap_fits
 from noisegrid.analysis.surfaces import _candidates
 
 LAPTOP_SIZES = (1000, 2000, 3000, 4000, 5000)
@@ -139,7 +139,7 @@ def fit_surface(
     params = cand.fit(n, eta, y)
     if params is None:
         raise ValueError(f"{name} cannot be fitted to this table")
-    boot, resampling = _bootstrap(cand, n, eta, y, cell, seed, n_bootstrap=n_bootstrap, rng=rng)
+    boot, resampling = bootstrap_fits(cand, n, eta, y, cell, seed, n_bootstrap=n_bootstrap, rng=rng)
     return SurfaceFit(
         name=name,
         expression=cand.expression,

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import noisegrid
-from noisegrid.analysis.advise import AdviceResult, advise
-from noisegrid.analysis.audit import AuditResult
+from noisegrid.advising import AdviceResult, advise
+from noisegrid.auditing import AuditResult
 from noisegrid.cli import app
 from noisegrid.errors import AnalysisError, ConfigError
 
@@ -177,13 +177,57 @@ def test_review_precision_from_an_audit_limits_what_reviews_fix() -> None:
         known_table(), audit=fake, label_cost=0.10, review_cost=0.01, budget=100, n_bootstrap=0
     )
     assert result.size == 2000 and result.noise == pytest.approx(0.1)  # from the audit
+    # The curve was measured with 10% injected on top of the audit's own 10%: 18% in all. At
+    # 10% noise it is scaled by 10/18: the list finds 5% × 10/18 of the labels, all it can.
     mix = result.at_budget().loc["mix"]
-    assert mix["n_fixed"] == pytest.approx(100, abs=2)  # 5% of 2,000 labels, all it can find
+    assert mix["n_fixed"] == pytest.approx(100 * 10 / 18, abs=2)
     assert int(mix["n_reviews"]) <= 200
     clean = result.at_budget().loc["clean"]
-    assert clean["n_fixed"] == pytest.approx(100, abs=2)
+    assert clean["n_fixed"] == pytest.approx(100 * 10 / 18, abs=2)
     assert "audit's calibration" in result.review_source
+    assert "10.0% noise in all" not in result.review_source
+    assert "18.0%–18.0% noise in all" in result.review_source
+    assert any("scaled by 0.56" in n for n in result.notes)
     assert math.isnan(result.p_best) or 0 <= result.p_best <= 1
+
+
+def test_advise_acts_on_the_audits_calibrated_estimate() -> None:
+    from dataclasses import replace
+
+    depth = np.arange(1, 1001)
+    curves = pd.DataFrame(
+        {
+            "injected": 0.1,
+            "depth": depth,
+            "depth_fraction": depth / 1000,
+            "precision": np.full(1000, 0.5),
+            "recall": depth / 2000,
+        }
+    )
+    raw_only = AuditResult(
+        noise_rate=noisegrid.analysis.Interval(0.15, 0.14, 0.16),
+        per_class=pd.DataFrame(),
+        noise_matrix=np.eye(2),
+        suspects=pd.DataFrame(),
+        calibration=pd.DataFrame(),
+        precision_curves=curves,
+        label_names=("a", "b"),
+        n_audited=1000,
+        n_total=2000,
+        backend="tfidf",
+        n_folds=5,
+        n_bootstrap=0,
+        seed=0,
+    )
+    calibrated = replace(
+        raw_only, calibrated_noise_rate=noisegrid.analysis.Interval(0.1, 0.07, 0.13)
+    )
+    kwargs = {"label_cost": 0.10, "review_cost": 0.01, "budget": 100, "n_bootstrap": 0}
+    assert advise(known_table(), audit=raw_only, **kwargs).noise == pytest.approx(0.15)
+    result = advise(known_table(), audit=calibrated, **kwargs)
+    assert result.noise == pytest.approx(0.1)
+    # The cap on fixable labels is the calibrated count: 10% of 2,000.
+    assert result.at_budget().loc["clean"]["n_fixed"] <= 200 + 1e-9
 
 
 def test_start_outside_the_grid_is_refused_unless_allowed() -> None:
@@ -291,7 +335,8 @@ def test_cli_advise_prints_the_recommendation_and_writes_the_figure(
     args = ["advise", str(cfg), "--size", "80", "--noise", "0.1", "--review-precision", "0.7"]
     result = runner.invoke(app, [*args, "--budget", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Spend the $4.00 on ")
+    # Every clean cell of this tiny grid is at 100%: the strategies tie, and the advice says so.
+    assert re.match(r"(Spend the|A tie for the) \$4\.00", result.stdout), result.stdout
     assert (out / "advice.png").is_file() and (out / "advice.csv").is_file()
     table = pd.read_csv(out / "advice.csv")
     assert set(table["strategy"]) == {"collect", "clean", "mix"}
@@ -337,7 +382,7 @@ def test_report_gains_an_advice_section(grid: Callable[[str], Path], tmp_path: P
     page = path.read_text()
     assert '<section id="advice"><h2>Advice</h2>' in page
     assert '<a href="#advice">Advice</a>' in page
-    assert "Spend the $5.00 on" in page
+    assert "Spend the $5.00 on" in page or "A tie for the $5.00" in page  # 100% clean cells
     assert page.count('id="advice"') == 1 and 'id="advice-budget"' in page  # the figure
     assert (tmp_path / "report" / "figures" / "advice.png").is_file()
 
@@ -365,3 +410,174 @@ def test_fingerprint_ignores_advice(write_config: Callable[..., Path]) -> None:
     before = noisegrid.load_spec(cfg).fingerprint()
     cfg.write_text(cfg.read_text() + ADVICE)
     assert noisegrid.load_spec(cfg).fingerprint() == before
+
+
+# -- intervals: the same construction as analyze ---------------------------------------------
+
+
+def _three_seed_table(rng_seed: int = 5) -> pd.DataFrame:
+    import synthetic as syn
+
+    rng = np.random.default_rng(rng_seed)
+    errors = syn.seed_errors(syn.LAPTOP_SIZES, syn.LAPTOP_NOISE, 3, rng)
+    return syn.synthetic_table(syn.laptop_surface, errors)
+
+
+def test_advise_intervals_are_analyzes_t_intervals_at_the_same_point() -> None:
+    table = _three_seed_table()
+    analysis = noisegrid.analyze(table, n_bootstrap=200, seed=1)
+    question = {"label_cost": 0.1, "review_cost": 0.05, "budget": 20, "review_precision": 0.8}
+    result = advise(analysis, size=2000, noise=0.1, **question)
+    rates = analysis.by_noise_model["uniform"].local_rates
+    row = rates[(rates["train_size"] == 2000) & np.isclose(rates["noise_level"], 0.1)].iloc[0]
+    est, low, high = result.baseline
+    assert est == pytest.approx(row["accuracy_pct"])
+    assert (low, high) == pytest.approx((row["accuracy_low_pct"], row["accuracy_high_pct"]))
+    # Far wider than the plain percentiles of the same draws (t(2) and the 3/2 inflation).
+    best = analysis.by_noise_model["uniform"].best
+    draws = [
+        best.candidate.predict(p, np.array([2000.0]), np.array([0.1]))[0] for p in best.boot_params
+    ]
+    p_low, p_high = np.quantile(draws, [0.025, 0.975])
+    assert high - low > 2 * (p_high - p_low)
+    text = result.describe()
+    assert "whole seeds resampled (seed bootstrap (3 seeds" in text
+    assert "bootstrap over cells" not in text
+    assert "One repeat seed" not in text
+
+
+def test_one_seed_advice_says_its_intervals_leave_out_replication() -> None:
+    result = advise(
+        known_table(),
+        label_cost=0.1,
+        review_cost=0.05,
+        budget=20,
+        size=2000,
+        noise=0.1,
+        review_precision=0.8,
+        n_bootstrap=50,
+    )
+    text = result.describe()
+    assert "cells resampled, one seed" in text
+    assert "One repeat seed: every interval here covers test-sample and fitting noise" in text
+
+
+# -- impossible questions and ties ------------------------------------------------------------
+
+QUESTION = {"label_cost": 0.1, "review_cost": 0.05, "budget": 20, "review_precision": 0.8}
+
+
+def test_noise_at_or_past_the_k_class_bound_is_refused_in_one_line() -> None:
+    with pytest.raises(
+        ConfigError, match=r"noise \(--noise\) must be below 1 − 1/K = 50.0% for K = 2"
+    ):
+        advise(known_table(), size=2000, noise=0.55, allow_extrapolation=True, **QUESTION)
+
+
+def test_new_labels_noisier_than_the_bound_are_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"new_label_noise \(--new-label-noise\) must be below 1 − 1/K = 50.0%"
+    ):
+        advise(
+            known_table(),
+            size=2000,
+            noise=0.4,
+            new_label_noise=0.7,
+            allow_extrapolation=True,
+            **QUESTION,
+        )
+
+
+def test_no_predicted_accuracy_leaves_0_to_100() -> None:
+    # 99.9% at 4,000 clean labels and rising: the surface passes 100% beyond the grid.
+    near_top = known_table([1000, 2000, 4000]).assign(
+        eval_accuracy=lambda t: (
+            0.93 + 0.05 * np.log(t["train_size"] / 1000) - 0.4 * t["noise_level"]
+        )
+    )
+    question = {**QUESTION, "budget": 400}
+    result = advise(near_top, size=4000, noise=0.0, n_bootstrap=50, **question)
+    assert result.table["extrapolated"].any()
+    for frame in (result.table, result.curve):
+        assert frame["accuracy_pct"].between(0, 100).all()
+        assert (frame["high"].dropna() <= 100).all() and (frame["low"].dropna() >= 0).all()
+    assert "100.3%" not in result.describe()
+
+
+def test_strategies_the_grid_cannot_tell_apart_are_called_a_tie() -> None:
+    # 100% in every clean cell (a small, easy dataset): fixing every wrong label, or fixing them
+    # and buying clean new labels too, both predict 100%.
+    perfect = known_table().assign(eval_accuracy=lambda t: 1 - 0.2 * t["noise_level"])
+    result = advise(perfect, size=2000, noise=0.1, new_label_noise=0.0, n_bootstrap=50, **QUESTION)
+    assert result.recommendation.startswith("A tie for the $20.00: ")
+    assert "cannot tell apart" in result.recommendation
+    assert "beats the runner-up" not in result.recommendation
+
+
+def test_a_rate_interval_through_zero_is_not_printed_as_a_range_of_labels() -> None:
+    from noisegrid.analysis import Interval, TradeoffResult
+
+    through_zero = Interval(5.81, -1.12, 631.32, 0.95, "Fieller")
+    assert not through_zero.determined
+    assert not Interval(1.0, -math.inf, math.inf).determined
+    assert Interval(5.8, 4.1, 7.9).determined
+    t = TradeoffResult(
+        size=4000,
+        noise=0.1,
+        noise_model="uniform",
+        surface="log_size",
+        examples_per_noise_point=Interval(232.4, -44.8, 25252.8, 0.95, "Fieller"),
+        labels_per_noise_point=40.0,
+        labels_per_correction=through_zero,
+        accuracy_pct=80.0,
+        in_grid=True,
+    )
+    sentence = t.correction_sentence()
+    assert sentence == (
+        "correcting 100 labels is worth about 581 new labels (the grid does not determine the rate)"
+    )
+    assert "−112" not in str(t) and "the grid does not determine the rate" in str(t)
+
+
+def test_the_reason_prices_new_labels_at_their_own_noise() -> None:
+    # acc = 60 + 3·ln(n/1000) − 40·η: a fix at 2,000 labels is worth 0.02 points, a new label
+    # 3/2000 at the same noise, 3/2000 + 40·0.1/2000 when it arrives clean.
+    kwargs = {**QUESTION, "size": 2000, "noise": 0.1, "n_bootstrap": 0}
+    same = advise(known_table(), **kwargs)
+    assert "worth about 13.3 new labels" in same.reason
+    assert "arriving at" not in same.reason
+    clean_new = advise(known_table(), new_label_noise=0.0, **kwargs)
+    assert "worth about 5.7 new labels" in clean_new.reason
+    assert "new labels arriving at 0.0% noise" in clean_new.reason
+    noisy_new = advise(known_table(), new_label_noise=0.3, **kwargs)
+    assert "new labels do not raise the predicted accuracy" in noisy_new.reason
+
+
+# -- measured means done runs of the noise model asked about ---------------------------------
+
+
+def test_failed_cells_and_other_noise_models_are_not_measured() -> None:
+    table = known_table().assign(noise_model="uniform")
+    failed = table["train_size"] == 8000
+    table.loc[failed, "status"] = "failed"
+    table.loc[failed, "eval_accuracy"] = np.nan
+    t = noisegrid.tradeoff(table, size=8000, noise=0.1)
+    assert not t.in_grid and t.where().startswith("Extrapolating beyond the measured grid")
+    with pytest.raises(AnalysisError, match=r"sizes 1,000–4,000, noise 0%–20%, the done runs"):
+        advise(table, size=8000, noise=0.1, n_bootstrap=0, **QUESTION)
+
+    # A second noise model measured only up to 2,000 examples: 4,000 is extrapolated for it.
+    pair = known_table([1000, 2000]).assign(noise_model="pair")
+    both = pd.concat([known_table().assign(noise_model="uniform"), pair], ignore_index=True)
+    assert noisegrid.tradeoff(both, size=4000, noise=0.1, noise_model="uniform").in_grid
+    assert not noisegrid.tradeoff(both, size=4000, noise=0.1, noise_model="pair").in_grid
+    with pytest.raises(AnalysisError, match="lies outside the measured grid"):
+        advise(both, size=4000, noise=0.1, noise_model="pair", n_bootstrap=0, **QUESTION)
+
+
+def test_reviews_find_no_wrong_label_where_there_is_none() -> None:
+    result = advise(known_table(), size=2000, noise=0.0, n_bootstrap=0, **QUESTION)
+    assert "no label is wrong, so a review fixes nothing" in result.reason
+    assert "95% wrong" not in result.reason and "80% wrong" not in result.reason
+    assert (result.table["n_fixed"] == 0).all()
+    assert result.best == "collect"

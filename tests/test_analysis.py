@@ -670,3 +670,50 @@ def test_a_perfect_cell_lies_inside_its_own_interval():
     cells = cell_summary(table)
     assert (cells["ci_low_pct"] <= cells["accuracy_pct"]).all()
     assert (cells["accuracy_pct"] <= cells["ci_high_pct"]).all()
+
+
+def test_cross_validation_folds_never_start_from_the_full_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seeding a fold's fit with the full-data fit hands it the held-out cell (a leak that
+    # favours the nonlinear surfaces): every fit of the comparison starts from its own data.
+    from noisegrid.analysis import analyze, surfaces
+
+    starts: list[object] = []
+    for cls in (
+        surfaces._LinearCandidate,
+        surfaces._PowerCandidate,
+        surfaces._PowerSignalCandidate,
+    ):
+        original = cls.fit
+
+        def fit(self, n, eta, y, start=None, _original=original):  # type: ignore[no-untyped-def]
+            starts.append(start)
+            return _original(self, n, eta, y, start=start)
+
+        monkeypatch.setattr(cls, "fit", fit)
+    rows = [
+        {"train_size": n, "noise_level": e, "seed": s, "status": "done",
+         "eval_accuracy": 0.6 + 0.03 * np.log(n / 1000) - 0.4 * e + 0.002 * s}
+        for n in (1000, 2000, 4000, 8000) for e in (0.0, 0.1, 0.2) for s in (0, 1)
+    ]  # fmt: skip
+    analyze(pd.DataFrame(rows), n_bootstrap=0)
+    assert starts and all(s is None for s in starts)
+
+
+def test_no_fitted_accuracy_inside_the_grid_passes_100_percent() -> None:
+    from noisegrid.analysis import analyze, tradeoff
+
+    rows = [
+        {"train_size": n, "noise_level": e, "seed": s, "status": "done",
+         "eval_accuracy": min(1.0, 0.96 + 0.05 * np.log(n / 1000) - 0.4 * e + 0.003 * s)}
+        for n in (1000, 2000, 4000, 8000) for e in (0.0, 0.1, 0.2) for s in (0, 1, 2)
+    ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    analysis = analyze(table, n_bootstrap=50)
+    nma = analysis.by_noise_model[analysis.noise_models[0]]
+    raw = nma.best.predict(8000.0, 0.0)[0]
+    assert raw > 100  # the surface overshoots at the grid's edge ...
+    lr = nma.local_rates
+    assert lr["accuracy_pct"].max() <= 100 and lr["accuracy_high_pct"].max() <= 100
+    assert tradeoff(table, size=8000, noise=0.0).accuracy_pct <= 100  # ... what is shown does not

@@ -15,13 +15,20 @@ from typer.testing import CliRunner
 
 import noisegrid
 from conftest import synthetic_frame
-from noisegrid.analysis.audit import AuditResult, audit, load_audit
+from noisegrid.auditing import AuditResult, audit, load_audit
 from noisegrid.cli import app
 from noisegrid.errors import ConfigError, DataError, MissingDependencyError
+from noisegrid.report import save_audit
 
 pytest.importorskip("cleanlab")
 
 HEADLINE = re.compile(r"^estimated label noise: \d+\.\d% \(95% CI \d+\.\d–\d+\.\d%\)$")
+"""The headline without a calibration: the raw count."""
+CALIBRATED = re.compile(
+    r"^label noise: \d+\.\d% calibrated( \(95% CI \d+\.\d–\d+\.\d%\))?, an upper bound; raw "
+    r"count \d+\.\d% \(95% CI \d+\.\d–\d+\.\d%\); cross-validated accuracy \d+\.\d%$"
+)
+"""The headline with one: the calibrated estimate, the raw count and the model's accuracy."""
 
 
 def imbalanced_texts(
@@ -125,7 +132,7 @@ def test_reproducible_and_save_load_round_trip(tmp_path: Path) -> None:
     assert first.noise_rate == again.noise_rate
     pd.testing.assert_frame_equal(first.suspects, again.suspects)
 
-    written = first.save(tmp_path / "audit")
+    written = save_audit(first, tmp_path / "audit")
     names = {p.name for p in written}
     assert {
         "suspects.csv",
@@ -221,7 +228,7 @@ def test_cli_audit_prints_the_estimate_first_and_writes_files(
     result = runner.invoke(app, ["audit", str(cfg), "--out", str(out), "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert HEADLINE.match(lines[0]), lines[0]
+    assert CALIBRATED.match(lines[0]), lines[0]
     assert "calibration (uniform noise injected" in result.stdout
     assert (out / "suspects.csv").is_file() and (out / "calibration.png").is_file()
     per_class = pd.read_csv(out / "per_class.csv")
@@ -288,3 +295,35 @@ def test_embed_backend_audit(
     assert 0.0 <= result.noise_rate.estimate <= 1.0
     assert set(result.calibration["injected"]) == {0.0, 0.1}
     assert (tmp_path / "cache" / "embeddings").is_dir()  # embeddings are cached for reuse
+
+
+# -- the calibrated headline ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.1, 0.2])
+def test_the_calibrated_interval_holds_the_known_noise_and_the_raw_count_sits_beside_it(
+    rate: float,
+) -> None:
+    texts, labels, _, flipped = imbalanced_texts(rate=rate)
+    result = audit(texts, labels, n_bootstrap=100)
+    cal = result.calibrated_noise_rate
+    truth = float(flipped.mean())
+    assert cal.low <= truth <= cal.high
+    assert 0 <= cal.estimate < 1 - 1 / 3
+    assert result.noise_estimate == cal.estimate
+    head = result.headline()
+    assert CALIBRATED.match(head), head
+    assert f"raw count {100 * result.noise_rate.estimate:.1f}%" in head
+    assert f"cross-validated accuracy {100 * result.cv_accuracy:.1f}%" in head
+    assert "mixes label errors with hard examples" in result.describe().splitlines()[1]
+    assert len(result.reference_curve) == len(result.calibration)
+
+
+def test_the_calibrated_estimate_survives_save_and_load(tmp_path: Path) -> None:
+    texts, labels, _, _ = imbalanced_texts(rate=0.1)
+    result = audit(texts, labels, calibration_rates=(0.1, 0.2), n_bootstrap=20)
+    loaded = load_audit(result.save(tmp_path)[0].parent)
+    assert loaded.calibrated_noise_rate == result.calibrated_noise_rate
+    assert loaded.reference_curve == result.reference_curve
+    assert loaded.cv_accuracy == result.cv_accuracy
+    assert loaded.headline() == result.headline()

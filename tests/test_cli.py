@@ -306,3 +306,20 @@ def test_help_starts_without_the_numeric_stack() -> None:
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     heavy = {"numpy", "pandas", "sklearn", "scipy", "noisegrid.config", "rich.markdown"}
     assert imported & heavy == set()
+
+
+def test_status_loads_no_model_library(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    # Listing the backends for the fingerprint registers them without building a model:
+    # scikit-learn (and torch) load only when a cell runs.
+    cfg = write_config(tmp_path / "data")
+    code = (
+        "import sys\n"
+        "from noisegrid.cli import app\n"
+        f"try:\n    app(['status', {str(cfg)!r}])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('sklearn', 'torch') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

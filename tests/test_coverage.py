@@ -18,16 +18,16 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 import synthetic as syn
-from noisegrid.analysis import _focus_cell, analyze
-from noisegrid.analysis.rates import ONE_SEED_NOTE, _rate_interval
-from noisegrid.analysis.regression import _fieller, _reference
+from noisegrid.analysis import analyze, focus_cell
+from noisegrid.analysis.rates import ONE_SEED_NOTE, rate_interval
+from noisegrid.analysis.regression import fieller_interval, fit_reference
 
 N_GRIDS = 200
 N_BOOTSTRAP = 100
 
 
 def _truths() -> tuple[tuple[int, float], float, float]:
-    focus = _focus_cell(syn.LAPTOP_SIZES, syn.LAPTOP_NOISE)
+    focus = focus_cell(syn.LAPTOP_SIZES, syn.LAPTOP_NOISE)
     assert focus is not None
     n, eta = (a.ravel().astype(float) for a in np.meshgrid(*_grid(), indexing="ij"))
     plane = np.column_stack([np.ones_like(n), n / 1000, 100 * eta])
@@ -58,9 +58,9 @@ def test_three_seed_intervals_cover_the_truth_at_least_90_percent_of_the_time():
         table = syn.synthetic_table(syn.laptop_surface, syn.seed_errors(*_grid(), 3, rng))
         fit = syn.fit_surface(table, "log_size_interaction", n_bootstrap=N_BOOTSTRAP, rng=rng)
         assert fit.resampling is not None and fit.resampling.unit == "seed"
-        _, low, high = _rate_interval(fit, n, eta, 0.95)
+        _, low, high = rate_interval(fit, n, eta, 0.95)
         local += bool(low[0] <= truth <= high[0])
-        rate = _reference(table, 0.95, "auto").exchange_rate
+        rate = fit_reference(table, 0.95, "auto").exchange_rate
         assert rate is not None and rate.method.startswith("Fieller, clustered by seed")
         reference += bool(rate.low <= truth_plane <= rate.high)
     assert local / N_GRIDS >= 0.90
@@ -78,7 +78,7 @@ def test_one_seed_cell_bootstrap_misses_replication_and_says_so():
         table = syn.synthetic_table(syn.laptop_surface, syn.seed_errors(*_grid(), 1, rng))
         fit = syn.fit_surface(table, "log_size_interaction", n_bootstrap=N_BOOTSTRAP, rng=rng)
         assert fit.resampling is not None and fit.resampling.unit == "cell"
-        _, low, high = _rate_interval(fit, n, eta, 0.95)
+        _, low, high = rate_interval(fit, n, eta, 0.95)
         hits += bool(low[0] <= truth <= high[0])
     assert hits / (N_GRIDS // 2) < 0.90
     table = syn.synthetic_table(syn.laptop_surface, syn.seed_errors(*_grid(), 1, rng))
@@ -94,7 +94,7 @@ def test_one_seed_cell_bootstrap_misses_replication_and_says_so():
 
 def test_fieller_interval_solves_its_quadratic():
     a, b, v_aa, v_ab, v_bb, q = 3.0, 1.5, 0.4, -0.05, 0.09, 2.0
-    low, high = _fieller(np.array([a]), np.array([b]), v_aa, v_ab, v_bb, q)
+    low, high = fieller_interval(np.array([a]), np.array([b]), v_aa, v_ab, v_bb, q)
     for r in (low[0], high[0]):
         # On the bounds the pivot (a − r·b)/se(a − r·b) equals the quantile.
         assert (a - r * b) ** 2 == pytest.approx(q * q * (v_aa - 2 * r * v_ab + r * r * v_bb))
@@ -104,14 +104,14 @@ def test_fieller_interval_solves_its_quadratic():
 
 
 def test_fieller_interval_is_unbounded_when_the_denominator_is_not_significant():
-    low, high = _fieller(np.array([3.0]), np.array([0.2]), 0.4, 0.0, 0.04, 1.96)
+    low, high = fieller_interval(np.array([3.0]), np.array([0.2]), 0.4, 0.0, 0.04, 1.96)
     assert low[0] == -math.inf and high[0] == math.inf
 
 
 def test_reference_rate_uses_fieller_with_seed_clustered_covariance():
     rng = np.random.default_rng(3)
     table = syn.synthetic_table(syn.laptop_surface, syn.seed_errors(*_grid(), 3, rng))
-    ref = _reference(table, 0.95, "auto")
+    ref = fit_reference(table, 0.95, "auto")
     data = pd.DataFrame(
         {
             "eval_accuracy_pct": table["eval_accuracy"] * 100,
@@ -152,7 +152,7 @@ def test_unbounded_reference_rate_is_said_not_printed_as_a_number():
         sizes=sizes,
         noise=noise,
     )
-    ref = _reference(table, 0.95, "auto")
+    ref = fit_reference(table, 0.95, "auto")
     rate = ref.exchange_rate
     assert rate is not None and rate.unbounded
     assert rate.ci_text() == "95% CI unbounded"

@@ -1,19 +1,21 @@
-"""The package's layout: no import cycles between its modules, and every module imports alone.
+"""The package's layout: every module imports alone, and no module grows past a screenful of them.
 
-The spec (``config``) is the ground floor and imports only ``errors``; plug-ins validate their
-options one floor up (``plugins``). Lazy imports inside functions count as edges too: a cycle
-through them is still a cycle in the design, only hidden until run time.
+Which module may import which (the floors, and the siblings that must not know each other) is
+declared as import-linter contracts in ``pyproject.toml`` and checked by ``make lint``
+(``lint-imports``), type-only and lazy imports included.
 """
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "noisegrid"
+MAX_LINES = 900
+# Being rewritten as a whole; it comes back under the limit with its replacement.
+LONG_ALLOWED = ("backends/finetune/",)
 
 
 def _modules() -> dict[str, Path]:
@@ -25,61 +27,14 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
-def _import_edges(mods: dict[str, Path]) -> dict[str, set[str]]:
-    """Module → the package modules it imports (``TYPE_CHECKING`` blocks aside)."""
-    edges: dict[str, set[str]] = {m: set() for m in mods}
-    for name, path in mods.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        typing_only: set[int] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                typing_only |= {id(n) for n in ast.walk(node)}
-        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    parts = here[: len(here) - node.level + 1] + (
-                        [node.module] if node.module else []
-                    )
-                    base = ".".join(parts)
-                else:
-                    base = node.module or ""
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            edges[name].update(t for t in targets if t in mods and t != name)
-    return edges
-
-
-def _cycles(edges: dict[str, set[str]]) -> list[str]:
-    def reach(start: str) -> set[str]:
-        seen: set[str] = set()
-        todo = [start]
-        while todo:
-            for nxt in edges[todo.pop()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-
-    return sorted(m for m in edges if m in reach(m))
-
-
-def test_no_import_cycles_in_the_package() -> None:
-    edges = _import_edges(_modules())
-    assert _cycles(edges) == []
-
-
-def test_the_cycle_check_finds_a_cycle() -> None:
-    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == ["a", "b"]
-
-
-def test_config_is_the_ground_floor() -> None:
-    edges = _import_edges(_modules())
-    assert edges["noisegrid.config"] <= {"noisegrid.errors"}
+def test_no_module_over_the_line_limit() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in _modules().values()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        and not str(path.relative_to(PACKAGE)).startswith(LONG_ALLOWED)
+    }
+    assert long == {}
 
 
 def test_every_module_imports_on_its_own() -> None:

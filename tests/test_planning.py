@@ -51,7 +51,7 @@ def finetune_spec(tiny_model: Path, tmp_path: Path) -> Callable[..., ExperimentS
 
 
 def test_plan_counts_the_batches_the_run_will_train(finetune_spec, tmp_path: Path) -> None:
-    from noisegrid.runner import Worker
+    from noisegrid.worker import Worker
 
     spec = finetune_spec()
     plan = plan_experiment(spec, probe_seconds=10, gpu_hour_cost=3.0)
@@ -81,7 +81,7 @@ def test_plan_counts_the_batches_the_run_will_train(finetune_spec, tmp_path: Pat
 
 def _groups(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
     from noisegrid.grid import expand_grid
-    from noisegrid.runner import plan_groups
+    from noisegrid.worker import plan_groups
 
     return plan_groups(spec, expand_grid(spec))
 

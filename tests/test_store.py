@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from noisegrid import Cell, ExperimentSpec, ResultStore, StoreError
-from noisegrid.runner import CellResult
+from noisegrid.records import CellResult
 
 
 def result(cell: Cell, status: str = "done", acc: float = 0.8) -> CellResult:

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     __version__: str
 
+    from .advising import advise
     from .analysis import Analysis, TradeoffResult, analyze, tradeoff
-    from .analysis.advise import AdviceResult, advise
-    from .analysis.audit import AuditResult, audit, load_audit
+    from .analysis.advise import AdviceResult
+    from .auditing import AuditResult, audit, load_audit
     from .config import ExperimentSpec, load_spec
     from .data import Corpus, Split, check_corpus, load_corpus
     from .errors import (
@@ -40,11 +41,13 @@ if TYPE_CHECKING:
     from .grid import Cell, expand_grid
     from .noise import FlipPlan, NoiseModel, NoisyLabels, apply_plan, inject_noise
     from .planning import ExperimentPlan, plan_experiment
+    from .records import CellResult
     from .report import build_report
     from .results import experiment_status, export_results, load_results
-    from .runner import CellResult, RunSummary, Worker, run_experiment
+    from .runner import RunSummary, run_experiment
     from .sampling import subsample_per_class
     from .store import ResultStore
+    from .worker import Worker
 
 # Every public name loads on first use, from the module that defines it. Importing the package
 # then costs almost nothing, so the command line starts fast (``noisegrid status --help`` needs
@@ -81,17 +84,17 @@ _LAZY = {
     "build_report": "report",
     "ExperimentPlan": "planning",
     "plan_experiment": "planning",
-    "AuditResult": "analysis.audit",
-    "audit": "analysis.audit",
-    "load_audit": "analysis.audit",
+    "AuditResult": "auditing",
+    "audit": "auditing",
+    "load_audit": "auditing",
     "AdviceResult": "analysis.advise",
-    "advise": "analysis.advise",
+    "advise": "advising",
     "experiment_status": "results",
     "export_results": "results",
     "load_results": "results",
-    "CellResult": "runner",
+    "CellResult": "records",
     "RunSummary": "runner",
-    "Worker": "runner",
+    "Worker": "worker",
     "run_experiment": "runner",
     "subsample_per_class": "sampling",
     "ResultStore": "store",

@@ -138,11 +138,11 @@ def _setup_logging(quiet: bool) -> None:
     )
 
 
-def _echo_and_save(result: Any, out: Path | None) -> None:
+def _echo_and_save(result: Any, out: Path | None, save: Callable[[Any, Path], list[Path]]) -> None:
     """Print a result's description and, with ``--out``, save its files there and say which."""
     typer.echo(result.describe())
     if out is not None:
-        written = result.save(out)
+        written = save(result, out)
         typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
 
 
@@ -314,8 +314,8 @@ def audit(
     set_: SetOpt = None,
 ) -> None:
     """Estimate the noise in the dataset's own labels and list the labels most likely wrong."""
-    from .analysis.audit import DEFAULT_CALIBRATION_RATES, DEFAULT_SAMPLE
-    from .analysis.audit import audit as run_audit
+    from .auditing import DEFAULT_CALIBRATION_RATES, DEFAULT_SAMPLE
+    from .auditing import audit as run_audit
 
     if full and sample is not None:
         raise ConfigError("give --sample N or --full, not both")
@@ -329,7 +329,9 @@ def audit(
         n_bootstrap=bootstrap,
         seed=seed,
     )
-    _echo_and_save(result, out)
+    from .report import save_audit
+
+    _echo_and_save(result, out, save_audit)
 
 
 @app.command()
@@ -380,7 +382,7 @@ def advise(
     store: StoreOpt = None,
 ) -> None:
     """Collect new labels, review suspected wrong ones, or mix: what the budget buys."""
-    from .analysis.advise import advise as run_advise
+    from .advising import advise as run_advise
 
     result = run_advise(
         config,
@@ -397,7 +399,9 @@ def advise(
         noise_model=noise_model,
         allow_extrapolation=allow_extrapolation,
     )
-    _echo_and_save(result, out)
+    from .report import save_advice
+
+    _echo_and_save(result, out, save_advice)
 
 
 @app.command()

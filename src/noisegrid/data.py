@@ -530,7 +530,7 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
 
     label_names = _label_names(train_df, test_df, spec)
     index = {name: i for i, name in enumerate(label_names)}
-    unseen = sorted(set(map(_label_key, test_df[spec.label_column])) - set(index))
+    unseen = sorted(set(map(label_key, test_df[spec.label_column])) - set(index))
     if unseen:
         raise DataError(
             f"split '{spec.test_split}' has labels that never occur in '{spec.train_split}': "
@@ -597,7 +597,7 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
             )
 
 
-def _label_key(value: Any) -> str:
+def label_key(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, np.integer):
@@ -609,7 +609,7 @@ def _label_names(
     train_df: pd.DataFrame, test_df: pd.DataFrame, spec: DatasetSpec
 ) -> tuple[str, ...]:
     declared = train_df.attrs.get("label_names")
-    present = {_label_key(v) for v in train_df[spec.label_column]}
+    present = {label_key(v) for v in train_df[spec.label_column]}
     if declared:
         # Keep the dataset's declared class order, minus classes the training split never uses.
         return tuple(n for n in map(str, declared) if n in present)
@@ -623,7 +623,7 @@ def _label_names(
 
 
 def _to_split(df: pd.DataFrame, spec: DatasetSpec, index: dict[str, int]) -> Split:
-    labels = np.fromiter((index[_label_key(v)] for v in df[spec.label_column]), dtype=np.int64)
+    labels = np.fromiter((index[label_key(v)] for v in df[spec.label_column]), dtype=np.int64)
     extra = df.drop(columns=[spec.text_column, spec.label_column]).reset_index(drop=True)
     return Split(texts=[str(t) for t in df[spec.text_column]], labels=labels, extra=extra)
 

@@ -1,7 +1,7 @@
 """Planning a run: what a grid will cost on this machine, before anything long starts.
 
 :func:`plan_experiment` checks the spec and the data exactly as ``noisegrid run`` does, expands
-the grid into the sibling groups the runner will hand out (:func:`~noisegrid.runner.plan_groups`),
+the grid into the sibling groups the runner will hand out (:func:`~noisegrid.worker.plan_groups`),
 and asks the backend to project each one (:meth:`~noisegrid.backends.Backend.plan_cost`): the
 optimiser steps and training tokens of a member, how the members stack, the memory a group needs,
 and its wall time, calibrated by a short timed probe unless ``probe=False``. It never touches the
@@ -19,8 +19,9 @@ from .data import resolve_test_size, texts_at
 from .errors import ConfigError
 from .evaluation import draw_test_sample
 from .grid import expand_grid
-from .runner import default_cache_dir, plan_groups, prepare_run
+from .runner import prepare_run
 from .sampling import subsample_per_class
+from .worker import default_cache_dir, plan_groups
 
 
 @dataclass

@@ -37,7 +37,7 @@ from .errors import StoreError
 
 if TYPE_CHECKING:
     from .config import ExperimentSpec
-    from .runner import CellResult
+    from .records import CellResult
 
 SCHEMA_VERSION = 1
 

@@ -17,14 +17,17 @@ counted and excluded). One module per method:
 - ``tradeoff.py``: the trade-off at one (size, noise) point (the engine of :func:`tradeoff`) and
   across noise models;
 - ``summary.py``: :class:`Analysis` and its plain-language summary;
+- ``advise.py``: the statistics of :func:`noisegrid.advise` (what a budget buys on the surface);
 - ``_types.py`` (the other result types) and ``_format.py`` (numbers in text) serve them all.
 
 :func:`analyze` (here) runs these steps for every noise model. A module imports only modules
-listed after it in this order, never one before it: ``summary``, ``tradeoff``, ``surfaces``,
-``rates``, ``regression``, ``cells``, ``_types``, ``_format``.
+listed after it in this order, never one before it: ``advise``, ``summary``, ``tradeoff``,
+``surfaces``, ``rates``, ``regression``, ``cells``, ``_types``, ``_format`` (an import-linter
+contract in ``pyproject.toml``). The package imports nothing else of noisegrid but ``errors``: no
+data loading, no backends, no report.
 
 Every table that holds several noise models is analysed per noise model. Accuracy is in percent
-(``_pct``) in every output; noise is a fraction in inputs (as in the table) and in points
+(``pct_text``) in every output; noise is a fraction in inputs (as in the table) and in points
 (percent) where the text says "point". The methods are described in ``docs/analysis.md``.
 """
 
@@ -37,8 +40,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError
-from ._format import _list_cells, _pct
 from ._format import format_number as format_number
+from ._format import list_cells, pct_text
 from ._types import (
     Coverage,
     Interval,
@@ -52,25 +55,25 @@ from ._types import FloatArray as FloatArray
 from .cells import NOISE_DECIMALS as NOISE_DECIMALS
 from .cells import REQUIRED_COLUMNS as REQUIRED_COLUMNS
 from .cells import (
-    _cell_summary,
-    _check_confidence,
-    _coverage,
-    _done,
-    _expected_grid,
-    _focus_cell,
-    _infer_n_classes,
-    _ordered_noise_models,
-    _pick_noise_model,
-    _pick_noise_model_from,
-    _prepare,
+    cell_stats,
     cell_summary,
+    check_confidence,
+    done_rows,
+    expected_grid,
+    focus_cell,
+    infer_n_classes,
+    measure_coverage,
+    ordered_noise_models,
+    pick_noise_model,
+    pick_noise_model_from,
+    prepare_table,
 )
-from .rates import ONE_SEED_NOTE, _local_rates
+from .rates import ONE_SEED_NOTE, compute_local_rates
 from .regression import REFERENCE_FORMULA as REFERENCE_FORMULA
-from .regression import _reference, reference_regression
+from .regression import fit_reference, reference_regression
 from .summary import Analysis
-from .surfaces import _fit_surfaces
-from .tradeoff import _compare_noise_models, _tradeoff_at
+from .surfaces import fit_surfaces
+from .tradeoff import compare_noise_models, tradeoff_at
 
 __all__ = [
     "Analysis",
@@ -143,27 +146,27 @@ def analyze(
     >>> round(result.by_noise_model["uniform"].reference.coef("noise_level_pct"), 3)
     -0.4
     """
-    _check_confidence(confidence)
+    check_confidence(confidence)
     if n_classes is not None and (not isinstance(n_classes, int | np.integer) or n_classes < 2):
         raise AnalysisError(f"n_classes must be an integer >= 2; got {n_classes!r}")
     if not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 0:
         raise AnalysisError(f"n_bootstrap must be an integer >= 0; got {n_bootstrap!r}")
-    df = _prepare(results)
+    df = prepare_table(results)
     if df.empty:
         raise AnalysisError(
             "the results table has no rows; run the grid first (noisegrid run CONFIG)"
         )
     general = []
     if n_classes is None:
-        n_classes = _infer_n_classes(df)
+        n_classes = infer_n_classes(df)
         if n_classes is None:
             n_classes = 2
             general.append(
                 "The number of classes is not recorded in the table; the effective-size surfaces "
                 "assume 2 (pass n_classes=... if that is wrong)."
             )
-    expected = _expected_grid(df, grid)
-    focus = _focus_cell(expected[0], expected[1])
+    expected = expected_grid(df, grid)
+    focus = focus_cell(expected[0], expected[1])
     rng = np.random.default_rng(seed)
     by_nm = {
         nm: _analyze_noise_model(
@@ -176,9 +179,9 @@ def analyze(
             confidence=confidence,
             rng=rng,
         )
-        for nm in _ordered_noise_models(df)
+        for nm in ordered_noise_models(df)
     }
-    comparison = _compare_noise_models(by_nm, focus) if len(by_nm) > 1 else None
+    comparison = compare_noise_models(by_nm, focus) if len(by_nm) > 1 else None
     return Analysis(
         results=df,
         by_noise_model=by_nm,
@@ -247,15 +250,15 @@ def tradeoff(
             f"noise must be a fraction in [0, 1 − 1/K) (K classes) such as 0.1; got {noise!r}"
         )
     if isinstance(results, Analysis):
-        nm = _pick_noise_model_from(results.noise_models, noise_model)
+        nm = pick_noise_model_from(results.noise_models, noise_model)
         nma = results.by_noise_model[nm]
         _check_noise(float(noise), results.n_classes, nma.coverage.noise_levels)
     else:
         # Only the chosen noise model is analysed (and a bad name or noise rate fails before
         # any fitting).
-        table = _prepare(results)
-        nm = _pick_noise_model(table, noise_model)
-        k = n_classes or _infer_n_classes(table) or 2
+        table = prepare_table(results)
+        nm = pick_noise_model(table, noise_model)
+        k = n_classes or infer_n_classes(table) or 2
         levels = table.loc[table["noise_model"] == nm, "noise_level"]
         _check_noise(float(noise), int(k), tuple(float(v) for v in levels))
         analysis = analyze(
@@ -270,7 +273,7 @@ def tradeoff(
         raise AnalysisError(
             f"cannot compute an exchange rate for noise model '{nm}': {nma.surface_skipped}"
         )
-    return _tradeoff_at(nma, int(size), float(noise))
+    return tradeoff_at(nma, int(size), float(noise))
 
 
 def _check_noise(noise: float, n_classes: int, grid_levels: tuple[float, ...]) -> None:
@@ -278,7 +281,7 @@ def _check_noise(noise: float, n_classes: int, grid_levels: tuple[float, ...]) -
     limit = 1 - 1 / n_classes
     if 0 <= noise < limit:
         return
-    top = f"; the measured grid stops at {_pct(max(grid_levels))}" if grid_levels else ""
+    top = f"; the measured grid stops at {pct_text(max(grid_levels))}" if grid_levels else ""
     if 1 <= noise < 100:
         hint = f"{top}; did you mean {noise / 100:g} ({noise:g}%)?"
     elif limit <= noise < 1:
@@ -307,25 +310,25 @@ def _analyze_noise_model(
     confidence: float,
     rng: np.random.Generator,
 ) -> NoiseModelAnalysis:
-    coverage = _coverage(df, expected)
-    cells = _cell_summary(df, confidence).drop(columns="noise_model")
-    done = _done(df)
-    reference = _reference(done, confidence, "auto")
-    surfaces, best, skipped, form_fixed = _fit_surfaces(
+    coverage = measure_coverage(df, expected)
+    cells = cell_stats(df, confidence).drop(columns="noise_model")
+    done = done_rows(df)
+    reference = fit_reference(done, confidence, "auto")
+    surfaces, best, skipped, form_fixed = fit_surfaces(
         done, n_classes=n_classes, n_bootstrap=n_bootstrap, rng=rng, focus=focus
     )
-    local = _local_rates(best, expected, cells, confidence)
+    local = compute_local_rates(best, expected, cells, confidence)
 
     notes = []
     if coverage.n_failed:
         notes.append(
             f"{coverage.n_failed} failed run(s) are excluded from every statistic "
-            f"({_list_cells(coverage.failed, 5, expected)})."
+            f"({list_cells(coverage.failed, 5, expected)})."
         )
     if coverage.n_missing:
         notes.append(
             f"{coverage.n_missing} run(s) of the grid are not in the table yet "
-            f"({_list_cells(coverage.missing, 5, expected)}); the analysis uses what is there."
+            f"({list_cells(coverage.missing, 5, expected)}); the analysis uses what is there."
         )
     n_seeds = done["seed"].nunique()
     if n_seeds == 1:

@@ -25,15 +25,15 @@ def format_number(x: float) -> str:
     return f"{x:.1f}"
 
 
-def _pct(eta: float) -> str:
+def pct_text(eta: float) -> str:
     return f"{eta * 100:g}%"
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     return f"{int(n):,}"
 
 
-def _list_cells(
+def list_cells(
     cells: pd.DataFrame,
     max_items: int,
     grid: tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]] | None = None,
@@ -55,13 +55,13 @@ def _list_cells(
             float(e) for e, k in zip(per_noise.index, per_noise, strict=True) if k == full
         ]
         if remaining_sizes > 1:
-            items += [f"noise {_pct(e)} at every size" for e in full_noise]
+            items += [f"noise {pct_text(e)} at every size" for e in full_noise]
             rest = rest[~rest["noise_level"].isin(full_noise)]
     all_seeds = set(grid[2]) if grid is not None else None
     groups = rest.groupby(["train_size", "noise_level"], sort=True)["seed"].apply(list)
     for key, seeds_here in groups.items():
         n, eta = cast(tuple[int, float], key)
-        text = f"{int(n):,} @ {_pct(float(eta))}"
+        text = f"{int(n):,} @ {pct_text(float(eta))}"
         if len(seeds_here) > 1 and all_seeds is not None and set(seeds_here) == all_seeds:
             text += " (every seed)"
         else:

@@ -4,8 +4,8 @@ Frozen dataclasses returned by the public functions: :class:`Interval`, :class:`
 :class:`RegressionResult`, :class:`Resampling`, :class:`SurfaceFit`, :class:`NoiseModelAnalysis`
 and :class:`TradeoffResult`. The whole-table :class:`~noisegrid.analysis.Analysis` lives in
 ``summary.py``, because its summary needs the trade-off queries, which sit above these types.
-``_Candidate`` is here because a :class:`SurfaceFit` holds one; the candidates themselves are in
-``surfaces.py``.
+``SurfaceCandidate`` is here because a :class:`SurfaceFit` holds one; the candidates themselves
+are in ``surfaces.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._format import _list_cells, _pct, format_number
+from ._format import format_number, list_cells, pct_text
 
 __all__ = [
     "Coverage",
@@ -70,6 +70,25 @@ class Interval:
         """Whether the interval is the whole line (a ratio whose denominator may be zero)."""
         return self.low == -math.inf and self.high == math.inf
 
+    @property
+    def determined(self) -> bool:
+        """Whether a rate's interval pins its sign and size: finite, and not through zero.
+
+        A ratio whose interval reaches zero or infinity (``−112 to 63,132`` labels) is not a
+        range of label counts: the data are consistent with no effect, or with any.
+        """
+        if math.isnan(self.low) or math.isnan(self.high):
+            return True  # no interval: nothing to say about it
+        finite = math.isfinite(self.low) and math.isfinite(self.high)
+        return finite and not self.low <= 0 <= self.high
+
+    def rate_ci_text(self) -> str:
+        """:meth:`ci_text`, or ``"the grid does not determine the rate"`` when not
+        :attr:`determined`."""
+        if not self.determined:
+            return "the grid does not determine the rate"
+        return self.ci_text()
+
     def ci_text(self) -> str:
         """The interval alone, e.g. ``"95% CI 430 to 498"``; empty when there is none."""
         if math.isnan(self.low) and math.isnan(self.high):
@@ -100,6 +119,9 @@ class Coverage:
         ``train_size``, ``noise_level``, ``seed`` of the missing runs.
     failed : pandas.DataFrame
         ``train_size``, ``noise_level``, ``seed``, ``error`` of the failed runs.
+    measured_sizes, measured_noise_levels : tuple
+        The sizes and noise levels of this noise model's *done* runs: what was measured. A point
+        outside their range is extrapolated, whatever the spec's grid or failed runs hold.
     """
 
     sizes: tuple[int, ...]
@@ -111,6 +133,22 @@ class Coverage:
     n_missing: int
     missing: pd.DataFrame = field(repr=False)
     failed: pd.DataFrame = field(repr=False)
+    measured_sizes: tuple[int, ...] = ()
+    measured_noise_levels: tuple[float, ...] = ()
+
+    def measured(self, size: float, noise: float) -> bool:
+        """Whether (size, noise) lies within the range of the done runs (no extrapolation)."""
+        s, e = self.measured_sizes, self.measured_noise_levels
+        return bool(
+            s and e and min(s) <= size <= max(s) and min(e) - 1e-12 <= noise <= max(e) + 1e-12
+        )
+
+    def measured_text(self) -> str:
+        """E.g. ``"sizes 1,000–5,000, noise 0%–20%"``; ``"nothing"`` without done runs."""
+        s, e = self.measured_sizes, self.measured_noise_levels
+        if not s or not e:
+            return "nothing (no done runs)"
+        return f"sizes {min(s):,}–{max(s):,}, noise {pct_text(min(e))}–{pct_text(max(e))}"
 
     @property
     def _grid(self) -> tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
@@ -121,10 +159,10 @@ class Coverage:
         text = f"{self.n_done} of {self.n_expected} runs done"
         parts = []
         if self.n_failed:
-            failed = _list_cells(self.failed, max_items, self._grid)
+            failed = list_cells(self.failed, max_items, self._grid)
             parts.append(f"{self.n_failed} failed ({failed})")
         if self.n_missing:
-            missing = _list_cells(self.missing, max_items, self._grid)
+            missing = list_cells(self.missing, max_items, self._grid)
             parts.append(f"{self.n_missing} not run yet ({missing})")
         if parts:
             text += "; " + "; ".join(parts)
@@ -263,7 +301,7 @@ class SurfaceFit:
     params: FloatArray
     boot_params: FloatArray
     cv_rmse: float
-    candidate: _Candidate = field(repr=False)
+    candidate: SurfaceCandidate = field(repr=False)
     resampling: Resampling | None = None
     label: str = ""
 
@@ -278,13 +316,13 @@ class SurfaceFit:
 
     def predict(self, train_size: Any, noise_level: Any) -> FloatArray:
         """Predicted accuracy in percent at sizes (examples) and noise levels (fractions)."""
-        n, eta = _broadcast(train_size, noise_level)
+        n, eta = broadcast(train_size, noise_level)
         return self.candidate.predict(self.params, n, eta)
 
     def exchange_rate(self, train_size: Any, noise_level: Any) -> FloatArray:
         """Marginal exchange rate: −(∂acc/∂p)/(∂acc/∂n), examples per point of noise there."""
-        n, eta = _broadcast(train_size, noise_level)
-        return _local_rate(self.candidate, self.params, n, eta)
+        n, eta = broadcast(train_size, noise_level)
+        return local_rate(self.candidate, self.params, n, eta)
 
 
 @dataclass(frozen=True, eq=False)
@@ -406,14 +444,14 @@ class TradeoffResult:
         wrong = self.n_wrong_labels
         if wrong >= 100:
             per100 = k.scaled(100)
-            ci = f" ({per100.ci_text()})" if per100.ci_text() else ""
+            ci = f" ({per100.rate_ci_text()})" if per100.rate_ci_text() else ""
             worth = format_number(per100.estimate)
             return f"correcting 100 labels is worth about {worth} new labels{ci}"
-        ci = f" ({k.ci_text()})" if k.ci_text() else ""
+        ci = f" ({k.rate_ci_text()})" if k.rate_ci_text() else ""
         one = f"about {format_number(k.estimate)} new labels{ci}"
         if wrong == 0:
             return (
-                f"no label is wrong at {_pct(self.noise)} noise; once labels are wrong, "
+                f"no label is wrong at {pct_text(self.noise)} noise; once labels are wrong, "
                 f"correcting one would be worth {one}"
             )
         if wrong == 1:
@@ -422,7 +460,7 @@ class TradeoffResult:
 
     def where(self) -> str:
         """``At 3,000 examples and 12.5% noise``; a point outside the grid says it extrapolates."""
-        point = f"{self.size:,} examples and {_pct(self.noise)} noise"
+        point = f"{self.size:,} examples and {pct_text(self.noise)} noise"
         return (
             f"At {point}" if self.in_grid else f"Extrapolating beyond the measured grid to {point}"
         )
@@ -437,7 +475,7 @@ class TradeoffResult:
             f"  surface: {surface}.",
             f"  one point of noise = {format_number(self.labels_per_noise_point)} wrong labels; "
             f"at the margin it costs as much accuracy as {format_number(r.estimate)} examples "
-            f"(the marginal exchange rate; {r.ci_text() or 'no interval'}; {r.method}).",
+            f"(the marginal exchange rate; {r.rate_ci_text() or 'no interval'}; {r.method}).",
             f"  {correction[0].upper()}{correction[1:]}"
             + (
                 f", i.e. {format_number(k.estimate)} new labels per corrected label."
@@ -491,7 +529,7 @@ def differs(exact: float, marginal: float) -> bool:
 # point, p = 100 eta). The local exchange rate is r = -(d acc/d p) / (d acc/d n).
 
 
-class _Candidate:
+class SurfaceCandidate:
     name: str = ""
     label: str = ""
     """The form in plain words, for sentences (the name is an identifier)."""
@@ -535,14 +573,16 @@ class _Candidate:
         raise NotImplementedError
 
 
-def _local_rate(cand: _Candidate, params: FloatArray, n: FloatArray, eta: FloatArray) -> FloatArray:
+def local_rate(
+    cand: SurfaceCandidate, params: FloatArray, n: FloatArray, eta: FloatArray
+) -> FloatArray:
     d_size, d_noise = cand.slopes(params, n, eta)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(d_size > 0, -d_noise / d_size, np.where(d_noise < 0, np.inf, np.nan))
     return np.asarray(rate, dtype=float)
 
 
-def _broadcast(train_size: Any, noise_level: Any) -> tuple[FloatArray, FloatArray]:
+def broadcast(train_size: Any, noise_level: Any) -> tuple[FloatArray, FloatArray]:
     n, eta = np.broadcast_arrays(
         np.asarray(train_size, dtype=float), np.asarray(noise_level, dtype=float)
     )

@@ -1,13 +1,13 @@
 """Advice: spend a budget on new labels, on reviewing suspected wrong labels, or on a mix?
 
-:func:`advise` prices three ways of spending a budget ``X`` on a dataset of ``N`` labels with
+:func:`price_budget` prices three ways of spending a budget ``X`` on a dataset of ``N`` labels with
 noise rate ``P``, using the grid's fitted accuracy surface (with its bootstrap uncertainty):
 
 - **collect**: ``X / A`` new labels at ``A`` each, arriving at the current noise rate (or
   ``new_label_noise``);
 - **clean**: ``X / B`` reviews at ``B`` each of the audit's top suspects; a review fixes a label
   when the label was wrong, which happens at the precision the audit's calibration measured at
-  that depth of the suspect list (:meth:`~noisegrid.analysis.audit.AuditResult.review_precision`);
+  that depth of the suspect list (:meth:`~noisegrid.auditing.AuditResult.review_precision`);
 - **mix**: the share of the budget spent on reviews (the rest on new labels) that maximises the
   predicted accuracy.
 
@@ -22,18 +22,27 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError, ConfigError
+from ._types import NoiseModelAnalysis, Resampling, SurfaceFit
+from .cells import done_rows, pick_noise_model_from
+from .rates import ONE_SEED_NOTE, bootstrap_fits, t_interval
+from .summary import Analysis
 
-if TYPE_CHECKING:
-    from ..config import ExperimentSpec
-    from .audit import AuditResult
-
-__all__ = ["STRATEGIES", "AdviceResult", "advise"]
+__all__ = [
+    "STRATEGIES",
+    "AdviceResult",
+    "check_in_grid",
+    "check_money",
+    "check_noise_bound",
+    "check_point",
+    "noise_model_analysis",
+    "price_budget",
+]
 
 STRATEGIES = ("collect", "clean", "mix")
 """``collect``: new labels only; ``clean``: reviews only; ``mix``: the best split of the two."""
@@ -110,7 +119,7 @@ class AdviceResult:
         lines = [self.recommendation, self.reason, ""]
         est, lo, hi = self.baseline
         lines.append(
-            f"now: {self.size:,} labels at {_pct(self.noise)} noise, predicted accuracy "
+            f"now: {self.size:,} labels at {pct(self.noise)} noise, predicted accuracy "
             f"{est:.1f}%{_ci(lo, hi, self.confidence)} (surface {self.surface}, "
             f"{self.noise_model} noise); review precision from {self.review_source}"
         )
@@ -125,8 +134,11 @@ class AdviceResult:
     def money(self, x: float) -> str:
         return _money(x, self.currency)
 
-    def save(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
-        """Write ``advice.csv`` (the table), ``advice_curve.csv`` and ``advice.png``."""
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write ``advice.csv`` (the table), ``advice_curve.csv`` and ``advice.txt``.
+
+        The figure is drawn by :func:`noisegrid.report.save_advice`, which calls this.
+        """
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise AnalysisError(f"--out must be a folder; '{out}' is a file — pass a folder path")
@@ -135,191 +147,68 @@ class AdviceResult:
         self.curve.to_csv(out / "advice_curve.csv", index=False)
         (out / "advice.txt").write_text(self.describe() + "\n", encoding="utf-8")
         written = [out / "advice.csv", out / "advice_curve.csv", out / "advice.txt"]
-        if figure:
-            from ..report._advice import write_advice_png
-
-            written.append(write_advice_png(self, out / "advice.png"))
         return written
 
 
-def advise(
-    results: pd.DataFrame | Any,
+def price_budget(
+    analysis: Analysis,
+    nma: NoiseModelAnalysis,
     *,
-    label_cost: float | None = None,
-    review_cost: float | None = None,
-    budget: float | None = None,
-    size: int | None = None,
-    noise: float | None = None,
-    new_label_noise: float | None = None,
-    audit: AuditResult | str | Path | None = None,
-    review_precision: float | None = None,
-    noise_model: str | None = None,
-    overrides: Sequence[str] = (),
-    store: str | Path | None = None,
-    analysis: Any = None,
-    allow_extrapolation: bool = False,
-    audit_sample: int | None = None,
-    currency: str | None = None,
+    size: int,
+    noise: float,
+    new_label_noise: float,
+    label_cost: float,
+    review_cost: float,
+    budget: float,
+    precision: Callable[[np.ndarray], np.ndarray],
+    review_source: str,
+    currency: str = "$",
+    notes: Sequence[str] = (),
     n_bootstrap: int = 500,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> AdviceResult:
-    """Collect new labels, review suspected wrong ones, or mix: what a budget buys.
+    """Price the three ways of spending ``budget`` on the surface of one noise model.
+
+    The statistics of :func:`noisegrid.advise`, on numbers already resolved and checked.
 
     Parameters
     ----------
-    results : DataFrame, Analysis, ExperimentSpec or path of an experiment TOML
-        The grid: its tidy results table, its :func:`~noisegrid.analyze` result, or the
-        experiment (whose ``[advice]`` section supplies every option not given here, and whose
-        data the audit reads when one is needed).
-    label_cost : float
-        Cost of one new label (> 0).
-    review_cost : float
-        Cost of reviewing one label (> 0).
-    budget : float
-        Money to spend (> 0).
-    size : int, optional
-        Labels you have now. Default: the audited training split's size.
-    noise : float, optional
-        Their noise rate (fraction). Default: the audit's estimate.
-    new_label_noise : float, optional
-        Noise rate of new labels. Default: ``noise``.
-    audit : AuditResult or folder, optional
-        An audit (:func:`~noisegrid.audit`, or the folder ``noisegrid audit --out`` wrote) whose
-        calibration prices reviews. With an experiment and neither ``audit`` nor
-        ``review_precision``, the experiment's data are audited.
-    review_precision : float, optional
-        Instead of an audit: the share of reviewed labels that turn out wrong, the same at every
-        depth (capped by the wrong labels left).
-    noise_model : str, optional
-        Which noise model's surface, when the grid has several.
-    overrides, store
-        For an experiment TOML, as for ``noisegrid run``.
-    analysis : Analysis, optional
-        With an experiment: its analysis already computed (skips recomputing it).
-    allow_extrapolation : bool, default False
-        Accept a start point outside the measured grid (the outcomes are flagged).
-    audit_sample : int, optional
-        Examples the audit samples when this function runs one (default: the audit's default).
-    currency : str, optional
-        Shown before amounts (default ``[advice] currency`` or ``$``).
+    analysis : Analysis
+        The grid's analysis (its results table gives fresh draws when the surface kept none).
+    nma : NoiseModelAnalysis
+        The noise model's analysis, with a fitted surface (:func:`noise_model_analysis`).
+    size, noise, new_label_noise
+        Labels now, their noise rate and the noise rate of new labels (fractions).
+    label_cost, review_cost, budget : float
+        Prices and the money to spend.
+    precision : callable
+        Share of reviewed suspects that are wrong, as a function of the depth reviewed (a fraction
+        of ``size``; cumulative, 0 at depth 0).
+    review_source : str
+        Where ``precision`` came from, for the text.
+    currency : str, default "$"
+    notes : sequence of str
+        Notes to print before the method's own.
     n_bootstrap, confidence, seed
         As in :func:`~noisegrid.analyze`; the draws give the accuracy intervals.
 
     Returns
     -------
     AdviceResult
-
-    Raises
-    ------
-    AnalysisError, ConfigError
-        A cost or the budget is not positive, the grid has no surface (e.g. a single size), the
-        start point lies outside the grid, or the review precision has no source.
-
-    Examples
-    --------
-    >>> import numpy as np, pandas as pd
-    >>> rows = [{"train_size": n, "noise_level": e, "seed": 0, "status": "done",
-    ...          "eval_accuracy": 0.6 + 0.03 * np.log(n / 1000) - 0.4 * e}
-    ...         for n in [1000, 2000, 4000, 8000] for e in [0.0, 0.1, 0.2]]
-    >>> a = advise(pd.DataFrame(rows), label_cost=0.1, review_cost=0.05, budget=100,
-    ...            size=2000, noise=0.1, review_precision=0.8, n_bootstrap=50)
-    >>> a.best
-    'clean'
     """
-    from .audit import AuditResult, load_audit
-    from .audit import audit as run_audit
-
-    spec = _as_spec(results, overrides, store)
-    adv = spec.advice if spec is not None else None
-    label_cost = _pick(label_cost, adv, "label_cost", "--label-cost")
-    review_cost = _pick(review_cost, adv, "review_cost", "--review-cost")
-    budget = _pick(budget, adv, "budget", "--budget")
-    size = size if size is not None else (adv.size if adv else None)
-    noise = noise if noise is not None else (adv.noise if adv else None)
-    if new_label_noise is None and adv is not None:
-        new_label_noise = adv.new_label_noise
-    if review_precision is None and adv is not None:
-        review_precision = adv.review_precision
-    if audit_sample is None and adv is not None:
-        audit_sample = adv.audit_sample
-    if currency is None:
-        currency = adv.currency if adv is not None else "$"
-    if audit is None and adv is not None and adv.audit:
-        audit = adv.audit
-    _check_money(label_cost, review_cost, budget, currency)
-    _check_point(size, noise, new_label_noise, review_precision)
-
-    # The surface first: a grid that cannot answer fails before any audit runs.
-    if analysis is None:
-        analysis = _analysis(results, spec, n_bootstrap, confidence, seed)
-    nma = _noise_model_analysis(analysis, noise_model)
     if nma.best is None:
         raise AnalysisError(
-            f"advise needs a fitted accuracy surface, and the grid ({nma.noise_model} noise) has "
-            f"none: {nma.surface_skipped}; add sizes or noise rates to the grid and run them"
+            f"the grid ({nma.noise_model} noise) has no fitted surface to advise on"
         )
+    surface = nma.best
+    check_noise_bound(noise, new_label_noise, analysis.n_classes)
     cov = nma.coverage
-    if size is not None and noise is not None:
-        _check_in_grid(size, noise, cov, allow_extrapolation)
-
-    audit_result: AuditResult | None = None
-    if isinstance(audit, AuditResult):
-        audit_result = audit
-    elif audit is not None:
-        audit_result = load_audit(audit)
-    needs_audit = review_precision is None or size is None or noise is None
-    if audit_result is None and needs_audit:
-        if spec is None:
-            raise AnalysisError(
-                "advise needs to know how many reviewed labels are wrong: pass audit= (an "
-                "AuditResult or an audit folder) or review_precision=, or pass the experiment "
-                "instead of its table"
-                + ("" if size is not None and noise is not None else ", and size= and noise=")
-            )
-        # The advice uses the audit's estimate and precision curves, not its intervals.
-        kwargs: dict[str, Any] = {"seed": seed, "n_bootstrap": 0}
-        if audit_sample is not None:
-            kwargs["sample"] = audit_sample
-        audit_result = run_audit(spec, **kwargs)
-    if size is None:
-        size = audit_result.n_total if audit_result is not None else None
-    if noise is None:
-        noise = audit_result.noise_rate.estimate if audit_result is not None else None
-    if size is None or noise is None:  # pragma: no cover - guarded above
-        raise AnalysisError("give size and noise")
-    noise = float(noise)
-    _check_in_grid(size, noise, cov, allow_extrapolation)
-    new_noise = float(noise if new_label_noise is None else new_label_noise)
-
-    notes: list[str] = []
-    if review_precision is not None:
-        rp = float(review_precision)
-
-        def precision(depth: np.ndarray) -> np.ndarray:
-            return np.full_like(depth, rp, dtype=float)
-
-        source = f"a fixed review precision of {rp:.0%}"
-    else:
-        assert audit_result is not None
-        ar = audit_result
-
-        def precision(depth: np.ndarray) -> np.ndarray:
-            return ar.review_precision(noise, depth)
-
-        rates = ar.precision_curves["injected"].unique()
-        source = (
-            f"the audit's calibration ({ar.backend}, {ar.n_audited:,} examples, uniform noise "
-            f"injected at {_pct(float(rates.min()))}–{_pct(float(rates.max()))})"
-        )
-        if not float(rates.min()) <= noise <= float(rates.max()):
-            notes.append(
-                f"The review precision at {_pct(noise)} noise uses the nearest calibrated rate "
-                f"({_pct(float(rates.min()) if noise < rates.min() else float(rates.max()))})."
-            )
-
-    draws = _surface_draws(analysis, nma, n_bootstrap, seed)
-    model = _Model(nma.best, draws, confidence)
+    notes = list(notes)
+    new_noise = new_label_noise
+    source = review_source
+    draws, resampling = _surface_draws(analysis, nma, n_bootstrap, seed)
+    model = _Model(surface, draws, resampling, confidence)
     base, base_low, base_high = model.accuracy(np.array([float(size)]), np.array([noise]))
     baseline = (float(base[0]), float(base_low[0]), float(base_high[0]))
     world = _World(
@@ -328,9 +217,10 @@ def advise(
         new_noise=new_noise,
         label_cost=float(label_cost),
         review_cost=float(review_cost),
-        precision=precision,
-        max_size=max(cov.sizes),
-        noise_range=(min(cov.noise_levels), max(cov.noise_levels)),
+        precision=_capped(precision, noise),
+        max_size=max(cov.measured_sizes),
+        min_size=min(cov.measured_sizes),
+        noise_range=(min(cov.measured_noise_levels), max(cov.measured_noise_levels)),
     )
     budgets = [m * float(budget) for m in BUDGET_MULTIPLES]
     table = [o for b in budgets for o in _outcomes(b, world, model).values()]
@@ -341,20 +231,19 @@ def advise(
     ]
     at = _outcomes(float(budget), world, model)
     best = _best(at)
-    p_best = _p_better(at, best)
+    verdict = _versus(at, best, model)
+    p_best = verdict.p_better
     recommendation, reason = _explain(
-        at, best, p_best, model, world, budget=float(budget), currency=currency
+        at, best, verdict, model, world, budget=float(budget), currency=currency
     )
     if any(o.extrapolated for o in table):
         notes.append(
-            "Rows marked * lie outside the measured grid (sizes "
-            f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}–"
-            f"{_pct(max(cov.noise_levels))}): the surface is extrapolated there."
+            f"Rows marked * lie outside the measured grid ({cov.measured_text()}, done runs of "
+            f"{nma.noise_model} noise): the surface is extrapolated there."
         )
-    notes.append(
-        "Intervals cover the surface's fit (bootstrap over cells), not the choice of surface or "
-        "the review precision's own error; new labels are not reviewed."
-    )
+    notes.append(_interval_note(model))
+    if resampling is not None and resampling.unit == "cell":
+        notes.append(ONE_SEED_NOTE)
     return AdviceResult(
         recommendation=recommendation,
         reason=reason,
@@ -370,7 +259,7 @@ def advise(
         budget=float(budget),
         p_best=p_best,
         noise_model=nma.noise_model,
-        surface=nma.best.name,
+        surface=surface.name,
         review_source=source,
         currency=currency,
         confidence=confidence,
@@ -379,31 +268,11 @@ def advise(
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs
+# Checks
 # --------------------------------------------------------------------------------------------
 
 
-def _as_spec(results: Any, overrides: Sequence[str], store: Any) -> ExperimentSpec | None:
-    from ..config import ExperimentSpec
-
-    if isinstance(results, str | Path | ExperimentSpec):
-        from ..results import resolve_spec
-
-        return resolve_spec(results, overrides=overrides, store=store)
-    if overrides or store is not None:
-        raise ConfigError("overrides and store apply to an experiment, not to a results table")
-    return None
-
-
-def _pick(value: float | None, adv: Any, key: str, flag: str) -> float:
-    if value is None and adv is not None:
-        value = getattr(adv, key)
-    if value is None:
-        raise ConfigError(f"{key} is not given: pass {flag} or set [advice] {key} in the config")
-    return value
-
-
-def _check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) -> None:
+def check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) -> None:
     for name, flag, v in (
         ("label_cost", "--label-cost", label_cost),
         ("review_cost", "--review-cost", review_cost),
@@ -424,7 +293,7 @@ def _check_money(label_cost: Any, review_cost: Any, budget: Any, currency: str) 
         )
 
 
-def _check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: Any) -> None:
+def check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: Any) -> None:
     if size is not None and (
         isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
     ):
@@ -452,47 +321,52 @@ def _check_point(size: Any, noise: Any, new_label_noise: Any, review_precision: 
         )
 
 
-def _analysis(
-    results: Any, spec: ExperimentSpec | None, n_bootstrap: int, confidence: float, seed: int
-) -> Any:
-    from . import analyze
-    from .summary import Analysis
+def check_noise_bound(noise: float | None, new_label_noise: float | None, n_classes: int) -> None:
+    """Noise rates must stay below ``1 − 1/K``, where labels stop carrying any signal.
 
-    if isinstance(results, Analysis):
-        return results
-    if spec is not None:
-        from ..results import load_results, require_results
+    Raises
+    ------
+    ConfigError
+        ``noise`` or ``new_label_noise`` is at or above the bound for ``n_classes`` classes.
+    """
+    bound = 1 - 1 / n_classes
+    for name, flag, v in (
+        ("noise", "--noise", noise),
+        ("new_label_noise", "--new-label-noise", new_label_noise),
+    ):
+        if v is not None and not v < bound:
+            raise ConfigError(
+                f"{name} ({flag}) must be below 1 − 1/K = {pct(bound)} for K = {n_classes} "
+                f"classes (at {pct(bound)} a label is as likely wrong as right, past it the "
+                f"labels point away from the truth); got {v:g}"
+            )
 
-        table = load_results(spec)
-        require_results(spec, table)  # a missing store or another fingerprint, said in one line
-        return analyze(
-            table,
-            grid=spec.to_dict()["grid"],
-            n_bootstrap=n_bootstrap,
-            confidence=confidence,
-            seed=seed,
+
+def noise_model_analysis(analysis: Analysis, noise_model: str | None) -> NoiseModelAnalysis:
+    """The analysis of ``noise_model`` (the only one when None), which must have a surface.
+
+    Raises
+    ------
+    AnalysisError
+        No such noise model, or its grid has no fitted surface (e.g. a single size).
+    """
+    nm = pick_noise_model_from(analysis.noise_models, noise_model)
+    nma = analysis.by_noise_model[nm]
+    if nma.best is None:
+        raise AnalysisError(
+            f"advise needs a fitted accuracy surface, and the grid ({nma.noise_model} noise) has "
+            f"none: {nma.surface_skipped}; add sizes or noise rates to the grid and run them"
         )
-    return analyze(results, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    return nma
 
 
-def _noise_model_analysis(analysis: Any, noise_model: str | None) -> Any:
-    from .cells import _pick_noise_model_from
-
-    nm = _pick_noise_model_from(analysis.noise_models, noise_model)
-    return analysis.by_noise_model[nm]
-
-
-def _check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
-    inside = min(cov.sizes) <= size <= max(cov.sizes) and (
-        min(cov.noise_levels) <= noise <= max(cov.noise_levels)
-    )
-    if inside or allow:
+def check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
+    if cov.measured(size, noise) or allow:
         return
     raise AnalysisError(
-        f"({size:,} labels, {_pct(noise)} noise) lies outside the measured grid (sizes "
-        f"{min(cov.sizes):,}–{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}–"
-        f"{_pct(max(cov.noise_levels))}); ask about a point inside it (--size/--noise), add "
-        "sizes or noise rates to the grid, or accept extrapolation with --allow-extrapolation"
+        f"({size:,} labels, {pct(noise)} noise) lies outside the measured grid "
+        f"({cov.measured_text()}, the done runs); ask about a point inside it (--size/--noise), "
+        "add sizes or noise rates to the grid, or accept extrapolation with --allow-extrapolation"
     )
 
 
@@ -501,61 +375,78 @@ def _check_in_grid(size: int, noise: float, cov: Any, allow: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _surface_draws(analysis: Any, nma: Any, n_bootstrap: int, seed: int) -> np.ndarray:
-    """Parameter draws of the chosen surface: its bootstrap, or a fresh one when it has none.
+def _surface_draws(
+    analysis: Analysis, nma: NoiseModelAnalysis, n_bootstrap: int, seed: int
+) -> tuple[np.ndarray, Resampling | None]:
+    """Parameter draws of the chosen surface and how they were made: its bootstrap, or a fresh
+    one when it has none.
 
     A surface whose exchange rate is fixed by its form keeps no draws (its rate would not
     vary), but its accuracy level does vary, and the advice needs that.
     """
     best = nma.best
+    assert best is not None
     if best.boot_params.shape[0] >= 2 or n_bootstrap < 2:
-        return np.asarray(best.boot_params, dtype=float)
-    from .cells import _done
-    from .rates import _bootstrap
-
-    done = _done(analysis.results[analysis.results["noise_model"] == nma.noise_model])
+        return np.asarray(best.boot_params, dtype=float), best.resampling
+    done = done_rows(analysis.results[analysis.results["noise_model"] == nma.noise_model])
     n = done["train_size"].to_numpy(dtype=float)
     eta = done["noise_level"].to_numpy(dtype=float)
     y = done["eval_accuracy"].to_numpy(dtype=float) * 100
     cell = done.groupby(["train_size", "noise_level"], sort=True).ngroup().to_numpy()
     seeds = done["seed"].to_numpy(dtype=int)
     rng = np.random.default_rng([seed, 7])
-    boot, _ = _bootstrap(best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng)
-    return boot
+    return bootstrap_fits(best.candidate, n, eta, y, cell, seeds, n_bootstrap=n_bootstrap, rng=rng)
 
 
 class _Model:
-    """Accuracy (percent) from the chosen surface, with its draws for intervals."""
+    """Accuracy (percent, within 0–100) from the chosen surface, with its draws for intervals.
 
-    def __init__(self, best: Any, draws: np.ndarray, confidence: float) -> None:
+    Every interval is :func:`~noisegrid.analysis.rates.t_interval` of the draws (seed-level
+    bootstrap, t with U − 1 degrees of freedom, U/(U − 1) inflation), as in ``analyze``.
+    """
+
+    def __init__(
+        self,
+        best: SurfaceFit,
+        draws: np.ndarray,
+        resampling: Resampling | None,
+        confidence: float,
+    ) -> None:
         self.best = best
-        self.draws = draws
+        self.draws = draws if resampling is not None else np.empty((0, draws.shape[-1]))
+        self.resampling = resampling
         self.confidence = confidence
 
     def predict(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        return np.asarray(self.best.predict(n, eta), dtype=float)
+        return np.clip(np.asarray(self.best.predict(n, eta), dtype=float), 0.0, 100.0)
 
     def predict_draws(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Shape (n_draws, len(n)); no rows without draws."""
         if self.draws.shape[0] < 2:
             return np.empty((0, len(n)))
-        return np.vstack([self.best.candidate.predict(p, n, eta) for p in self.draws])
+        rows = [self.best.candidate.predict(p, n, eta) for p in self.draws]
+        return np.clip(np.vstack(rows), 0.0, 100.0)
 
-    def interval(self, draws: np.ndarray) -> tuple[float, float]:
-        if draws.size < 2:
+    def interval(
+        self, estimate: float, draws: np.ndarray, *, bounded: bool = True
+    ) -> tuple[float, float]:
+        """The t interval of ``estimate`` from ``draws`` (clipped to 0–100 for an accuracy)."""
+        if draws.size < 2 or self.resampling is None:
             return math.nan, math.nan
-        alpha = (1 - self.confidence) / 2
-        lo, hi = np.quantile(draws, [alpha, 1 - alpha])
-        return float(lo), float(hi)
+        low, high = t_interval(estimate, draws[:, None], self.resampling, self.confidence)
+        lo, hi = float(low[0]), float(high[0])
+        if bounded:
+            lo, hi = max(lo, 0.0), min(hi, 100.0)
+        return lo, hi
 
     def accuracy(self, n: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         est = self.predict(n, eta)
         d = self.predict_draws(n, eta)
-        if d.shape[0] < 2:
+        if d.shape[0] < 2 or self.resampling is None:
             nan = np.full_like(est, np.nan)
             return est, nan, nan
-        alpha = (1 - self.confidence) / 2
-        return est, np.quantile(d, alpha, axis=0), np.quantile(d, 1 - alpha, axis=0)
+        low, high = t_interval(est, d, self.resampling, self.confidence)
+        return est, np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,6 +465,7 @@ class _World:
     review_cost: float
     precision: Callable[[np.ndarray], np.ndarray]
     max_size: int
+    min_size: int
     noise_range: tuple[float, float]
 
 
@@ -642,7 +534,17 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
     shares = np.linspace(0, 1, N_SHARES)
     grid = _spend(budget, shares, w)
     acc = model.predict(grid["size"], grid["noise"])
-    picks = {"collect": 0, "clean": N_SHARES - 1, "mix": int(np.argmax(acc))}
+    finite = np.isfinite(acc)
+    if not finite.any():
+        raise AnalysisError(
+            f"the surface predicts no accuracy for any way of spending {budget:,.2f} here (the "
+            "noise after spending lies where it has no signal); ask about a lower noise rate"
+        )
+    picks = {
+        "collect": 0,
+        "clean": N_SHARES - 1,
+        "mix": int(np.argmax(np.where(finite, acc, -np.inf))),
+    }
     start_n, start_eta = np.array([float(w.size)]), np.array([w.noise])
     base = float(model.predict(start_n, start_eta)[0])
     base_draws = model.predict_draws(start_n, start_eta)[:, 0]
@@ -652,8 +554,8 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
         n_after, eta = np.array([grid["size"][i]]), np.array([grid["noise"][i]])
         est = float(model.predict(n_after, eta)[0])
         draws = model.predict_draws(n_after, eta)[:, 0]
-        low, high = model.interval(draws)
-        gain_low, gain_high = model.interval(draws - base_draws)
+        low, high = model.interval(est, draws)
+        gain_low, gain_high = model.interval(est - base, draws - base_draws, bounded=False)
         out[strategy] = _Outcome(
             budget=budget,
             strategy=strategy,
@@ -670,11 +572,29 @@ def _outcomes(budget: float, w: _World, model: _Model) -> dict[str, _Outcome]:
             gain_low=gain_low,
             gain_high=gain_high,
             extrapolated=bool(
-                n_after[0] > w.max_size or not lo_noise - 1e-12 <= eta[0] <= hi_noise + 1e-12
+                not w.min_size <= n_after[0] <= w.max_size
+                or not lo_noise - 1e-12 <= eta[0] <= hi_noise + 1e-12
             ),
             draws=draws,
         )
     return out
+
+
+def _interval_note(model: _Model) -> str:
+    """What the intervals resampled and what they leave out."""
+    rs = model.resampling
+    if rs is None or model.draws.shape[0] < 2:
+        return "No intervals: the surface has no bootstrap draws (n_bootstrap=0)."
+    what = (
+        f"whole seeds resampled ({rs.describe()}; t with {rs.df} degrees of freedom, variance "
+        f"inflated by {rs.n_units}/{rs.df})"
+        if rs.unit == "seed"
+        else f"cells resampled, one seed ({rs.describe()})"
+    )
+    return (
+        f"Intervals cover the surface's fit: {what}; not the choice of surface or the review "
+        "precision's own error; new labels are not reviewed."
+    )
 
 
 def _best(at: dict[str, _Outcome]) -> str:
@@ -683,16 +603,39 @@ def _best(at: dict[str, _Outcome]) -> str:
     return next(s for s in STRATEGIES if at[s].accuracy >= top - 1e-9)
 
 
-def _p_better(at: dict[str, _Outcome], best: str) -> float:
-    """Share of the surface's draws in which ``best`` beats the best other strategy."""
+@dataclass(frozen=True)
+class _Verdict:
+    """The recommended strategy against the runner-up, over the surface's draws."""
+
+    runner: str | None
+    p_better: float
+    diff_low: float
+    diff_high: float
+    tie: bool
+
+
+def _versus(at: dict[str, _Outcome], best: str, model: _Model) -> _Verdict:
+    """How sure the surface is that ``best`` beats the best other strategy.
+
+    ``p_better`` is the share of draws in which it does (equal draws count half); the two are a
+    tie when the t interval of their difference (the same construction as every other interval)
+    holds zero, or when they predict the same accuracy.
+    """
     b = at[best]
     others = [
         o for s, o in at.items() if s != best and (o.n_reviews, o.n_new) != (b.n_reviews, b.n_new)
     ]
-    if not others or b.draws.size < 2:
-        return math.nan
+    if not others:
+        return _Verdict(None, math.nan, math.nan, math.nan, False)
     runner = max(others, key=lambda o: o.accuracy)
-    return float(np.mean(b.draws > runner.draws))
+    same = abs(b.accuracy - runner.accuracy) < 1e-9
+    if b.draws.size < 2 or runner.draws.size < 2:
+        return _Verdict(runner.strategy, math.nan, math.nan, math.nan, same)
+    diff = b.draws - runner.draws
+    p = float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
+    low, high = model.interval(b.accuracy - runner.accuracy, diff, bounded=False)
+    tie = same or not low > 0
+    return _Verdict(runner.strategy, p, low, high, tie)
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,10 +643,22 @@ def _p_better(at: dict[str, _Outcome], best: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _what(o: _Outcome, w: _World, money: Callable[[float], str]) -> str:
+    """What a strategy buys, in words."""
+    if o.strategy == "collect" or o.n_reviews == 0:
+        return f"{o.n_new:,} new labels"
+    if o.strategy == "clean" or o.n_new == 0:
+        return f"reviewing the top {o.n_reviews:,} suspected wrong labels"
+    return (
+        f"reviewing the top {o.n_reviews:,} suspects ({money(o.n_reviews * w.review_cost)}) "
+        f"and {o.n_new:,} new labels ({money(o.n_new * w.label_cost)})"
+    )
+
+
 def _explain(
     at: dict[str, _Outcome],
     best: str,
-    p_best: float,
+    verdict: _Verdict,
     model: _Model,
     w: _World,
     *,
@@ -715,41 +670,69 @@ def _explain(
     def money(x: float) -> str:
         return _money(x, currency)
 
-    if best == "collect":
-        what = f"{r.n_new:,} new labels"
-    elif best == "clean":
-        what = f"reviewing the top {r.n_reviews:,} suspected wrong labels"
-    else:
-        what = (
-            f"reviewing the top {r.n_reviews:,} suspects ({money(r.n_reviews * w.review_cost)}) "
-            f"and {r.n_new:,} new labels ({money(r.n_new * w.label_cost)})"
-        )
-    others = [
-        f"{at[s].accuracy:.1f}% with {STRATEGY_TEXT[s]}" for s in ("collect", "clean") if s != best
-    ]
-    sure = (
-        f"; it beats the runner-up in {p_best:.0%} of the surface's bootstrap draws"
-        if not math.isnan(p_best)
-        else ""
-    )
+    what = _what(r, w, money)
     star = " (extrapolated beyond the grid)" if r.extrapolated else ""
-    recommendation = (
-        f"Spend the {money(budget)} on {what}: predicted accuracy {r.accuracy:.1f}%"
-        f"{_ci(r.low, r.high, model.confidence)}{star}, {r.gain:+.1f} points over now, against "
-        f"{' and '.join(others)}{sure}."
-    )
-    rate = float(model.best.exchange_rate(float(w.size), w.noise)[0])
-    worth = rate * 100 / w.size  # new labels that one corrected label is worth here
+    level = model.confidence
+    if verdict.tie and verdict.runner is not None:
+        other = at[verdict.runner]
+        diff = (
+            f" ({level:.0%} CI of the difference {verdict.diff_low:+.1f} to "
+            f"{verdict.diff_high:+.1f} points)"
+            if not math.isnan(verdict.diff_low)
+            else ""
+        )
+        recommendation = (
+            f"A tie for the {money(budget)}: {what} predicts {r.accuracy:.1f}%"
+            f"{_ci(r.low, r.high, level)}{star} and {_what(other, w, money)} "
+            f"{other.accuracy:.1f}%{_ci(other.low, other.high, level)}, which the grid cannot "
+            f"tell apart{diff}; either gains about {r.gain:+.1f} points over now, so choose on "
+            "what the table does not price (speed, effort, risk)."
+        )
+    else:
+        others = [
+            f"{at[s].accuracy:.1f}% with {STRATEGY_TEXT[s]}"
+            for s in ("collect", "clean")
+            if s != best
+        ]
+        sure = (
+            f"; it beats the runner-up in {verdict.p_better:.0%} of the surface's bootstrap draws"
+            if not math.isnan(verdict.p_better)
+            else ""
+        )
+        recommendation = (
+            f"Spend the {money(budget)} on {what}: predicted accuracy {r.accuracy:.1f}%"
+            f"{_ci(r.low, r.high, level)}{star}, {r.gain:+.1f} points over now, against "
+            f"{' and '.join(others)}{sure}."
+        )
+    worth = _labels_per_fix(model, w)
     # The head of the list: its first 1% (at least one review).
     head_depth = max(1, round(0.01 * w.size))
     top = float(w.precision(np.array([head_depth / w.size]))[0])
     per_fix = w.review_cost / top if top > 0 else math.inf
-    head = (
-        f"Here one corrected label is worth about {worth:.1f} new labels (the surface's exchange "
-        f"rate at {w.size:,} labels and {_pct(w.noise)} noise), i.e. {money(worth * w.label_cost)}"
-        f" of new labels; a review costs {money(w.review_cost)} and the top {head_depth:,} "
-        f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the list"
+    arriving = (
+        f", new labels arriving at {pct(w.new_noise)} noise"
+        if abs(w.new_noise - w.noise) > 1e-12
+        else ""
     )
+    if math.isfinite(worth):
+        value = (
+            f"Here one corrected label is worth about {worth:.1f} new labels (the surface's slopes "
+            f"at {w.size:,} labels and {pct(w.noise)} noise{arriving}), i.e. "
+            f"{money(worth * w.label_cost)} of new labels"
+        )
+    else:
+        value = (
+            f"Here new labels do not raise the predicted accuracy (the surface's slopes at "
+            f"{w.size:,} labels and {pct(w.noise)} noise{arriving}), so only fixes do"
+        )
+    if top > 0:
+        head = (
+            f"{value}; a review costs {money(w.review_cost)} and the top {head_depth:,} "
+            f"suspects are {top:.0%} wrong, so a fix costs {money(per_fix)} at the head of the "
+            "list"
+        )
+    else:
+        head = f"{value}; at {pct(w.noise)} noise no label is wrong, so a review fixes nothing"
     wrong = w.size * w.noise
     fixed = f"{r.n_fixed:,.0f} of the {wrong:,.0f} wrong labels are fixed"
     if best == "collect":
@@ -765,6 +748,37 @@ def _explain(
             "of the budget goes to new labels."
         )
     return recommendation, head + tail
+
+
+def _capped(
+    precision: Callable[[np.ndarray], np.ndarray], noise: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``precision`` capped by the wrong labels there are: the first ``d`` reviews (a share of
+    the labels) cannot find more than ``N·P`` wrong ones, a precision of at most ``P/d``."""
+
+    def capped(depth: np.ndarray) -> np.ndarray:
+        d = np.asarray(depth, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cap = np.where(d > 0, noise / d, np.inf)
+        return np.minimum(precision(d), cap)
+
+    return capped
+
+
+def _labels_per_fix(model: _Model, w: _World) -> float:
+    """New labels (arriving at ``w.new_noise``) worth one corrected label, at the margin.
+
+    Fixing one of ``N`` labels lowers the noise by ``1/N``; one new label adds to the size and
+    moves the noise by ``(P_new − P)/N``. With ``P_new = P`` this is the exchange rate
+    ``× 100 / N``; otherwise noisier new labels are worth less.
+    """
+    n, eta = np.array([float(w.size)]), np.array([w.noise])
+    d_size, d_noise = (float(x[0]) for x in model.best.candidate.slopes(model.best.params, n, eta))
+    per_fix = -100 * d_noise / w.size  # d_noise is per point of noise
+    per_new = d_size + 100 * d_noise * (w.new_noise - w.noise) / w.size
+    if not per_new > 0:
+        return math.inf
+    return per_fix / per_new
 
 
 def _marginal_precision(w: _World, depth: int) -> float:
@@ -789,7 +803,7 @@ def _format_table(result: AdviceResult) -> str:
                 "new labels": f"{r['n_new']:,}",
                 "fixed": f"{r['n_fixed']:,.0f}",
                 "labels after": f"{r['size']:,}{star}",
-                "noise after": _pct(r["noise"]),
+                "noise after": pct(r["noise"]),
                 "accuracy": f"{r['accuracy_pct']:.1f}%",
                 f"{result.confidence:.0%} CI": _ci_bare(r["low"], r["high"]),
                 "gain": f"{r['gain_pct']:+.2f}",
@@ -803,7 +817,8 @@ def _money(x: float, currency: str) -> str:
     return f"{currency}{x:,.2f}"
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, e.g. ``10.0%``."""
     return f"{100 * x:.1f}%"
 
 

@@ -63,11 +63,11 @@ def cell_summary(results: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataF
     >>> int(row["n_done"]), round(float(row["accuracy_pct"]), 1), row["ci_method"]
     (2, 81.0, 't over seeds')
     """
-    _check_confidence(confidence)
-    return _cell_summary(_prepare(results), confidence)
+    check_confidence(confidence)
+    return cell_stats(prepare_table(results), confidence)
 
 
-def _prepare(results: pd.DataFrame) -> pd.DataFrame:
+def prepare_table(results: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(results, pd.DataFrame):
         raise AnalysisError(
             "results must be a pandas DataFrame (the tidy table from noisegrid.load_results or "
@@ -106,18 +106,18 @@ def _prepare(results: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _done(df: pd.DataFrame) -> pd.DataFrame:
+def done_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["status"] == "done") & df["eval_accuracy"].notna()]
 
 
-def _cell_summary(df: pd.DataFrame, confidence: float) -> pd.DataFrame:
+def cell_stats(df: pd.DataFrame, confidence: float) -> pd.DataFrame:
     keys = ["noise_model", "train_size", "noise_level"]
     columns = [*keys, "n_done", "n_failed", "accuracy_pct", "sd_pct", "ci_low_pct"]
     columns += ["ci_high_pct", "ci_method"]
     if df.empty:
         return pd.DataFrame(columns=columns)
     cells = df[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)
-    done = _done(df).assign(acc_pct=lambda d: d["eval_accuracy"] * 100)
+    done = done_rows(df).assign(acc_pct=lambda d: d["eval_accuracy"] * 100)
     agg = done.groupby(keys)["acc_pct"].agg(["count", "mean", "std"]).reset_index()
     failed = df[df["status"] == "failed"].groupby(keys).size().rename("n_failed").reset_index()
     out = cells.merge(agg, on=keys, how="left").merge(failed, on=keys, how="left")
@@ -171,7 +171,7 @@ def _wilson(p: FloatArray, n: FloatArray, confidence: float) -> tuple[FloatArray
     return np.minimum(centre - half, p), np.maximum(centre + half, p)
 
 
-def _expected_grid(
+def expected_grid(
     df: pd.DataFrame, grid: Mapping[str, Any] | None
 ) -> tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
     sizes = set(df["train_size"].astype(int))
@@ -192,7 +192,7 @@ def _expected_grid(
     return tuple(sorted(sizes)), tuple(sorted(noise)), tuple(sorted(seeds))
 
 
-def _coverage(
+def measure_coverage(
     df: pd.DataFrame, expected: tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]
 ) -> Coverage:
     sizes, noise, seeds = expected
@@ -204,7 +204,8 @@ def _coverage(
     failed_rows = df[df["status"] != "done"]
     errors = failed_rows["error"] if "error" in failed_rows.columns else ""
     failed = failed_rows[key].assign(error=errors).reset_index(drop=True)
-    n_done = len(_done(df))
+    done = done_rows(df)
+    n_done = len(done)
     return Coverage(
         sizes=sizes,
         noise_levels=noise,
@@ -215,10 +216,12 @@ def _coverage(
         n_missing=len(missing),
         missing=missing,
         failed=failed,
+        measured_sizes=tuple(sorted({int(v) for v in done["train_size"]})),
+        measured_noise_levels=tuple(sorted({float(v) for v in done["noise_level"]})),
     )
 
 
-def _infer_n_classes(df: pd.DataFrame) -> int | None:
+def infer_n_classes(df: pd.DataFrame) -> int | None:
     """K from the runner's ``info`` JSON (``flipped_per_class`` has one entry per class)."""
     if "info" not in df.columns:
         return None
@@ -234,16 +237,16 @@ def _infer_n_classes(df: pd.DataFrame) -> int | None:
     return found if found >= 2 else None
 
 
-def _ordered_noise_models(df: pd.DataFrame) -> list[str]:
+def ordered_noise_models(df: pd.DataFrame) -> list[str]:
     names = sorted(set(df["noise_model"]))
     return sorted(names, key=lambda s: (s != "uniform", s))
 
 
-def _pick_noise_model(df: pd.DataFrame, noise_model: str | None) -> str:
-    return _pick_noise_model_from(_ordered_noise_models(df), noise_model)
+def pick_noise_model(df: pd.DataFrame, noise_model: str | None) -> str:
+    return pick_noise_model_from(ordered_noise_models(df), noise_model)
 
 
-def _pick_noise_model_from(available: list[str], noise_model: str | None) -> str:
+def pick_noise_model_from(available: list[str], noise_model: str | None) -> str:
     if not available:
         raise AnalysisError(
             "the results table has no rows; run the grid first (noisegrid run CONFIG)"
@@ -262,12 +265,12 @@ def _pick_noise_model_from(available: list[str], noise_model: str | None) -> str
     return noise_model
 
 
-def _check_confidence(confidence: float) -> None:
+def check_confidence(confidence: float) -> None:
     if not isinstance(confidence, int | float) or not 0 < confidence < 1:
         raise AnalysisError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
 
 
-def _focus_cell(sizes: Sequence[int], noise: Sequence[float]) -> tuple[int, float] | None:
+def focus_cell(sizes: Sequence[int], noise: Sequence[float]) -> tuple[int, float] | None:
     if not sizes or not noise:
         return None
     positive = [e for e in noise if e > 0] or list(noise)

@@ -8,7 +8,7 @@ draws cells, and the intervals cover test-sample and fitting noise only, not rep
 Every replicate is a fresh fit whose failures are counted by reason (:class:`Resampling`).
 
 **Intervals.** The marginal exchange rate ``−(∂acc/∂p) / (∂acc/∂n)`` is a ratio of two slopes,
-so its interval is Fieller's (``regression._fieller``) with the slopes' covariance from the
+so its interval is Fieller's (``regression.fieller_interval``) with the slopes' covariance from the
 replicates, scaled by ``U/(U − 1)`` for ``U`` resampled units, and Student-t with ``U − 1``
 degrees of freedom: with few seeds a percentile interval of the replicates is far too narrow
 (``benchmarks/coverage.py``). Fitted accuracies get the matching t interval.
@@ -28,8 +28,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import optimize, stats
 
-from ._types import FloatArray, Resampling, SurfaceFit, _Candidate, _local_rate
-from .regression import _fieller
+from ._types import FloatArray, Resampling, SurfaceCandidate, SurfaceFit, local_rate
+from .regression import fieller_interval
 
 ONE_SEED_NOTE = (
     "One repeat seed: every interval here covers test-sample and fitting noise only, not "
@@ -49,8 +49,8 @@ SINGLE_LEVEL = "drew a single training size or noise level"
 """Why a cell-bootstrap replicate cannot be refitted (a surface needs two of each)."""
 
 
-def _bootstrap(
-    cand: _Candidate,
+def bootstrap_fits(
+    cand: SurfaceCandidate,
     n: FloatArray,
     eta: FloatArray,
     y: FloatArray,
@@ -100,11 +100,11 @@ def _scale_and_quantile(best: SurfaceFit, confidence: float) -> tuple[float, flo
     return units / max(units - 1, 1), float(stats.t.ppf(0.5 + confidence / 2, rs.df))
 
 
-def _rate_interval(
+def rate_interval(
     best: SurfaceFit, n: FloatArray, eta: FloatArray, confidence: float
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """The marginal rate at each point with Fieller's interval from the bootstrap's covariance."""
-    est = _local_rate(best.candidate, best.params, n, eta)
+    est = local_rate(best.candidate, best.params, n, eta)
     sq = _scale_and_quantile(best, confidence)
     if sq is None:
         nan = np.full_like(est, np.nan)
@@ -124,8 +124,53 @@ def _rate_interval(
     v_aa = scale * np.einsum("ij,ij->j", a_c, a_c) / k
     v_ab = scale * np.einsum("ij,ij->j", a_c, b_c) / k
     v_bb = scale * np.einsum("ij,ij->j", b_c, b_c) / k
-    low, high = _fieller(-d_noise, d_size, v_aa, v_ab, v_bb, q)
+    low, high = fieller_interval(-d_noise, d_size, v_aa, v_ab, v_bb, q)
     return est, np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+
+
+def t_interval(
+    estimate: Any, draws: Any, resampling: Resampling, confidence: float
+) -> tuple[FloatArray, FloatArray]:
+    """``estimate ± t(U − 1) · SE``, the SE from bootstrap draws inflated by ``U/(U − 1)``.
+
+    The one interval construction of every fitted accuracy, gain and difference the package
+    prints (``analyze``, ``tradeoff``, ``advise``): ``U`` resampled units (seeds, or cells with one
+    seed) give the t quantile with ``U − 1`` degrees of freedom and the variance inflation that
+    corrects the bootstrap's ``(U − 1)/U`` shrinkage. With few seeds a percentile interval of the
+    draws is far too narrow (``benchmarks/coverage.py``).
+
+    Parameters
+    ----------
+    estimate : float or array, shape (m,)
+        The point estimates.
+    draws : array, shape (B, m) or (B,)
+        Bootstrap replicates of the same quantities (non-finite replicates are dropped).
+    resampling : Resampling
+        How the draws were made (its ``n_units`` and ``df``).
+    confidence : float
+
+    Returns
+    -------
+    (low, high) : arrays of shape (m,)
+        NaN where fewer than two finite draws exist.
+    """
+    est = np.atleast_1d(np.asarray(estimate, dtype=float))
+    d = np.asarray(draws, dtype=float)
+    d = d.reshape(d.shape[0], -1) if d.ndim >= 1 and d.size else np.empty((0, est.size))
+    nan = np.full(est.shape, np.nan)
+    if d.shape[0] < 2:
+        return nan, nan.copy()
+    finite = np.isfinite(d)
+    count = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, d, 0.0).sum(axis=0) / count
+        var = np.where(finite, (d - mean) ** 2, 0.0).sum(axis=0) / (count - 1)
+    scale = resampling.n_units / max(resampling.n_units - 1, 1)
+    se = np.sqrt(scale * var)
+    q = float(stats.t.ppf(0.5 + confidence / 2, resampling.df))
+    low = np.where(count >= 2, est - q * se, np.nan)
+    high = np.where(count >= 2, est + q * se, np.nan)
+    return low, high
 
 
 def _accuracy_interval(
@@ -138,14 +183,12 @@ def _accuracy_interval(
         nan = np.full_like(est, np.nan)
         return nan, nan
     draws = np.vstack([best.candidate.predict(p, n, eta) for p in best.boot_params])
-    scale = rs.n_units / max(rs.n_units - 1, 1)
-    se = np.sqrt(scale * np.var(draws, axis=0, ddof=1))
-    q = float(stats.t.ppf(0.5 + confidence / 2, rs.df))
-    return est - q * se, est + q * se
+    low, high = t_interval(est, draws, rs, confidence)
+    return np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
 
 
-def _exact_compensation(
-    cand: _Candidate, params: FloatArray, n: FloatArray, eta: FloatArray
+def compute_exact_compensation(
+    cand: SurfaceCandidate, params: FloatArray, n: FloatArray, eta: FloatArray
 ) -> FloatArray:
     """Δn with acc(n + Δn, p + 1) = acc(n, p) on the surface, at each point.
 
@@ -181,7 +224,7 @@ def _exact_compensation(
     return out
 
 
-def _local_rates(
+def compute_local_rates(
     best: SurfaceFit | None,
     expected: tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]],
     cells: pd.DataFrame,
@@ -208,7 +251,7 @@ def _local_rates(
     grid = pd.MultiIndex.from_product([sizes, noise], names=columns[:2]).to_frame(index=False)
     n = grid["train_size"].to_numpy(dtype=float)
     eta = grid["noise_level"].to_numpy(dtype=float)
-    est, low, high = _rate_interval(best, n, eta, confidence)
+    est, low, high = rate_interval(best, n, eta, confidence)
     acc_low, acc_high = _accuracy_interval(best, n, eta, confidence)
     seen = cells[cells["n_done"] > 0]
     observed = {
@@ -216,13 +259,13 @@ def _local_rates(
     }
     per_label = 100 / n
     return grid.assign(
-        accuracy_pct=best.predict(n, eta),
+        accuracy_pct=np.clip(best.predict(n, eta), 0.0, 100.0),
         accuracy_low_pct=acc_low,
         accuracy_high_pct=acc_high,
         rate=est,
         rate_low=low,
         rate_high=high,
-        exact_compensation=_exact_compensation(best.candidate, best.params, n, eta),
+        exact_compensation=compute_exact_compensation(best.candidate, best.params, n, eta),
         labels_per_correction=est * per_label,
         labels_per_correction_low=low * per_label,
         labels_per_correction_high=high * per_label,

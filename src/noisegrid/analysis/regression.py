@@ -3,8 +3,8 @@
 OLS ``eval_accuracy_pct ~ train_size_1k + noise_level_pct`` (Simmering 2023) with the statsmodels
 formula API, standard errors clustered by seed when there are several seeds, and the exchange
 rate ``1000 × (−β_noise / β_size)`` with Fieller's interval (:func:`reference_regression`); the
-delta-method interval is kept beside it for comparison. :func:`_fieller` (the confidence set of a
-ratio of two normal estimates) also serves the local exchange rates (``rates.py``).
+delta-method interval is kept beside it for comparison. :func:`fieller_interval` (the confidence
+set of a ratio of two normal estimates) also serves the local exchange rates (``rates.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import AnalysisError
-from ._format import _pct, _size
+from ._format import pct_text, size_text
 from ._types import FloatArray, Interval, RegressionResult
-from .cells import _check_confidence, _done, _pick_noise_model, _prepare
+from .cells import check_confidence, done_rows, pick_noise_model, prepare_table
 
 __all__ = ["reference_regression"]
 
@@ -64,15 +64,15 @@ def reference_regression(
         If the table lacks a required column, or holds several noise models and
         ``noise_model`` is not given.
     """
-    _check_confidence(confidence)
+    check_confidence(confidence)
     if cov_type not in ("auto", "nonrobust", "cluster"):
         raise AnalysisError(f"cov_type must be 'auto', 'nonrobust' or 'cluster'; got {cov_type!r}")
-    df = _prepare(results)
-    nm = _pick_noise_model(df, noise_model)
-    return _reference(_done(df[df["noise_model"] == nm]), confidence, cov_type)
+    df = prepare_table(results)
+    nm = pick_noise_model(df, noise_model)
+    return fit_reference(done_rows(df[df["noise_model"] == nm]), confidence, cov_type)
 
 
-def _reference(done: pd.DataFrame, confidence: float, cov_type: str) -> RegressionResult:
+def fit_reference(done: pd.DataFrame, confidence: float, cov_type: str) -> RegressionResult:
     import statsmodels.formula.api as smf
 
     empty = pd.DataFrame(columns=["coef", "std_err", "t", "p_value", "ci_low", "ci_high"])
@@ -83,12 +83,12 @@ def _reference(done: pd.DataFrame, confidence: float, cov_type: str) -> Regressi
     elif n_sizes < 2:
         skipped = (
             "needs at least two training sizes to estimate the effect of size; the done runs "
-            f"have {_values(done['train_size'], _size)}"
+            f"have {_values(done['train_size'], size_text)}"
         )
     elif n_noise < 2:
         skipped = (
             "needs at least two noise levels to estimate the effect of noise; the done runs "
-            f"have {_values(done['noise_level'], _pct)}"
+            f"have {_values(done['noise_level'], pct_text)}"
         )
     elif len(done) <= 3:
         skipped = f"needs more than 3 done runs for 3 coefficients; there are {len(done)}"
@@ -171,7 +171,7 @@ def _fieller_rate(fit: Any, confidence: float) -> Interval:
         return Interval(math.nan, math.nan, math.nan, confidence, method)
     # The ratio a / b with a = −1000·b_noise, b = b_size.
     a, v_aa, v_ab = -1000 * b_noise, 1e6 * cov[1, 1], -1000 * cov[0, 1]
-    low, high = _fieller(
+    low, high = fieller_interval(
         np.array([a]), np.array([b_size]), v_aa, v_ab, cov[0, 0], _quantile(fit, confidence)
     )
     if not math.isfinite(float(low[0])):
@@ -179,7 +179,7 @@ def _fieller_rate(fit: Any, confidence: float) -> Interval:
     return Interval(a / b_size, float(low[0]), float(high[0]), confidence, method)
 
 
-def _fieller(
+def fieller_interval(
     a: FloatArray,
     b: FloatArray,
     v_aa: FloatArray | float,

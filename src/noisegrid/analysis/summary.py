@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError
-from ._format import _pct, format_number
+from ._format import format_number, pct_text
 from ._types import NoiseModelAnalysis, SurfaceFit, TradeoffResult, differs
 from .rates import ONE_SEED_SUMMARY
-from .tradeoff import _tradeoff_at
+from .tradeoff import tradeoff_at
 
 __all__ = ["Analysis"]
 
@@ -73,7 +73,7 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
     if analysis.focus is not None and a.best is not None:
         size, noise = analysis.focus
         try:
-            t = _tradeoff_at(a, size, noise)
+            t = tradeoff_at(a, size, noise)
         except AnalysisError:
             t = None
         if t is not None:
@@ -93,8 +93,8 @@ def _summary_lines(analysis: Analysis, nm: str) -> str:
             lines.append(
                 f"Across the measured cells one point of noise is worth{by_form} from "
                 f"{format_number(lo['rate'])} examples (at {int(lo['train_size']):,} examples, "
-                f"{_pct(lo['noise_level'])} noise) to {format_number(hi['rate'])} "
-                f"(at {int(hi['train_size']):,}, {_pct(hi['noise_level'])})."
+                f"{pct_text(lo['noise_level'])} noise) to {format_number(hi['rate'])} "
+                f"(at {int(hi['train_size']):,}, {pct_text(hi['noise_level'])})."
             )
     elif a.surface_skipped:
         lines.append(f"No local exchange rate: {a.surface_skipped}.")

@@ -2,7 +2,7 @@
 
 The candidates (linear, interaction, log-size, effective-size and power-law forms; see
 ``docs/analysis.md``) each predict accuracy in percent from training size and noise and give the
-two slopes the exchange rate needs. :func:`_fit_surfaces` fits every candidate that the grid
+two slopes the exchange rate needs. :func:`fit_surfaces` fits every candidate that the grid
 supports, cross-validates it with all seeds of a cell held out together, and keeps the best as a
 :class:`~noisegrid.analysis.SurfaceFit`, with its bootstrap refits over seeds (``rates.py``).
 """
@@ -19,9 +19,9 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import optimize
 
-from ._format import _pct
-from ._types import FloatArray, SurfaceFit, _broadcast, _Candidate, _local_rate
-from .rates import _bootstrap
+from ._format import pct_text
+from ._types import FloatArray, SurfaceCandidate, SurfaceFit, broadcast, local_rate
+from .rates import bootstrap_fits
 
 # --------------------------------------------------------------------------------------------
 # Candidate surfaces
@@ -38,7 +38,7 @@ creep towards g → 0 (the logarithmic limit) without converging."""
 _Features = Callable[[FloatArray, FloatArray], FloatArray]
 
 
-class _LinearCandidate(_Candidate):
+class _LinearCandidate(SurfaceCandidate):
     """Linear in its parameters: acc = X(n, eta) @ beta, fitted by least squares."""
 
     def __init__(
@@ -83,7 +83,7 @@ class _LinearCandidate(_Candidate):
         )
 
 
-class _PowerCandidate(_Candidate):
+class _PowerCandidate(SurfaceCandidate):
     """acc = a − b·m^(−g) with m = n·s²/1000: a power-law learning curve in effective size."""
 
     name = "effective_size_power"
@@ -154,7 +154,7 @@ class _PowerCandidate(_Candidate):
         return dm * s**2 / 1000, dm * (n / 1000) * 2 * s * (-self._c / 100)
 
 
-class _PowerSignalCandidate(_Candidate):
+class _PowerSignalCandidate(SurfaceCandidate):
     """acc = a − b·(n/1000)^(−g)·s^(−h): the power law with the signal's exponent set free.
 
     With ``h = 2g`` this is :class:`_PowerCandidate`; the exchange rate is
@@ -305,13 +305,13 @@ def _signal_skip(signal_coef: float | None, eta: FloatArray) -> str | None:
     limit = 1 / signal_coef
     if float(eta.max()) >= limit:
         return (
-            f"needs noise below {_pct(limit)} (where labels still carry signal); the grid goes "
-            f"up to {_pct(float(eta.max()))}"
+            f"needs noise below {pct_text(limit)} (where labels still carry signal); the grid goes "
+            f"up to {pct_text(float(eta.max()))}"
         )
     return None
 
 
-def _candidates(n_classes: int) -> list[_Candidate]:
+def _candidates(n_classes: int) -> list[SurfaceCandidate]:
     c = n_classes / (n_classes - 1)
 
     def ones(n: FloatArray) -> FloatArray:
@@ -387,18 +387,20 @@ def _candidates(n_classes: int) -> list[_Candidate]:
 
 
 def _cross_validate(
-    cand: _Candidate,
+    cand: SurfaceCandidate,
     n: FloatArray,
     eta: FloatArray,
     y: FloatArray,
     cell: npt.NDArray[np.integer[Any]],
-    start: FloatArray | None = None,
 ) -> tuple[float, float] | str:
-    """Leave-one-cell-out: all seeds of a (size, noise) cell are held out together."""
+    """Leave-one-cell-out: all seeds of a (size, noise) cell are held out together.
+
+    Every fold is fitted from its own data alone (no starting values from the full fit).
+    """
     pred = np.empty_like(y)
     for c in np.unique(cell):
         test = cell == c
-        params = cand.fit(n[~test], eta[~test], y[~test], start=start)
+        params = cand.fit(n[~test], eta[~test], y[~test])
         if params is None:
             return "cannot be fitted when one cell is left out; the grid is too sparse for it"
         pred[test] = cand.predict(params, n[test], eta[test])
@@ -406,7 +408,7 @@ def _cross_validate(
     return float(np.sqrt(np.mean(resid**2))), float(np.mean(np.abs(resid)))
 
 
-def _fit_surfaces(
+def fit_surfaces(
     done: pd.DataFrame,
     *,
     n_classes: int,
@@ -457,7 +459,7 @@ def _fit_surfaces(
     tss = float(np.sum((y - y.mean()) ** 2))
 
     rows: list[dict[str, Any]] = []
-    fitted: dict[str, tuple[_Candidate, FloatArray, float]] = {}
+    fitted: dict[str, tuple[SurfaceCandidate, FloatArray, float]] = {}
     for cand in _candidates(n_classes):
         row: dict[str, Any] = {"name": cand.name, "label": cand.label}
         row.update(
@@ -476,7 +478,9 @@ def _fit_surfaces(
                 reason = "cannot be fitted: the grid does not separate its terms"
         cv: tuple[float, float] | str | None = reason
         if reason is None:
-            cv = _cross_validate(cand, n, eta, y, cell, start=params)
+            # Each fold starts from its own data only: seeding it with the full-data fit would
+            # hand the held-out cell to the fold, a leak that favours the nonlinear surfaces.
+            cv = _cross_validate(cand, n, eta, y, cell)
             if isinstance(cv, str):
                 reason = cv
         if reason is not None or params is None or cv is None or isinstance(cv, str):
@@ -485,7 +489,7 @@ def _fit_surfaces(
         resid = y - cand.predict(params, n, eta)
         rate_focus = math.nan
         if focus is not None:
-            rate_focus = float(_local_rate(cand, params, *_broadcast(*focus))[0])
+            rate_focus = float(local_rate(cand, params, *broadcast(*focus))[0])
         rows.append(
             {
                 **row,
@@ -522,7 +526,9 @@ def _fit_surfaces(
         boot = np.empty((0, cand.n_params), dtype=float)
     else:
         seed = done["seed"].to_numpy(dtype=int)
-        boot, resampling = _bootstrap(cand, n, eta, y, cell, seed, n_bootstrap=n_bootstrap, rng=rng)
+        boot, resampling = bootstrap_fits(
+            cand, n, eta, y, cell, seed, n_bootstrap=n_bootstrap, rng=rng
+        )
     best = SurfaceFit(
         name=best_name,
         expression=cand.expression,

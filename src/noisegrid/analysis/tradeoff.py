@@ -1,10 +1,10 @@
 """Trade-off queries: the local exchange rate at one (size, noise) point, and across noise models.
 
-:func:`_tradeoff_at` answers "at this size and noise, what is one point of noise worth in
+:func:`tradeoff_at` answers "at this size and noise, what is one point of noise worth in
 examples, and one corrected label in new labels?" (the marginal rate, with the exact
 compensation for one whole point beside it) for one analysed noise model (the public
 :func:`~noisegrid.analysis.tradeoff` checks its arguments, analyses a table when given one and
-calls it); :func:`_compare_noise_models` puts every noise model's rates side by side.
+calls it); :func:`compare_noise_models` puts every noise model's rates side by side.
 """
 
 from __future__ import annotations
@@ -17,25 +17,25 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError
-from ._format import _pct
-from ._types import Interval, NoiseModelAnalysis, TradeoffResult, _broadcast
-from .rates import _exact_compensation, _rate_interval
+from ._format import pct_text
+from ._types import Interval, NoiseModelAnalysis, TradeoffResult, broadcast
+from .rates import compute_exact_compensation, rate_interval
 
 
-def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffResult:
+def tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffResult:
     best = nma.best
     if best is None:  # pragma: no cover - callers check
         raise AnalysisError(f"no surface for noise model '{nma.noise_model}'")
-    n, eta = _broadcast(size, noise)
+    n, eta = broadcast(size, noise)
     cov = nma.coverage
     if best.candidate.skip_reason(n, eta) is not None:
         top = max(cov.noise_levels) if cov.noise_levels else 0.0
         raise AnalysisError(
-            f"at {_pct(noise)} noise the labels carry no signal for the surface the rates come "
-            f"from, {best.describe()}; the measured grid stops at {_pct(top)} noise; ask about a "
-            f"lower noise rate, at most {_pct(top)}"
+            f"at {pct_text(noise)} noise the labels carry no signal for the surface the rates "
+            f"come from, {best.describe()}; the measured grid stops at {pct_text(top)} noise; ask "
+            f"about a lower noise rate, at most {pct_text(top)}"
         )
-    est, low, high = _rate_interval(best, n, eta, nma.confidence)
+    est, low, high = rate_interval(best, n, eta, nma.confidence)
     rs = best.resampling
     if best.candidate.rate_from_form:
         method = f"no sampling interval: the surface ({best.label}) fixes the rate by its form"
@@ -47,17 +47,13 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         method = "no interval (n_bootstrap=0)"
     rate = Interval(float(est[0]), float(low[0]), float(high[0]), nma.confidence, method)
     notes = []
-    in_grid = bool(
-        cov.sizes
-        and cov.noise_levels
-        and min(cov.sizes) <= size <= max(cov.sizes)
-        and min(cov.noise_levels) <= noise <= max(cov.noise_levels)
-    )
+    # Measured means done runs of this noise model, not the spec's grid or failed cells.
+    in_grid = cov.measured(size, noise)
     if not in_grid:
         notes.append(
-            f"({size:,}, {_pct(noise)}) lies outside the measured grid (sizes "
-            f"{min(cov.sizes):,}-{max(cov.sizes):,}, noise {_pct(min(cov.noise_levels))}-"
-            f"{_pct(max(cov.noise_levels))}); the rate is extrapolated."
+            f"({size:,}, {pct_text(noise)}) lies outside the measured grid "
+            f"({cov.measured_text()}, done runs of {nma.noise_model} noise); the rate is "
+            "extrapolated."
         )
     if noise == 0:
         notes.append(
@@ -67,14 +63,18 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
     if not math.isfinite(rate.estimate):
         notes.append("Here the fitted surface gains nothing from more examples.")
     accuracy = float(best.predict(n, eta)[0])
-    if not 0.0 <= accuracy <= 100.0:
+    if in_grid:
+        # Inside the grid a surface may overshoot its edge (100.3% where every run scored 100%):
+        # the accuracy is what it can be.
+        accuracy = min(max(accuracy, 0.0), 100.0)
+    elif not 0.0 <= accuracy <= 100.0:
         # A surface extrapolated this far says nothing: refuse rather than print its number.
         raise AnalysisError(
-            f"at ({size:,}, {_pct(noise)}) the fitted {best.name} surface predicts "
+            f"at ({size:,}, {pct_text(noise)}) the fitted {best.name} surface predicts "
             f"{accuracy:.1f}% accuracy, which is impossible: the point lies too far outside the "
             f"measured grid (sizes {min(cov.sizes):,}-{max(cov.sizes):,}, noise "
-            f"{_pct(min(cov.noise_levels))}-{_pct(max(cov.noise_levels))}); ask about a point "
-            "inside or near the grid, or grow the grid"
+            f"{pct_text(min(cov.noise_levels))}-{pct_text(max(cov.noise_levels))}); ask about a "
+            "point inside or near the grid, or grow the grid"
         )
     return TradeoffResult(
         size=size,
@@ -87,13 +87,15 @@ def _tradeoff_at(nma: NoiseModelAnalysis, size: int, noise: float) -> TradeoffRe
         accuracy_pct=accuracy,
         in_grid=in_grid,
         notes=tuple(notes),
-        exact_compensation=float(_exact_compensation(best.candidate, best.params, n, eta)[0]),
+        exact_compensation=float(
+            compute_exact_compensation(best.candidate, best.params, n, eta)[0]
+        ),
         surface_description=best.describe(),
         rate_from_form=best.candidate.rate_from_form,
     )
 
 
-def _compare_noise_models(
+def compare_noise_models(
     by_nm: Mapping[str, NoiseModelAnalysis], focus: tuple[int, float] | None
 ) -> pd.DataFrame:
     rows = []
@@ -116,7 +118,7 @@ def _compare_noise_models(
         }
         if a.best is not None and focus is not None:
             try:
-                t = _tradeoff_at(a, *focus)
+                t = tradeoff_at(a, *focus)
             except AnalysisError:
                 t = None
             if t is not None:

@@ -30,9 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ..errors import BackendError
@@ -41,6 +38,7 @@ from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
 
 if TYPE_CHECKING:
     import torch
+    from sklearn.pipeline import Pipeline
 
     from ..config import ExperimentSpec
     from ..data import Corpus
@@ -368,6 +366,10 @@ class EmbedBackend(Backend):
         return probas
 
     def _fit_head(self, x: np.ndarray, labels: np.ndarray, *, seed: int, encoded: int) -> FitOutput:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
         o = self.options
         pipeline = Pipeline(
             [

@@ -19,18 +19,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, model_validator
-from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from . import BACKENDS
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+if TYPE_CHECKING:
+    # scikit-learn loads when a model is built, not when the backend registers: listing the
+    # backends (``noisegrid status``, the spec's checks) stays fast.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
 
 TOKEN_BASE = 1 << 21
 """N-grams are coded as numbers with one base-``TOKEN_BASE`` digit per token (up to 2 million
@@ -70,6 +74,8 @@ class TfidfOptions(BackendOptions):
 
     def vectorizer(self) -> TfidfVectorizer:
         """The ``TfidfVectorizer`` these options describe (the per-cell path's features)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         return TfidfVectorizer(
             ngram_range=(self.ngram_min, self.ngram_max),
             sublinear_tf=self.sublinear_tf,
@@ -83,6 +89,8 @@ class TfidfOptions(BackendOptions):
 
     def classifier(self, seed: int) -> LogisticRegression:
         """The logistic regression of one cell."""
+        from sklearn.linear_model import LogisticRegression
+
         return LogisticRegression(
             C=self.C, max_iter=self.max_iter, class_weight=self.class_weight, random_state=seed
         )
@@ -370,6 +378,8 @@ class SubsampleFeatures:
             raise ValueError(
                 "After pruning, no terms remain. Try a lower min_df or a higher max_df."
             )
+        from sklearn.feature_extraction.text import TfidfTransformer
+
         self.transformer = TfidfTransformer(sublinear_tf=options.sublinear_tf)
         self.train = self.transformer.fit_transform(
             self._in_fit_order(sub, counts.first_positions(rows))
@@ -461,6 +471,8 @@ class TfidfBackend(Backend):
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
         """The per-cell path: vectoriser and classifier fitted on this cell alone."""
         o = self.options
+        from sklearn.pipeline import Pipeline
+
         pipeline = Pipeline([("tfidf", o.vectorizer()), ("clf", o.classifier(seed))])
         with _one_thread():
             pipeline.fit(list(texts), np.asarray(labels))

@@ -1,6 +1,6 @@
 """Worker processes for the ``local`` executor, and the thread limits every worker applies.
 
-Each worker process builds one :class:`~noisegrid.runner.Worker` (corpus, noise model, backend and
+Each worker process builds one :class:`~noisegrid.worker.Worker` (corpus, noise model, backend and
 its caches) when it starts and then runs one sibling group at a time (the noise rates of one size
 and seed, :class:`~noisegrid.grid.SiblingGroup`), so heavy assets load once per process, never once
 per cell. The driver keeps one connection per worker and sends a worker its next group the moment it
@@ -15,8 +15,8 @@ Faults:
   code) is replaced and its group is retried, up to ``[run] max_retries`` times; each cell's result
   records how many attempts it took. After the last attempt the group's cells are returned as
   ``failed``.
-- A cell that raises is a ``failed`` result (the runner's :meth:`Worker.run_cell` catches it); it is
-  not retried.
+- A cell that raises is a ``failed`` result (:meth:`~noisegrid.worker.Worker.run_cell` catches
+  it); it is not retried.
 - Worker processes are fresh interpreters, not forks: they inherit none of the driver's open files,
   so the store's single-writer lock dies with the driver even if a worker outlives it for a moment,
   and each worker exits on its own within a second of the driver's death.
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
     from ..grid import Cell, SiblingGroup
-    from ..runner import CellResult
+    from ..records import CellResult
 
 
 class _HasTrainSize(Protocol):
@@ -158,7 +158,7 @@ class Attempt:
 
 def worker_died_results(spec: ExperimentSpec, attempt: Attempt) -> list[CellResult]:
     """The ``failed`` results of a group whose worker died on every allowed attempt."""
-    from ..runner import CellResult, _now
+    from ..records import CellResult, now
 
     how = "; ".join(attempt.deaths)
     error = (
@@ -173,7 +173,7 @@ def worker_died_results(spec: ExperimentSpec, attempt: Attempt) -> list[CellResu
             noise_model=spec.grid.noise_models[0],
             error=error,
             attempts=len(attempt.deaths),
-            finished_at=_now(),
+            finished_at=now(),
         )
         for cell in attempt.group.cells
     ]
@@ -182,11 +182,11 @@ def worker_died_results(spec: ExperimentSpec, attempt: Attempt) -> list[CellResu
 def queue_groups(spec: ExperimentSpec, cells: Sequence[Cell], *, n_workers: int) -> deque[Attempt]:
     """The work queue of a parallel executor: sibling groups, largest first, one attempt each.
 
-    Groups (:func:`~noisegrid.runner.plan_groups`) are split, never merged, until every one of
+    Groups (:func:`~noisegrid.worker.plan_groups`) are split, never merged, until every one of
     ``n_workers`` workers has one, so a grid of few large groups still uses every worker.
     """
     from ..grid import split_groups
-    from ..runner import plan_groups
+    from ..worker import plan_groups
 
     groups = split_groups(plan_groups(spec, cells), at_least=n_workers)
     return deque(Attempt(group) for group in largest_first(groups))
@@ -205,7 +205,7 @@ def worker_main(fd: int, payload_fd: int, n_threads: int, parent_pid: int) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid)
     limit_threads(n_threads)
-    from ..runner import Worker
+    from ..worker import Worker
 
     conn = Connection(fd)
     try:
@@ -335,7 +335,7 @@ def run_in_processes(
     Raises
     ------
     Exception
-        Whatever building the :class:`~noisegrid.runner.Worker` raised in a worker process (the
+        Whatever building the :class:`~noisegrid.worker.Worker` raised in a worker process (the
         same error the in-process executor raises), with the worker's traceback as a note.
     """
     if not cells:

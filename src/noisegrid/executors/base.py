@@ -10,11 +10,11 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
     from ..grid import Cell
-    from ..runner import CellResult
+    from ..records import CellResult
 
 
 class Executor(ABC):
-    """Runs cells and yields each :class:`~noisegrid.runner.CellResult` as soon as it is ready.
+    """Runs cells and yields each :class:`~noisegrid.records.CellResult` as soon as it is ready.
 
     Executors never write the store; the driver does. A cell that raises comes back as a
     ``failed`` result, not as an exception. Closing the returned iterator (the driver does so on

@@ -3,7 +3,7 @@
 Cells run in sibling groups (the noise rates of one size and seed, see
 :class:`~noisegrid.grid.SiblingGroup`). With ``workers = 1`` groups run one after another in the
 driver's own process. With ``workers = N > 1`` they run in N worker processes (see
-:mod:`noisegrid.executors._pool`): each builds its :class:`~noisegrid.runner.Worker` once, gets
+:mod:`noisegrid.executors._pool`): each builds its :class:`~noisegrid.worker.Worker` once, gets
 ``cores // N`` threads for its numerical libraries so the workers together do not oversubscribe
 the cores, and a worker killed in the middle of a group is replaced and the group retried
 (``[run] max_retries``). The driver stays the only writer of the store.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
     from ..grid import Cell
-    from ..runner import CellResult
+    from ..records import CellResult
 
 log = logging.getLogger("noisegrid")
 
@@ -90,7 +90,7 @@ class LocalExecutor(Executor):
                 max_retries=spec.run.max_retries,
             )
             return
-        from ..runner import Worker, plan_groups
+        from ..worker import Worker, plan_groups
 
         worker = Worker(spec, corpus=corpus)
         for group in plan_groups(spec, cells):

@@ -1,6 +1,6 @@
 """``ray``: cells run on a Ray cluster — one machine or many, CPUs or GPUs.
 
-Design: a pool of actors, each holding one :class:`~noisegrid.runner.Worker`.
+Design: a pool of actors, each holding one :class:`~noisegrid.worker.Worker`.
 
 - **Where.** No ``[run] address``: a private local Ray instance is started for the run and stopped
   after it (no dashboard, a small object store, worker logs kept out of the terminal).
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from ..config import ExperimentSpec, RunSpec
     from ..data import Corpus
     from ..grid import Cell, SiblingGroup
-    from ..runner import CellResult, Worker
+    from ..records import CellResult
+    from ..worker import Worker
 
 log = logging.getLogger("noisegrid")
 
@@ -170,7 +171,7 @@ class CellActor:
     def run_group(self, group: SiblingGroup) -> list[CellResult]:
         """Run one sibling group (building the Worker first, on the first call)."""
         if self._worker is None:
-            from ..runner import Worker
+            from ..worker import Worker
 
             self._worker = Worker(self._spec, corpus=self._corpus)
         return self._worker.run_group(group)

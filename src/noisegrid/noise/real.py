@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..data import _label_key
+from ..data import label_key
 from ..errors import DataError
 from ..sampling import STREAM_NOISE, rng_for, subsample_per_class
 from .base import NOISE_MODELS, FlipPlan, NoiseModel, Reach, balanced_order, find_shortfall
@@ -92,7 +92,7 @@ def noisy_label_ids(corpus: Corpus, column: str) -> np.ndarray:
     index = {name: i for i, name in enumerate(corpus.label_names)}
     values = extra[column]
     missing = values.isna().to_numpy()
-    keys = [None if m else _label_key(v) for v, m in zip(values, missing, strict=True)]
+    keys = [None if m else label_key(v) for v, m in zip(values, missing, strict=True)]
     unknown = sorted({k for k in keys if k is not None and k not in index})
     if unknown:
         raise DataError(

@@ -7,7 +7,11 @@
     results.csv        the tidy results table as analysed
     figures/*.png      static versions of the figures (matplotlib), for slides and papers
 
-The statistics come from :mod:`noisegrid.analysis`; this package only draws and writes them.
+:func:`save_audit` and :func:`save_advice` write an audit's or an advice's files with their
+figure (``noisegrid audit --out``, ``noisegrid advise --out``).
+
+The statistics come from :mod:`noisegrid.analysis` (and the result objects of
+:mod:`noisegrid.auditing` and :mod:`noisegrid.advising`); this package only draws and writes them.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from ..analysis.advise import AdviceResult
+    from ..auditing import AuditResult
 
-__all__ = ["build_report", "collect_provenance", "make_figures"]
+__all__ = ["build_report", "collect_provenance", "make_figures", "save_advice", "save_audit"]
 
 VERSIONED_PACKAGES = (
     "noisegrid",
@@ -117,9 +122,9 @@ def build_report(
             results, grid=grid, n_classes=n_classes, n_bootstrap=n_bootstrap, seed=seed
         )
     if advice is None and getattr(spec, "advice", None) is not None:
-        from ..analysis.advise import advise as _advise
+        from ..advising import advise
 
-        advice = _advise(spec, analysis=analysis, seed=seed)
+        advice = advise(spec, analysis=analysis, seed=seed)
     prov = collect_provenance(results, analysis=analysis, spec=spec_dict)
     prov.update(provenance or {})
     title = _title(spec_dict, prov)
@@ -162,6 +167,55 @@ def make_figures(analysis: Analysis) -> dict[str, go.Figure]:
     from ._figures import make_figures as _make_figures
 
     return _make_figures(analysis)
+
+
+def save_audit(result: AuditResult, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
+    """Write an audit's tables (:meth:`~noisegrid.auditing.AuditResult.save`) and its figure.
+
+    Parameters
+    ----------
+    result : AuditResult
+    out_dir : str or Path
+        The folder (created if missing).
+    figure : bool, default True
+        Also draw ``calibration.png`` (estimated against injected noise, and the suspect list's
+        precision), when the audit has a calibration.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    written = result.save(out_dir)
+    if figure and not result.calibration.empty:
+        from ._advice import write_calibration_png
+
+        written.append(write_calibration_png(result, Path(out_dir) / "calibration.png"))
+    return written
+
+
+def save_advice(result: AdviceResult, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
+    """Write an advice's tables (:meth:`~noisegrid.AdviceResult.save`) and ``advice.png``.
+
+    Parameters
+    ----------
+    result : AdviceResult
+    out_dir : str or Path
+        The folder (created if missing).
+    figure : bool, default True
+        Also draw ``advice.png`` (predicted accuracy against budget for each strategy).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    written = result.save(out_dir)
+    if figure:
+        from ._advice import write_advice_png
+
+        written.append(write_advice_png(result, Path(out_dir) / "advice.png"))
+    return written
 
 
 def collect_provenance(

@@ -6,7 +6,8 @@
   PNG for ``noisegrid advise --out`` and the report's ``figures/``, a plotly figure and an HTML
   section for the report).
 
-The statistics come from :mod:`noisegrid.analysis.audit` and :mod:`noisegrid.analysis.advise`.
+The numbers come from the result objects (:class:`noisegrid.AuditResult`,
+:class:`noisegrid.AdviceResult`); this module only draws them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from ..analysis.advise import AdviceResult
-    from ..analysis.audit import AuditResult
+    from ..auditing import AuditResult
 
 _DPI = 150
 STRATEGY_COLORS = {"collect": "#3a6ea5", "clean": "#c8553d", "mix": "#2a9d5c"}

@@ -340,7 +340,7 @@ def contour_grid(
     size_grid = np.linspace(float(sizes.min()), float(sizes.max()), resolution)
     noise_grid = np.linspace(float(noise.min()), float(noise.max()), resolution)
     n, eta = np.meshgrid(size_grid, noise_grid)
-    z = nma.best.predict(n.ravel(), eta.ravel()).reshape(n.shape)
+    z = np.clip(nma.best.predict(n.ravel(), eta.ravel()), 0.0, 100.0).reshape(n.shape)
     return size_grid, noise_grid, z
 
 

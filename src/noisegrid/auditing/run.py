@@ -1,4 +1,4 @@
-"""Audit: how noisy are the dataset's own labels, and which ones are wrong?
+"""The audit: how noisy are the dataset's own labels, and which ones are wrong?
 
 :func:`audit` estimates the label noise of a training split with confident learning (cleanlab's
 ``count.estimate_joint`` and ``filter.find_label_issues``) on out-of-fold class probabilities from
@@ -17,344 +17,30 @@ P(observed label j | true label i), rows sum to 1 (cleanlab's ``noise_matrix`` i
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import AnalysisError, ConfigError, DataError, require
+from ..analysis import Interval
+from ..analysis.calibration import calibrate_noise
+from ..errors import ConfigError, DataError, require
 from ..noise import inject_noise
 from ..sampling import STREAM_AUDIT, rng_for
-from ._types import Interval
+from .result import DEFAULT_CALIBRATION_RATES, DEFAULT_SAMPLE, PRECISION_DEPTHS, AuditResult
 
 if TYPE_CHECKING:
     from ..config import ExperimentSpec
     from ..data import Corpus
 
-__all__ = [
-    "DEFAULT_CALIBRATION_RATES",
-    "DEFAULT_SAMPLE",
-    "AuditResult",
-    "audit",
-    "load_audit",
-]
-
-DEFAULT_CALIBRATION_RATES = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
-"""Uniform noise injected on top of the labels as given, for the calibration table."""
-
-DEFAULT_SAMPLE = 10_000
-"""Examples audited by default (a class-proportional random sample when the split is larger)."""
-
-PRECISION_DEPTHS = (100, 500)
-"""Depths of the suspect list whose precision the calibration table shows."""
+__all__ = ["audit"]
 
 AUDIT_BACKENDS = ("tfidf", "embed")
 EXCERPT_CHARS = 200
 _CURVE_POINTS = 160
-
-
-# --------------------------------------------------------------------------------------------
-# Result
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class AuditResult:
-    """What :func:`audit` found.
-
-    Attributes
-    ----------
-    noise_rate : Interval
-        Estimated fraction of wrong labels (confident learning: one minus the trace of the
-        estimated joint of given and true labels), with a bootstrap interval over examples.
-    per_class : pandas.DataFrame
-        One row per class: ``label``, ``n_labelled``, ``wrong_rate`` (share of the examples given
-        this label whose true class is another) with ``wrong_low``/``wrong_high``,
-        ``flip_rate`` (share of the examples truly of this class labelled otherwise: one minus
-        the noise matrix's diagonal), ``n_true_estimated`` and ``n_flagged``.
-    noise_matrix : numpy.ndarray, shape (K, K)
-        Entry ``[i, j]`` = P(observed label j | true label i); rows sum to 1.
-    suspects : pandas.DataFrame
-        The labels cleanlab flags as issues, most suspicious first: ``rank``, ``row`` (position in
-        the training split), ``id`` (the source's id column, else the row), ``given_label``,
-        ``suggested_label``, ``label_quality`` (cleanlab's self-confidence, lower is more
-        suspicious), ``p_given``, ``p_suggested``, ``text`` (an excerpt).
-    calibration : pandas.DataFrame
-        One row per injected rate: ``injected`` (share of labels flipped), ``estimated`` with
-        ``ci_low``/``ci_high``, ``added`` (estimate minus the estimate of the labels as given),
-        ``expected`` (the total noise if the labels as given hold ``noise_rate``), ``n_flagged``
-        and ``precision_at_<k>`` for each ``k`` of :data:`PRECISION_DEPTHS` (NaN at rate 0, or
-        when the audit has fewer than ``k`` examples). Empty when calibration was skipped.
-    precision_curves : pandas.DataFrame
-        For each injected rate above 0: ``injected``, ``depth`` (suspects reviewed),
-        ``depth_fraction`` (depth / examples audited), ``precision`` (share of those that were
-        flipped) and ``recall`` (share of the flipped labels among them).
-    label_names : tuple of str
-    n_audited : int
-        Examples audited (the sample).
-    n_total : int
-        Examples in the split the sample was drawn from.
-    backend : str
-        Backend of the out-of-fold probabilities.
-    n_folds : int
-    n_bootstrap : int
-    seed : int
-    source : str
-        What was audited, for the output.
-    notes : tuple of str
-    """
-
-    noise_rate: Interval
-    per_class: pd.DataFrame
-    noise_matrix: np.ndarray
-    suspects: pd.DataFrame
-    calibration: pd.DataFrame
-    precision_curves: pd.DataFrame
-    label_names: tuple[str, ...]
-    n_audited: int
-    n_total: int
-    backend: str
-    n_folds: int
-    n_bootstrap: int
-    seed: int
-    source: str = ""
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.label_names)
-
-    def headline(self) -> str:
-        """The first line of the output, e.g. ``estimated label noise: 4.8% (95% CI 4.1–5.6%)``."""
-        r = self.noise_rate
-        if math.isnan(r.low):
-            return f"estimated label noise: {_pct1(r.estimate)}"
-        return (
-            f"estimated label noise: {_pct1(r.estimate)} "
-            f"({r.level * 100:g}% CI {_pct1(r.low, unit=False)}–{_pct1(r.high)})"
-        )
-
-    def calibration_summary(self) -> str:
-        """One sentence on how the estimate tracks noise injected at known rates."""
-        cal = self.calibration[self.calibration["injected"] > 0]
-        if cal.empty:
-            return "No calibration (no injected rates above 0)."
-        err = (cal["estimated"] - cal["expected"]).to_numpy(dtype=float)
-        slope = _slope(self.calibration["injected"], self.calibration["estimated"])
-        worst = cal.iloc[int(np.argmax(np.abs(err)))]
-        return (
-            f"Against uniform noise injected at {_pct0(cal['injected'].min())}–"
-            f"{_pct0(cal['injected'].max())}, the estimate rises {slope:.2f} points per injected "
-            f"point and is off the expected total (the injected noise on top of "
-            f"{_pct1(self.noise_rate.estimate)} of its own) by {_pts(float(np.mean(np.abs(err))))} "
-            f"on average, at most {_pts(float(worst['estimated'] - worst['expected']), sign=True)} "
-            f"(at {_pct0(worst['injected'])} injected)."
-        )
-
-    def review_precision(self, noise: float, depth_fraction: Any) -> np.ndarray:
-        """Share of reviewed suspects that are wrong, as the calibration measured it.
-
-        Parameters
-        ----------
-        noise : float
-            The noise rate of the labels to review; the curves of the calibrated rates around it
-            are interpolated (the nearest one is used outside their range).
-        depth_fraction : float or array
-            Suspects reviewed, as a fraction of the dataset (0–1).
-
-        Returns
-        -------
-        numpy.ndarray
-            Cumulative precision at each depth (0 where nothing is reviewed).
-
-        Raises
-        ------
-        AnalysisError
-            The audit has no calibration curves.
-        """
-        curves = self.precision_curves
-        if curves.empty:
-            raise AnalysisError(
-                "this audit has no calibration curves (it ran without injected rates above 0); "
-                "run it with calibration to price reviews"
-            )
-        d = np.atleast_1d(np.asarray(depth_fraction, dtype=float))
-        rates = np.sort(curves["injected"].unique())
-
-        def at(rate: float) -> np.ndarray:
-            c = curves[curves["injected"] == rate]
-            return np.interp(
-                d,
-                c["depth_fraction"].to_numpy(dtype=float),
-                c["precision"].to_numpy(dtype=float),
-                left=float(c["precision"].iloc[0]),
-            )
-
-        if noise <= rates[0]:
-            out = at(float(rates[0]))
-        elif noise >= rates[-1]:
-            out = at(float(rates[-1]))
-        else:
-            hi = int(np.searchsorted(rates, noise))
-            r0, r1 = float(rates[hi - 1]), float(rates[hi])
-            w = (noise - r0) / (r1 - r0)
-            out = (1 - w) * at(r0) + w * at(r1)
-        return np.where(d > 0, np.clip(out, 0.0, 1.0), 0.0)
-
-    def describe(self, *, n_suspects: int = 5) -> str:
-        """The text the CLI prints: headline first, then the tables."""
-        lines = [self.headline()]
-        lines.append(
-            (
-                f"audited {self.n_audited:,} of {self.n_total:,} examples (a class-proportional "
-                f"random sample, seed {self.seed})"
-                if self.n_audited < self.n_total
-                else f"audited all {self.n_total:,} examples"
-            )
-            + f" of {self.source}: {self.backend} out-of-fold probabilities "
-            f"({self.n_folds}-fold), cleanlab confident learning, bootstrap B={self.n_bootstrap}"
-        )
-        lines.append("")
-        lines.append(
-            "per class (wrong = share of the examples given that label whose true class "
-            "is another):"
-        )
-        lines.append(_format_frame(_per_class_view(self)))
-        lines.append("")
-        lines.append("noise matrix (row = true class, column = observed label, rows sum to 1):")
-        lines.append(_format_frame(self.noise_matrix_frame().map(lambda v: f"{v:.3f}")))
-        if not self.calibration.empty:
-            lines.append("")
-            lines.append("calibration (uniform noise injected on top of the labels as given):")
-            lines.append(_format_frame(_calibration_view(self)))
-            lines.append(self.calibration_summary())
-        lines.append("")
-        lines.append(
-            f"{len(self.suspects):,} labels flagged as likely wrong"
-            + (f"; the first {min(n_suspects, len(self.suspects))}:" if len(self.suspects) else ".")
-        )
-        for row in self.suspects.head(n_suspects).itertuples():
-            text = str(row.text)
-            short = text if len(text) <= 70 else text[:67] + "..."
-            lines.append(
-                f"  {row.rank:>3}. id {row.id}: given {row.given_label!r}, suggested "
-                f"{row.suggested_label!r} (p={row.p_suggested:.2f}): {short}"
-            )
-        lines += [f"Note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.describe()
-
-    def noise_matrix_frame(self) -> pd.DataFrame:
-        """:attr:`noise_matrix` labelled: index = true class, columns = observed label."""
-        names = list(self.label_names)
-        return pd.DataFrame(
-            self.noise_matrix,
-            index=pd.Index(names, name="true"),
-            columns=pd.Index(names, name="observed"),
-        )
-
-    def save(self, out_dir: str | Path, *, figure: bool = True) -> list[Path]:
-        """Write the tables (and the calibration figure) into ``out_dir``.
-
-        Files: ``suspects.csv``, ``per_class.csv``, ``noise_matrix.csv``, ``calibration.csv``,
-        ``precision_curves.csv``, ``audit.json`` (everything :func:`load_audit` needs) and, with
-        ``figure``, ``calibration.png``.
-
-        Returns
-        -------
-        list of Path
-            The files written.
-        """
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise AnalysisError(f"--out must be a folder; '{out}' is a file — pass a folder path")
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        tables = {
-            "suspects.csv": self.suspects,
-            "per_class.csv": self.per_class,
-            "calibration.csv": self.calibration,
-            "precision_curves.csv": self.precision_curves,
-        }
-        for name, frame in tables.items():
-            frame.to_csv(out / name, index=False)
-            written.append(out / name)
-        self.noise_matrix_frame().to_csv(out / "noise_matrix.csv")
-        written.append(out / "noise_matrix.csv")
-        meta = {
-            "noise_rate": [self.noise_rate.estimate, self.noise_rate.low, self.noise_rate.high],
-            "level": self.noise_rate.level,
-            "method": self.noise_rate.method,
-            "noise_matrix": self.noise_matrix.tolist(),
-            "label_names": list(self.label_names),
-            "n_audited": self.n_audited,
-            "n_total": self.n_total,
-            "backend": self.backend,
-            "n_folds": self.n_folds,
-            "n_bootstrap": self.n_bootstrap,
-            "seed": self.seed,
-            "source": self.source,
-            "notes": list(self.notes),
-        }
-        (out / "audit.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        written.append(out / "audit.json")
-        if figure and not self.calibration.empty:
-            from ..report._advice import write_calibration_png
-
-            written.append(write_calibration_png(self, out / "calibration.png"))
-        return written
-
-
-def load_audit(folder: str | Path) -> AuditResult:
-    """Read an audit written by :meth:`AuditResult.save` (``noisegrid audit --out DIR``).
-
-    Raises
-    ------
-    AnalysisError
-        The folder has no ``audit.json`` or a table is missing.
-    """
-    path = Path(folder)
-    meta_path = path / "audit.json"
-    if not meta_path.is_file():
-        raise AnalysisError(
-            f"'{path}' holds no audit (no audit.json); write one with: noisegrid audit CONFIG "
-            f"--out {path}"
-        )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    frames = {}
-    for name in ("suspects", "per_class", "calibration", "precision_curves"):
-        file = path / f"{name}.csv"
-        if not file.is_file():
-            raise AnalysisError(f"audit folder '{path}' lacks {file.name}; write the audit again")
-        try:
-            frames[name] = pd.read_csv(file)
-        except pd.errors.EmptyDataError:
-            frames[name] = pd.DataFrame()
-    est, low, high = (float(x) if x is not None else math.nan for x in meta["noise_rate"])
-    return AuditResult(
-        noise_rate=Interval(est, low, high, float(meta["level"]), str(meta["method"])),
-        per_class=frames["per_class"],
-        noise_matrix=np.asarray(meta["noise_matrix"], dtype=float),
-        suspects=frames["suspects"],
-        calibration=frames["calibration"],
-        precision_curves=frames["precision_curves"],
-        label_names=tuple(meta["label_names"]),
-        n_audited=int(meta["n_audited"]),
-        n_total=int(meta["n_total"]),
-        backend=str(meta["backend"]),
-        n_folds=int(meta["n_folds"]),
-        n_bootstrap=int(meta["n_bootstrap"]),
-        seed=int(meta["seed"]),
-        source=str(meta.get("source", "")),
-        notes=tuple(meta.get("notes", ())),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,6 +183,15 @@ def audit(
         curves.append(_curve(noisy.realized_rate, hits, noisy.n_flipped))
 
     calibration = pd.DataFrame(cal_rows) if cal_rows else pd.DataFrame()
+    reference = _reference_curve(oof, proba, rates, k, seed, n_folds)
+    calibrated = (
+        calibrate_noise(
+            noise_ci, [t for t, _ in reference], [g for _, g in reference], upper=1 - 1 / k
+        )
+        if reference
+        else Interval(math.nan, math.nan, math.nan, level, "no calibration")
+    )
+    cv_accuracy = float(np.mean(proba.argmax(axis=1) == given))
     curve_frame = (
         pd.concat(curves, ignore_index=True)
         if curves
@@ -509,9 +204,16 @@ def audit(
             "data's own wrong labels counts as a miss, so it is a lower bound."
         )
     notes.append(
-        "The interval resamples examples with their out-of-fold probabilities fixed; it does not "
-        "include the variation from refitting the model."
+        "The raw count's interval resamples examples with their out-of-fold probabilities fixed; "
+        "it does not include the variation from refitting the model."
     )
+    if math.isfinite(calibrated.estimate):
+        notes.append(
+            "The calibrated estimate reads the raw count off a reference curve: the count on the "
+            "model's own out-of-fold predictions with uniform noise injected at known rates "
+            "(same texts, features and folds); its interval maps the raw count's and adds the "
+            "curve's scatter."
+        )
     return AuditResult(
         noise_rate=noise_ci,
         per_class=per_class,
@@ -528,7 +230,32 @@ def audit(
         seed=seed,
         source=source,
         notes=tuple(notes),
+        calibrated_noise_rate=calibrated,
+        reference_curve=tuple(reference),
+        cv_accuracy=cv_accuracy,
     )
+
+
+def _reference_curve(
+    oof: _OutOfFold, proba: np.ndarray, rates: Sequence[float], k: int, seed: int, n_folds: int
+) -> list[tuple[float, float]]:
+    """The count at known noise: (true rate, count) on the model's own predictions as labels.
+
+    Empty when the predictions miss a class the folds need (then nothing is calibrated).
+    """
+    from cleanlab import count
+
+    reference = proba.argmax(axis=1)
+    if len(rates) < 2 or np.bincount(reference, minlength=k).min() < n_folds:
+        return []
+    out = []
+    for rate in rates:
+        noisy = inject_noise(reference, rate, seed=seed + 1, n_classes=k)
+        p = oof.predict(noisy.labels, warm=True)
+        out.append(
+            (noisy.realized_rate, float(1 - np.trace(count.estimate_joint(noisy.labels, p))))
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -953,67 +680,3 @@ def _curve(injected: float, hits: np.ndarray, n_flipped: int) -> pd.DataFrame:
             "recall": h / n_flipped if n_flipped else np.nan,
         }
     )
-
-
-def _slope(x: pd.Series, y: pd.Series) -> float:
-    xs, ys = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
-    if np.unique(xs).size < 2:
-        return math.nan
-    return float(np.polyfit(xs, ys, 1)[0])
-
-
-def _per_class_view(result: AuditResult) -> pd.DataFrame:
-    pc = result.per_class
-    ci = [
-        "" if math.isnan(lo) else f"{_pct1(lo, unit=False)}–{_pct1(hi)}"
-        for lo, hi in zip(pc["wrong_low"], pc["wrong_high"], strict=True)
-    ]
-    return pd.DataFrame(
-        {
-            "class": pc["label"],
-            "labelled": [f"{int(v):,}" for v in pc["n_labelled"]],
-            "wrong": [_pct1(v) for v in pc["wrong_rate"]],
-            "95% CI": ci,
-            "flipped away": [_pct1(v) for v in pc["flip_rate"]],
-            "flagged": [f"{int(v):,}" for v in pc["n_flagged"]],
-        }
-    )
-
-
-def _calibration_view(result: AuditResult) -> pd.DataFrame:
-    cal = result.calibration
-    out = pd.DataFrame(
-        {
-            "injected": [_pct1(v) for v in cal["injected"]],
-            "estimated": [_pct1(v) for v in cal["estimated"]],
-            "95% CI": [
-                "" if math.isnan(lo) else f"{_pct1(lo, unit=False)}–{_pct1(hi)}"
-                for lo, hi in zip(cal["ci_low"], cal["ci_high"], strict=True)
-            ],
-            "expected": [_pct1(v) for v in cal["expected"]],
-            "added": [_pts(v, sign=True) for v in cal["added"]],
-        }
-    )
-    for depth in PRECISION_DEPTHS:
-        col = cal[f"precision_at_{depth}"]
-        out[f"precision@{depth}"] = ["—" if math.isnan(v) else f"{v:.2f}" for v in col]
-    return out
-
-
-def _format_frame(frame: pd.DataFrame) -> str:
-    text = frame.to_string(index=frame.index.name is not None)
-    return "\n".join("  " + line for line in text.splitlines())
-
-
-def _pct1(x: float, *, unit: bool = True) -> str:
-    if math.isnan(x):
-        return "n/a"
-    return f"{100 * x:.1f}%" if unit else f"{100 * x:.1f}"
-
-
-def _pct0(x: float) -> str:
-    return f"{100 * x:g}%"
-
-
-def _pts(x: float, *, sign: bool = False) -> str:
-    return f"{100 * x:+.1f} points" if sign else f"{100 * x:.1f} points"
