@@ -30,10 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from ..errors import BackendError
 from . import BACKENDS, hf
@@ -41,6 +37,7 @@ from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
 
 if TYPE_CHECKING:
     import torch
+    from sklearn.pipeline import Pipeline
 
     from ..config import ExperimentSpec
     from ..data import Corpus
@@ -368,6 +365,11 @@ class EmbedBackend(Backend):
         return probas
 
     def _fit_head(self, x: np.ndarray, labels: np.ndarray, *, seed: int, encoded: int) -> FitOutput:
+        # Imported here: validating a config registers every backend, and should stay quick.
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
         o = self.options
         pipeline = Pipeline(
             [
@@ -405,6 +407,8 @@ class EmbedBackend(Backend):
 def _head_threads() -> Any:
     """One BLAS thread for the head: for a few thousand rows × a few hundred features, extra
     threads cost more in synchronisation than they save (several times slower on a busy machine)."""
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1)
 
 

@@ -19,18 +19,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 from pydantic import Field, model_validator
-from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
 from . import BACKENDS
 from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+# scikit-learn and SciPy are imported where a fit needs them, not here: validating a config
+# registers every backend, and `noisegrid status` should not pay a second for scikit-learn.
 
 TOKEN_BASE = 1 << 21
 """N-grams are coded as numbers with one base-``TOKEN_BASE`` digit per token (up to 2 million
@@ -70,6 +74,8 @@ class TfidfOptions(BackendOptions):
 
     def vectorizer(self) -> TfidfVectorizer:
         """The ``TfidfVectorizer`` these options describe (the per-cell path's features)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         return TfidfVectorizer(
             ngram_range=(self.ngram_min, self.ngram_max),
             sublinear_tf=self.sublinear_tf,
@@ -83,6 +89,8 @@ class TfidfOptions(BackendOptions):
 
     def classifier(self, seed: int) -> LogisticRegression:
         """The logistic regression of one cell."""
+        from sklearn.linear_model import LogisticRegression
+
         return LogisticRegression(
             C=self.C, max_iter=self.max_iter, class_weight=self.class_weight, random_state=seed
         )
@@ -95,6 +103,8 @@ def _one_thread() -> Any:
     far too short to split across threads: on 2 busy cores a 5,000-example fit took 4.5 s with
     two OpenBLAS threads and 0.5 s with one. Parallelism comes from worker processes instead.
     """
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1)
 
 
@@ -180,6 +190,8 @@ class TermCounts:
         return np.fromiter((self._row_of[t] for t in texts), dtype=np.int64, count=len(texts))
 
     def _count(self, texts: list[str]) -> None:
+        import scipy.sparse as sp
+
         low, high = self._ngrams
         token_lists = [self._tokenize(self._preprocess(text)) for text in texts]
         flat = list(chain.from_iterable(token_lists))
@@ -260,6 +272,8 @@ class TermCounts:
 
     def matrix(self) -> sp.csr_matrix:
         """Counts of every text counted so far, shape (n_texts, n_terms), float32."""
+        import scipy.sparse as sp
+
         if self._matrix is None:
             n_cols = self.n_terms
             parts = [
@@ -278,6 +292,8 @@ class TermCounts:
 
     def first_positions(self, rows: np.ndarray) -> sp.csr_matrix:
         """Like ``matrix()[rows]``, holding where in its text each term first occurs instead."""
+        import scipy.sparse as sp
+
         m = self.matrix()
         first = sp.csr_matrix((self._first, m.indices, m.indptr), shape=m.shape)
         return first[rows]
@@ -344,6 +360,8 @@ class SubsampleFeatures:
     """
 
     def __init__(self, counts: TermCounts, texts: Sequence[str], options: TfidfOptions) -> None:
+        from sklearn.feature_extraction.text import TfidfTransformer
+
         self.counts = counts
         rows = counts.rows(texts)
         sub = counts.matrix()[rows]
@@ -389,6 +407,8 @@ class SubsampleFeatures:
         tolerance, and on IMDB a different order moved its stopping point enough to change up to
         0.7% of the test predictions.
         """
+        import scipy.sparse as sp
+
         n_docs, n_terms = sub.shape
         row = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(sub.indptr))
         seen = row * (1 << 32) + first.data.astype(np.int64)
@@ -460,6 +480,8 @@ class TfidfBackend(Backend):
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
         """The per-cell path: vectoriser and classifier fitted on this cell alone."""
+        from sklearn.pipeline import Pipeline
+
         o = self.options
         pipeline = Pipeline([("tfidf", o.vectorizer()), ("clf", o.classifier(seed))])
         with _one_thread():
