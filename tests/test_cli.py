@@ -225,7 +225,9 @@ def test_validate_explain_prints_every_default(
     )
     code, out, err = invoke("validate", cfg, "--explain")
     assert code == 0, err
-    first, _, toml_text = out.partition("\n")
+    # stdout is the config alone (`> resolved.toml` gives a valid file); the status goes to stderr.
+    toml_text = out
+    first = err.strip()
     assert first.startswith("ok: 1 cells")
     assert (
         "# test_size: not set, so 60 = the largest class-balanced sample up to 2,000 "
@@ -250,6 +252,31 @@ def test_validate_explain_prints_every_default(
     again.write_text(toml_text)
     code, out_again, _ = invoke("validate", again)
     assert code == 0 and out_again.splitlines()[0] == first
+
+
+def test_validate_explain_writes_paths_given_on_the_command_line_absolute(
+    make_dataset: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    cfg = _project(tmp_path, make_dataset)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(
+        "validate", cfg, "--explain", "--set", "dataset.source=project/data",
+        "--set", "run.cache_dir=cache", "--store", "elsewhere/r.sqlite",
+    )  # fmt: skip
+    assert code == 0, err
+    resolved = tomllib.loads(out)
+    assert resolved["dataset"]["source"] == str(tmp_path / "project" / "data")
+    assert resolved["run"]["store"] == str(tmp_path / "elsewhere" / "r.sqlite")
+    assert resolved["run"]["cache_dir"] == str(tmp_path / "cache")
+    # Written to a file in another folder, it is still the same experiment.
+    moved = tmp_path / "project" / "deeper" / "resolved.toml"
+    moved.parent.mkdir()
+    moved.write_text(out)
+    monkeypatch.chdir(moved.parent)
+    code, _, err_again = invoke("validate", moved, "--explain")
+    assert code == 0 and err_again == err
 
 
 def test_store_help_names_the_run_section() -> None:
@@ -306,3 +333,94 @@ def test_help_starts_without_the_numeric_stack() -> None:
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     heavy = {"numpy", "pandas", "sklearn", "scipy", "noisegrid.config", "rich.markdown"}
     assert imported & heavy == set()
+
+
+# --- one experiment, one fingerprint; what else the store holds --------------------------------
+
+
+def test_every_command_prints_the_same_fingerprint_however_the_data_path_is_spelled(
+    make_dataset: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    cfg = _project(tmp_path, make_dataset)  # names its data "data", relative to its folder
+    monkeypatch.chdir(tmp_path)
+    assert invoke("run", cfg, "-q")[0] == 0
+    spellings = {
+        "as in the config": [],
+        "relative, typed here": ["--set", "dataset.source=project/data"],
+        "absolute": ["--set", f"dataset.source={tmp_path / 'project' / 'data'}"],
+        "with a detour": ["--set", "dataset.source=./project/../project/data/"],
+    }
+    pattern = re.compile(r"fingerprint:? ([0-9a-f]{16})")
+    seen: dict[tuple[str, str], set[str]] = {}
+    for spelling, args in spellings.items():
+        outputs = {
+            "validate": invoke("validate", cfg, *args)[1],
+            "status": invoke("status", cfg, *args)[1],
+            "plan": invoke("plan", cfg, *args)[1],
+        }
+        out = tmp_path / "out" / spelling.replace(" ", "-")
+        assert invoke("export", cfg, *args, "--out", out / "r.csv")[0] == 0
+        outputs["export"] = " ".join(
+            f"fingerprint {f}" for f in pd.read_csv(out / "r.csv")["fingerprint"]
+        )
+        assert invoke("report", cfg, *args, "--out", out / "report")[0] == 0
+        outputs["report"] = (out / "report" / "summary.md").read_text(encoding="utf-8")
+        for command, text in outputs.items():
+            seen[(spelling, command)] = set(pattern.findall(text))
+    for (spelling, command), found in seen.items():
+        print(f"{command:>8} | {spelling:<22} | {', '.join(sorted(found))}")
+    assert all(len(found) == 1 for found in seen.values()), seen
+    assert len(set.union(*seen.values())) == 1, seen
+
+
+def test_status_export_and_report_say_what_the_store_holds_outside_the_grid(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(make_dataset(), sizes="[20, 40, 60]", rates="[0.0, 0.1, 0.2]")
+    assert invoke("run", cfg, "-q", "--set", "grid.seeds=[0, 1, 2, 3]")[0] == 0
+    note = (
+        "note: the store also holds 27 cells of this experiment outside the grid (seeds 1–3); "
+        "--all to include them"
+    )
+    code, out, _ = invoke("status", cfg)
+    assert code == 0 and out.startswith("9 done, 0 failed, 0 pending of 9 cells (store: ")
+    assert note in out.splitlines()
+    code, out, _ = invoke("status", cfg, "--all")
+    assert out.startswith(
+        "36 done, 0 failed, 0 pending of 36 cells, 9 in the grid and 27 outside it (store: "
+    )
+    assert "note:" not in out
+
+    csv = tmp_path / "r.csv"
+    code, _, err = invoke("export", cfg, "--out", csv)
+    assert code == 0 and len(pd.read_csv(csv)) == 9 and note in err.splitlines()
+    code, _, err = invoke("export", cfg, "--out", csv, "--all")
+    assert code == 0 and len(pd.read_csv(csv)) == 36 and "note:" not in err
+    assert sorted(pd.read_csv(csv)["seed"].unique()) == [0, 1, 2, 3]
+
+    code, out, err = invoke("report", cfg, "--out", tmp_path / "report", "--all")
+    assert code == 0, err
+    assert "uniform noise: 36 of 36 runs done" in out and "note:" not in err
+    code, out, err = invoke("report", cfg, "--out", tmp_path / "report")
+    assert code == 0 and "uniform noise: 9 of 9 runs done" in out and note in err.splitlines()
+
+    # Other sizes and noise rates are named too; a grid that covers everything has no note.
+    assert (
+        invoke("run", cfg, "-q", "--set", "grid.sizes=[80]", "--set", "grid.noise_rates=[0.3]")[0]
+        == 0
+    )
+    out = invoke("status", cfg)[1]
+    assert (
+        "note: the store also holds 28 cells of this experiment outside the grid (size 80; "
+        "noise rate 0.3; seeds 1–3); --all to include them"
+    ) in out
+    everything = [
+        "--set",
+        "grid.sizes=[20, 40, 60, 80]",
+        "--set",
+        "grid.noise_rates=[0, 0.1, 0.2, 0.3]",
+    ]
+    out = invoke("status", cfg, *everything, "--set", "grid.seeds=[0, 1, 2, 3]")[1]
+    assert "37 done" in out and "note:" not in out

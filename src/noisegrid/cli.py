@@ -63,6 +63,17 @@ StoreOpt = Annotated[
     ),
 ]
 
+AllOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help=(
+            "Include the cells of this experiment the store holds outside the config's grid "
+            "(other sizes, noise rates or seeds, e.g. from an earlier --set)."
+        ),
+    ),
+]
+
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
 EXIT_UNEXPECTED = 3
@@ -196,14 +207,18 @@ def run(
 
 @app.command()
 @_errors_as_one_line
-def status(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> None:
+def status(
+    config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None, all_: AllOpt = False
+) -> None:
     """Print how many cells are done, failed and pending."""
     from .results import experiment_status
 
-    st = experiment_status(config, overrides=set_ or [], store=store)
+    st = experiment_status(config, overrides=set_ or [], store=store, all_cells=all_)
     typer.echo(st.describe())
     for label in st.failed[:20]:
         typer.echo(f"  failed: {label}")
+    if st.outside is not None and not all_:
+        typer.echo(f"note: {st.outside.describe()}; --all to include them")
     if st.other:
         typer.echo(f"note: {st.other}")
 
@@ -216,17 +231,25 @@ def export(
     format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     set_: SetOpt = None,
     store: StoreOpt = None,
+    all_: AllOpt = False,
 ) -> None:
     """Write one tidy row per cell (reference column names included) as CSV or parquet."""
-    from .results import export_results, other_fingerprints, resolve_spec
+    from .results import export_results, resolve_spec
 
     spec = resolve_spec(config, overrides=set_ or [], store=store)
-    path = export_results(spec, out=out, format=format)  # type: ignore[arg-type]
-    _note_other_fingerprints(other_fingerprints(spec))
+    path = export_results(spec, out=out, format=format, all_cells=all_)  # type: ignore[arg-type]
+    _note_what_else(spec, all_cells=all_)
     typer.echo(f"wrote {path}")
 
 
-def _note_other_fingerprints(note: str | None) -> None:
+def _note_what_else(spec: Any, *, all_cells: bool) -> None:
+    """Notes on stderr: cells of this experiment outside the grid, and under other fingerprints."""
+    from .results import cells_outside_grid, other_fingerprints
+
+    outside = None if all_cells else cells_outside_grid(spec)
+    if outside is not None:
+        typer.echo(f"note: {outside.describe()}; --all to include them", err=True)
+    note = other_fingerprints(spec)
     if note:
         typer.echo(f"note: {note}", err=True)
 
@@ -238,23 +261,18 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     set_: SetOpt = None,
     store: StoreOpt = None,
+    all_: AllOpt = False,
 ) -> None:
     """Write the HTML report, PNG figures, summary.md and results.csv of the stored grid."""
     from .analysis import analyze
     from .report import build_report
-    from .results import (
-        check_writable,
-        load_results,
-        other_fingerprints,
-        require_results,
-        resolve_spec,
-    )
+    from .results import check_writable, load_results, require_results, resolve_spec
 
     spec = resolve_spec(config, overrides=set_ or [], store=store)
-    table = load_results(spec)
+    table = load_results(spec, all_cells=all_)
     require_results(spec, table)
     check_writable(out, option="--out")
-    _note_other_fingerprints(other_fingerprints(spec))
+    _note_what_else(spec, all_cells=all_)
     analysis = analyze(table, grid=spec.to_dict()["grid"])
     path = build_report(table, out_dir=out, spec=spec, analysis=analysis)
     typer.echo(analysis.summary())
@@ -422,15 +440,18 @@ def validate(
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
     spec = resolve_data_identity(spec, cache_dir=spec.run.cache_path())
+    # With --explain, stdout is the resolved config (redirect it to a file and it runs as is),
+    # so the status line goes to stderr.
     typer.echo(
         f"ok: {spec.grid.n_cells_total} cells, fingerprint "
-        f"{spec.fingerprint()}; {describe_corpus(corpus)}"
+        f"{spec.fingerprint()}; {describe_corpus(corpus)}",
+        err=explain,
     )
     if explain:
         from .explain import explain_spec
 
         typer.echo(
-            f"\n# {config} as it will run; lines ending '# default' are values left at their "
+            f"# {config} as it will run; lines ending '# default' are values left at their "
             "default (commented out: uncomment one to pin it)"
         )
         typer.echo(explain_spec(spec, corpus), nl=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .backends import GroupCost, PlannedGroup, make_backend
 from .config import ExperimentSpec
-from .data import resolve_test_size, texts_at
+from .data import resolve_data_identity, resolve_test_size, texts_at
 from .errors import ConfigError
 from .evaluation import draw_test_sample
 from .grid import expand_grid
@@ -143,6 +143,8 @@ def plan_experiment(
     if probe_seconds <= 0:
         raise ConfigError(f"--probe-seconds must be > 0, got {probe_seconds}")
     corpus = prepare_run(spec)
+    # The fingerprint every other command prints: the data by what it is, not where it is.
+    spec = resolve_data_identity(spec, cache_dir=default_cache_dir(spec))
     k = corpus.n_classes
     backend = make_backend(spec, n_classes=k, cache_dir=default_cache_dir(spec))
     test_size = resolve_test_size(corpus, spec)
