@@ -424,3 +424,20 @@ def test_status_export_and_report_say_what_the_store_holds_outside_the_grid(
     ]
     out = invoke("status", cfg, *everything, "--set", "grid.seeds=[0, 1, 2, 3]")[1]
     assert "37 done" in out and "note:" not in out
+
+
+def test_plan_projects_tfidf_from_a_timed_probe(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path]
+) -> None:
+    cfg = write_config(make_dataset(), sizes="[20, 40]", rates="[0.0, 0.1, 0.2]")
+    code, out, err = invoke("plan", cfg)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "6 cells in 2 sibling groups (3 cells each)" in lines
+    probe = "  probe: the group of 40 examples (3 cells) took "
+    assert any(line.startswith(probe) for line in lines)
+    rows = [line.split() for line in lines if line.startswith(("     20", "     40"))]
+    assert [(r[0], r[3]) for r in rows] == [("20", "3"), ("40", "3")]
+    assert any(line.startswith("projected wall time on this machine: ") for line in lines)
+    code, out, _ = invoke("plan", cfg, "--no-probe")
+    assert code == 0 and "without the probe there is no projection of time" in out

@@ -25,7 +25,16 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from . import BACKENDS
-from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+from .base import (
+    Backend,
+    BackendContext,
+    BackendOptions,
+    CostPlan,
+    FitOutput,
+    GroupCost,
+    PlannedGroup,
+    Predictor,
+)
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -527,6 +536,48 @@ class TfidfBackend(Backend):
             else:
                 probas.append(predictor.predict_proba(texts))
         return probas
+
+    def plan_cost(
+        self, groups: Sequence[PlannedGroup], *, probe: bool, probe_seconds: float = 60.0
+    ) -> CostPlan | None:
+        """Projected time of each group, from a timed fit of the largest one.
+
+        The probe featurises the largest group's subsample, fits every member's logistic
+        regression on its clean labels and scores the test texts, as a run would; the other
+        groups are projected in proportion to their size (both steps are close to linear in the
+        number of texts). Without ``probe`` there is no projection: TF-IDF has no count to
+        project from.
+        """
+        if not probe or not groups:
+            return None
+        import time
+
+        # Imported before the clock starts: a run's workers import them once, not per group.
+        import sklearn.feature_extraction.text
+        import sklearn.linear_model  # noqa: F401
+
+        largest = max(groups, key=lambda g: len(g.texts))
+        labels = (
+            largest.labels
+            if largest.labels is not None
+            else np.arange(len(largest.texts)) % self.context.n_classes
+        )
+        start = time.perf_counter()
+        outputs = self.fit_group(largest.texts, [labels] * largest.n_members, seed=largest.seed)
+        self.predict_group(outputs, largest.test_texts)
+        seconds = time.perf_counter() - start
+        per_text = seconds / max(len(largest.texts), 1)
+        costs = [
+            GroupCost(seconds=seconds if g is largest else per_text * len(g.texts)) for g in groups
+        ]
+        return CostPlan(
+            groups=costs,
+            device="cpu",
+            notes=[
+                f"probe: the group of {len(largest.texts):,} examples ({largest.n_members} cells) "
+                f"took {seconds:.2f} s; the others are projected in proportion to their size"
+            ],
+        )
 
     def features(self, texts: Sequence[str]) -> SubsampleFeatures:
         """The subsample's features, from this worker's cache when it has them."""
