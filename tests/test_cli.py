@@ -441,3 +441,44 @@ def test_plan_projects_tfidf_from_a_timed_probe(
     assert any(line.startswith("projected wall time on this machine: ") for line in lines)
     code, out, _ = invoke("plan", cfg, "--no-probe")
     assert code == 0 and "without the probe there is no projection of time" in out
+
+
+def test_a_split_file_as_dataset_source_reads_its_folder(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path]
+) -> None:
+    folder = make_dataset(fmt="csv")
+    by_folder = invoke("validate", write_config(folder))[1]
+    by_file = invoke("validate", write_config(folder / "train.csv", name="file.toml"))[1]
+    assert by_file.startswith("ok: 4 cells, fingerprint ")
+    assert by_file.split(";")[0] == by_folder.split(";")[0]  # the same data, the same experiment
+
+
+def test_usage_lines_name_config_without_braces_and_audit_shows_its_sample() -> None:
+    for command in ("run", "status", "export", "report", "validate", "plan", "audit", "advise"):
+        code, out, _ = invoke(command, "--help")
+        usage = out.splitlines()[0]
+        assert code == 0 and usage.endswith(f"{command} [OPTIONS] CONFIG"), usage
+    flat = " ".join(invoke("audit", "--help")[1].split())
+    from noisegrid.analysis.audit import DEFAULT_SAMPLE
+
+    assert f"(default: {DEFAULT_SAMPLE:,}, or every example of a smaller split" in flat
+
+
+def test_a_store_of_another_experiment_says_what_it_holds(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(make_dataset())
+    cfg.write_text('name = "first"\n' + cfg.read_text())
+    assert invoke("run", cfg, "-q")[0] == 0
+    other = cfg.with_name("other.toml")
+    other.write_text(cfg.read_text().replace('name = "first"', 'name = "second"'))
+    code, _, err = invoke("export", other, "--set", "backend.C=2", "--out", tmp_path / "x.csv")
+    assert code == 2
+    assert (
+        "holds no cells of this experiment's grid (fingerprint " in err
+        and "; it holds 4 cell(s) of 'first' (fingerprint " in err
+        and ", backend tfidf); run this grid first (noisegrid run CONFIG)" in err
+    ), err
+    # A grid none of whose stored cells it covers points at --all.
+    code, _, err = invoke("export", cfg, "--set", "grid.seeds=[5]", "--out", tmp_path / "x.csv")
+    assert code == 2 and "outside the grid (seed 0) (--all includes them)" in err, err

@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import click
 import typer
+from typer.core import TyperCommand
 
 from .errors import ConfigError, NoisegridError
 
@@ -34,6 +35,16 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Command(TyperCommand):
+    """A command whose usage line reads ``noisegrid status [OPTIONS] CONFIG``, as in the README
+    (typer writes a required argument in braces: ``{CONFIG}``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
 
 ConfigArg = Annotated[
     Path, typer.Argument(help="Experiment TOML file.", metavar="CONFIG", show_default=False)
@@ -157,7 +168,7 @@ def _echo_and_save(result: Any, out: Path | None) -> None:
         typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def run(
     config: ConfigArg,
@@ -205,7 +216,7 @@ def run(
         raise typer.Exit(EXIT_FAILED_CELLS)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def status(
     config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None, all_: AllOpt = False
@@ -223,7 +234,7 @@ def status(
         typer.echo(f"note: {st.other}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def export(
     config: ConfigArg,
@@ -254,7 +265,7 @@ def _note_what_else(spec: Any, *, all_cells: bool) -> None:
         typer.echo(f"note: {note}", err=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def report(
     config: ConfigArg,
@@ -279,7 +290,7 @@ def report(
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def tradeoff(
     config: ConfigArg,
@@ -302,7 +313,7 @@ def tradeoff(
     typer.echo(str(tradeoff_at(table, size=size, noise=noise, noise_model=noise_model)))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def audit(
     config: ConfigArg,
@@ -315,7 +326,13 @@ def audit(
     ] = "tfidf",
     sample: Annotated[
         int | None,
-        typer.Option("--sample", help="Audit a class-proportional sample of N examples."),
+        typer.Option(
+            "--sample",
+            help=(
+                "Audit a class-proportional sample of N examples (default: 10,000, or every "
+                "example of a smaller split; --full: every example)."
+            ),
+        ),
     ] = None,
     full: Annotated[
         bool, typer.Option("--full", help="Audit every training example (no sample).")
@@ -350,7 +367,7 @@ def audit(
     _echo_and_save(result, out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def advise(
     config: ConfigArg,
@@ -418,7 +435,7 @@ def advise(
     _echo_and_save(result, out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def validate(
     config: ConfigArg,
@@ -457,7 +474,7 @@ def validate(
         typer.echo(explain_spec(spec, corpus), nl=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def plan(
     config: ConfigArg,

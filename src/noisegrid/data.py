@@ -112,6 +112,13 @@ def _local_folder(spec: DatasetSpec) -> Path | None:
     path = Path(spec.source).expanduser()
     if path.is_dir():
         return path
+    # A split file names its folder: train.csv is read with the test.csv beside it.
+    split_file = path.suffix in SPLIT_FILE_SUFFIXES and path.stem in (
+        spec.train_split,
+        spec.test_split,
+    )
+    if split_file and path.is_file():
+        return path.parent
     if path.is_file():
         raise DataError(
             f"dataset.source '{spec.source}' is a file, not a folder; point it at the folder that "

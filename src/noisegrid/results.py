@@ -159,11 +159,38 @@ def require_results(spec: ExperimentSpec, table: pd.DataFrame) -> None:
         if not table.empty:
             return
         note = other_fingerprints(spec, rs)
-    detail = f"; {note}" if note else "; run the grid first (noisegrid run CONFIG)"
+        outside = cells_outside_grid(spec, rs)
+        held = _what_it_holds(rs)
+    if note:
+        detail = f"; {note}"
+    elif outside is not None:
+        detail = f"; {outside.describe()} (--all includes them)"
+    elif held:
+        detail = (
+            f"; it holds {held}; run this grid first (noisegrid run CONFIG), or point --store / "
+            "[run] store at the store that holds it"
+        )
+    else:
+        detail = "; run the grid first (noisegrid run CONFIG)"
     raise StoreError(
         f"results store {spec.run.store} holds no cells of this experiment's grid "
         f"(fingerprint {spec.fingerprint()}){detail}"
     )
+
+
+def _what_it_holds(store: ResultStore, *, limit: int = 3) -> str:
+    """The experiments a store holds, e.g. ``50 cells of 'laptop-embed' (fingerprint …)``."""
+    experiments = sorted(store.experiments().items(), key=lambda item: -item[1][1])
+    parts = []
+    for fingerprint, (recorded, n_cells) in experiments[:limit]:
+        name = recorded.get("name") if recorded else None
+        backend = (recorded or {}).get("backend", {}).get("name")
+        what = f"'{name}'" if name else "an unnamed experiment"
+        extra = f", backend {backend}" if backend else ""
+        parts.append(f"{n_cells} cell(s) of {what} (fingerprint {fingerprint}{extra})")
+    if len(experiments) > limit:
+        parts.append(f"{len(experiments) - limit} more experiment(s)")
+    return ", ".join(parts)
 
 
 def other_fingerprints(spec: ExperimentSpec, store: ResultStore | None = None) -> str | None:
