@@ -2,9 +2,10 @@
 
 Every ```python block of README.md runs, in order, in one folder laid out as the README assumes:
 ``examples/laptop-tfidf.toml`` (the shipped example with a smaller grid: sizes 1,000-3,000, three
-noise rates, two seeds, a 600-review test sample) and ``../shared/data/imdb``, here a synthetic
-two-class corpus whose accuracy grows with size and falls with noise as IMDB's does, so that the
-analysis, the audit and the advice have something to measure. Shell snippets are not run.
+noise rates, two seeds, a 600-review test sample, one in-process worker) and
+``../shared/data/imdb``, here a synthetic two-class corpus whose accuracy grows with size and
+falls with noise as IMDB's does, so that the analysis, the audit and the advice have something to
+measure. Shell snippets are not run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SMALLER_GRID = {
     "noise_rates": "[0.0, 0.1, 0.2]",
     "seeds": "[0, 1]",
     "test_size": "600",
+    "executor": '"local"\nworkers = 1',  # in-process: worker processes take longer to start
 }
 
 _CUES = (["good", "great", "fine", "loved"], ["bad", "awful", "dull", "hated"])
