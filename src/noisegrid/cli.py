@@ -15,13 +15,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
 from typer.core import TyperCommand
 
 from .errors import ConfigError, NoisegridError
+
+if TYPE_CHECKING:
+    from .config import ExperimentSpec
 
 app = typer.Typer(
     name="noisegrid",
@@ -253,7 +256,7 @@ def export(
     typer.echo(f"wrote {path}")
 
 
-def _note_what_else(spec: Any, *, all_cells: bool) -> None:
+def _note_what_else(spec: ExperimentSpec, *, all_cells: bool) -> None:
     """Notes on stderr: cells of this experiment outside the grid, and under other fingerprints."""
     from .results import cells_outside_grid, other_fingerprints
 
