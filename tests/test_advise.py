@@ -385,6 +385,10 @@ def test_report_gains_an_advice_section(grid: Callable[[str], Path], tmp_path: P
     assert "Spend the $5.00 on" in page or "A tie for the $5.00" in page  # 100% clean cells
     assert page.count('id="advice"') == 1 and 'id="advice-budget"' in page  # the figure
     assert (tmp_path / "report" / "figures" / "advice.png").is_file()
+    md = (tmp_path / "report" / "summary.md").read_text()
+    advice_md = md.split("## Advice\n", 1)[1].split("\n## ", 1)[0]
+    assert "**Spend the $5.00 on" in advice_md and "| budget | strategy |" in advice_md
+    assert "Now: 80 labels at 10.0% noise" in advice_md
 
     # Without [advice] there is no such section.
     plain = noisegrid.load_spec(cfg, overrides=[])
@@ -393,6 +397,7 @@ def test_report_gains_an_advice_section(grid: Callable[[str], Path], tmp_path: P
         noisegrid.load_results(plain), out_dir=tmp_path / "plain", spec=plain, n_bootstrap=0
     ).read_text()
     assert 'id="advice"' not in page
+    assert "## Advice" not in (tmp_path / "plain" / "summary.md").read_text()
 
 
 def test_advice_section_in_the_spec_is_validated(write_config: Callable[..., Path]) -> None:

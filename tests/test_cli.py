@@ -225,7 +225,9 @@ def test_validate_explain_prints_every_default(
     )
     code, out, err = invoke("validate", cfg, "--explain")
     assert code == 0, err
-    first, _, toml_text = out.partition("\n")
+    # stdout is the config alone (`> resolved.toml` gives a valid file); the status goes to stderr.
+    toml_text = out
+    first = err.strip()
     assert first.startswith("ok: 1 cells")
     assert (
         "# test_size: not set, so 60 = the largest class-balanced sample up to 2,000 "
@@ -250,6 +252,31 @@ def test_validate_explain_prints_every_default(
     again.write_text(toml_text)
     code, out_again, _ = invoke("validate", again)
     assert code == 0 and out_again.splitlines()[0] == first
+
+
+def test_validate_explain_writes_paths_given_on_the_command_line_absolute(
+    make_dataset: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    cfg = _project(tmp_path, make_dataset)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(
+        "validate", cfg, "--explain", "--set", "dataset.source=project/data",
+        "--set", "run.cache_dir=cache", "--store", "elsewhere/r.sqlite",
+    )  # fmt: skip
+    assert code == 0, err
+    resolved = tomllib.loads(out)
+    assert resolved["dataset"]["source"] == str(tmp_path / "project" / "data")
+    assert resolved["run"]["store"] == str(tmp_path / "elsewhere" / "r.sqlite")
+    assert resolved["run"]["cache_dir"] == str(tmp_path / "cache")
+    # Written to a file in another folder, it is still the same experiment.
+    moved = tmp_path / "project" / "deeper" / "resolved.toml"
+    moved.parent.mkdir()
+    moved.write_text(out)
+    monkeypatch.chdir(moved.parent)
+    code, _, err_again = invoke("validate", moved, "--explain")
+    assert code == 0 and err_again == err
 
 
 def test_store_help_names_the_run_section() -> None:
@@ -323,3 +350,152 @@ def test_status_loads_no_model_library(write_config: Callable[..., Path], tmp_pa
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+# --- one experiment, one fingerprint; what else the store holds --------------------------------
+
+
+def test_every_command_prints_the_same_fingerprint_however_the_data_path_is_spelled(
+    make_dataset: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    cfg = _project(tmp_path, make_dataset)  # names its data "data", relative to its folder
+    monkeypatch.chdir(tmp_path)
+    assert invoke("run", cfg, "-q")[0] == 0
+    spellings = {
+        "as in the config": [],
+        "relative, typed here": ["--set", "dataset.source=project/data"],
+        "absolute": ["--set", f"dataset.source={tmp_path / 'project' / 'data'}"],
+        "with a detour": ["--set", "dataset.source=./project/../project/data/"],
+    }
+    pattern = re.compile(r"fingerprint:? ([0-9a-f]{16})")
+    seen: dict[tuple[str, str], set[str]] = {}
+    for spelling, args in spellings.items():
+        outputs = {
+            "validate": invoke("validate", cfg, *args)[1],
+            "status": invoke("status", cfg, *args)[1],
+            "plan": invoke("plan", cfg, *args)[1],
+        }
+        out = tmp_path / "out" / spelling.replace(" ", "-")
+        assert invoke("export", cfg, *args, "--out", out / "r.csv")[0] == 0
+        outputs["export"] = " ".join(
+            f"fingerprint {f}" for f in pd.read_csv(out / "r.csv")["fingerprint"]
+        )
+        assert invoke("report", cfg, *args, "--out", out / "report")[0] == 0
+        outputs["report"] = (out / "report" / "summary.md").read_text(encoding="utf-8")
+        for command, text in outputs.items():
+            seen[(spelling, command)] = set(pattern.findall(text))
+    for (spelling, command), found in seen.items():
+        print(f"{command:>8} | {spelling:<22} | {', '.join(sorted(found))}")
+    assert all(len(found) == 1 for found in seen.values()), seen
+    assert len(set.union(*seen.values())) == 1, seen
+
+
+def test_status_export_and_report_say_what_the_store_holds_outside_the_grid(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(make_dataset(), sizes="[20, 40, 60]", rates="[0.0, 0.1, 0.2]")
+    assert invoke("run", cfg, "-q", "--set", "grid.seeds=[0, 1, 2, 3]")[0] == 0
+    note = (
+        "note: the store also holds 27 cells of this experiment outside the grid (seeds 1–3); "
+        "--all to include them"
+    )
+    code, out, _ = invoke("status", cfg)
+    assert code == 0 and out.startswith("9 done, 0 failed, 0 pending of 9 cells (store: ")
+    assert note in out.splitlines()
+    code, out, _ = invoke("status", cfg, "--all")
+    assert out.startswith(
+        "36 done, 0 failed, 0 pending of 36 cells, 9 in the grid and 27 outside it (store: "
+    )
+    assert "note:" not in out
+
+    csv = tmp_path / "r.csv"
+    code, _, err = invoke("export", cfg, "--out", csv)
+    assert code == 0 and len(pd.read_csv(csv)) == 9 and note in err.splitlines()
+    code, _, err = invoke("export", cfg, "--out", csv, "--all")
+    assert code == 0 and len(pd.read_csv(csv)) == 36 and "note:" not in err
+    assert sorted(pd.read_csv(csv)["seed"].unique()) == [0, 1, 2, 3]
+
+    code, out, err = invoke("report", cfg, "--out", tmp_path / "report", "--all")
+    assert code == 0, err
+    assert "uniform noise: 36 of 36 runs done" in out and "note:" not in err
+    code, out, err = invoke("report", cfg, "--out", tmp_path / "report")
+    assert code == 0 and "uniform noise: 9 of 9 runs done" in out and note in err.splitlines()
+
+    # Other sizes and noise rates are named too; a grid that covers everything has no note.
+    assert (
+        invoke("run", cfg, "-q", "--set", "grid.sizes=[80]", "--set", "grid.noise_rates=[0.3]")[0]
+        == 0
+    )
+    out = invoke("status", cfg)[1]
+    assert (
+        "note: the store also holds 28 cells of this experiment outside the grid (size 80; "
+        "noise rate 0.3; seeds 1–3); --all to include them"
+    ) in out
+    everything = [
+        "--set",
+        "grid.sizes=[20, 40, 60, 80]",
+        "--set",
+        "grid.noise_rates=[0, 0.1, 0.2, 0.3]",
+    ]
+    out = invoke("status", cfg, *everything, "--set", "grid.seeds=[0, 1, 2, 3]")[1]
+    assert "37 done" in out and "note:" not in out
+
+
+def test_plan_projects_tfidf_from_a_timed_probe(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path]
+) -> None:
+    cfg = write_config(make_dataset(), sizes="[20, 40]", rates="[0.0, 0.1, 0.2]")
+    code, out, err = invoke("plan", cfg)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "6 cells in 2 sibling groups (3 cells each)" in lines
+    probe = "  probe: the group of 40 examples (3 cells) took "
+    assert any(line.startswith(probe) for line in lines)
+    rows = [line.split() for line in lines if line.startswith(("     20", "     40"))]
+    assert [(r[0], r[3]) for r in rows] == [("20", "3"), ("40", "3")]
+    assert any(line.startswith("projected wall time on this machine: ") for line in lines)
+    code, out, _ = invoke("plan", cfg, "--no-probe")
+    assert code == 0 and "without the probe there is no projection of time" in out
+
+
+def test_a_split_file_as_dataset_source_reads_its_folder(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path]
+) -> None:
+    folder = make_dataset(fmt="csv")
+    by_folder = invoke("validate", write_config(folder))[1]
+    by_file = invoke("validate", write_config(folder / "train.csv", name="file.toml"))[1]
+    assert by_file.startswith("ok: 4 cells, fingerprint ")
+    assert by_file.split(";")[0] == by_folder.split(";")[0]  # the same data, the same experiment
+
+
+def test_usage_lines_name_config_without_braces_and_audit_shows_its_sample() -> None:
+    for command in ("run", "status", "export", "report", "validate", "plan", "audit", "advise"):
+        code, out, _ = invoke(command, "--help")
+        usage = out.splitlines()[0]
+        assert code == 0 and usage.endswith(f"{command} [OPTIONS] CONFIG"), usage
+    flat = " ".join(invoke("audit", "--help")[1].split())
+    from noisegrid.auditing import DEFAULT_SAMPLE
+
+    assert f"(default: {DEFAULT_SAMPLE:,}, or every example of a smaller split" in flat
+
+
+def test_a_store_of_another_experiment_says_what_it_holds(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(make_dataset())
+    cfg.write_text('name = "first"\n' + cfg.read_text())
+    assert invoke("run", cfg, "-q")[0] == 0
+    other = cfg.with_name("other.toml")
+    other.write_text(cfg.read_text().replace('name = "first"', 'name = "second"'))
+    code, _, err = invoke("export", other, "--set", "backend.C=2", "--out", tmp_path / "x.csv")
+    assert code == 2
+    assert (
+        "holds no cells of this experiment's grid (fingerprint " in err
+        and "; it holds 4 cell(s) of 'first' (fingerprint " in err
+        and ", backend tfidf); run this grid first (noisegrid run CONFIG)" in err
+    ), err
+    # A grid none of whose stored cells it covers points at --all.
+    code, _, err = invoke("export", cfg, "--set", "grid.seeds=[5]", "--out", tmp_path / "x.csv")
+    assert code == 2 and "outside the grid (seed 0) (--all includes them)" in err, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,8 @@ def test_load_spec_with_overrides_and_store(tmp_path: Path) -> None:
         store=tmp_path / "x.sqlite",
     )
     assert spec.grid.seeds == (0, 1)
-    assert spec.dataset.source == "../shared/data/imdb"
+    # A path typed on the command line is relative to where it was typed, and made absolute.
+    assert spec.dataset.source == os.path.normpath(Path.cwd() / "../shared/data/imdb")
     assert spec.run.store == str(tmp_path / "x.sqlite")
     assert spec.grid.n_cells == 100
 
@@ -269,11 +271,16 @@ def test_relative_paths_resolve_against_the_config_folder(
     assert spec.dataset.source == str(tmp_path / "project" / "data")
     assert spec.run.store == str(tmp_path / "project" / "runs" / "r.sqlite")
     assert spec.run.cache_dir == str(tmp_path / "cache")
-    # Values typed on the command line are relative to the current directory, as typed.
-    typed = load_spec(cfg, overrides=["dataset.source=mine/a/b", "run.store=here.sqlite"])
-    assert typed.dataset.source == "mine/a/b"
-    assert typed.run.store == "here.sqlite"
-    assert load_spec(cfg, store="x.sqlite").run.store == "x.sqlite"
+    # Values typed on the command line are relative to the current directory, made absolute.
+    typed = load_spec(
+        cfg, overrides=["dataset.source=mine/a/b", "run.store=here.sqlite", "backend.C=2"]
+    )
+    assert typed.dataset.source == str(tmp_path / "mine" / "a" / "b")
+    assert typed.run.store == str(tmp_path / "here.sqlite")
+    assert typed.run.cache_dir == str(tmp_path / "cache")  # from the file, untouched
+    assert load_spec(cfg, store="x.sqlite").run.store == str(tmp_path / "x.sqlite")
+    # A hub name given on the command line stays a hub name.
+    assert load_spec(cfg, overrides=["dataset.source=imdb"]).dataset.source == "imdb"
 
 
 @pytest.mark.parametrize(

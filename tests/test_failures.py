@@ -561,7 +561,11 @@ def _read_only_store(command: str) -> Callable[[Env], Prepared]:
 
 
 def _source_is_a_file(env: Env) -> Prepared:
-    return Prepared(["run", env.config(env.data() / "train.parquet")], store=env.store)
+    # A split file (train.parquet) names its folder; a file named after no split does not.
+    folder = env.data()
+    other = folder / "reviews.parquet"
+    other.write_bytes((folder / "train.parquet").read_bytes())
+    return Prepared(["run", env.config(other)], store=env.store)
 
 
 def _config_is_a_folder(env: Env) -> Prepared:
@@ -628,7 +632,7 @@ MISLEADING = [
         "source-is-a-file",
         _source_is_a_file,
         2,
-        r"dataset\.source '\S+train\.parquet' is a file, not a folder; point it at the folder "
+        r"dataset\.source '\S+reviews\.parquet' is a file, not a folder; point it at the folder "
         r"that holds the split files \(e\.g\. --set dataset\.source=\S+data\)",
     ),
     Case(

@@ -72,7 +72,7 @@ def test_plan_counts_the_batches_the_run_will_train(finetune_spec, tmp_path: Pat
     assert costs[1].train_tokens == info["train_tokens"]  # type: ignore[union-attr]
     assert costs[1].padded_tokens == info["padded_tokens"]  # type: ignore[union-attr]
     text = plan.describe()
-    assert "6 cells in 2 units of work (3 cells each)" in text
+    assert "6 cells in 2 sibling groups (3 cells each)" in text
     assert "projected wall time on this machine" in text
     assert plan.cost == pytest.approx(3.0 * plan.seconds / 3600)  # type: ignore[operator]
     assert "cost at $3 per " in text  # per GPU-hour on a GPU, per hour of this machine else
@@ -140,7 +140,7 @@ cache_dir = "{tmp_path / "cache"}"
     runner = CliRunner()
     result = runner.invoke(app, ["plan", str(config), "--no-probe", "--gpu-hour-cost", "2"])
     assert result.exit_code == 0, result.output
-    assert "6 cells in 2 units of work (3 cells each)" in result.stdout
+    assert "6 cells in 2 sibling groups (3 cells each)" in result.stdout
     assert "cost at $2 per " in result.stdout
     result = runner.invoke(app, ["plan", str(config), "--probe-seconds", "0"])
     assert result.exit_code == 2

@@ -132,6 +132,21 @@ def test_summary_md_and_results_csv(report: Path, table: pd.DataFrame):
     assert list(back.columns) == list(table.columns)
 
 
+def test_candidate_surfaces_say_why_each_is_used_or_not(report: Path):
+    md = (report.parent / "summary.md").read_text(encoding="utf-8")
+    section = md.split("### Candidate surfaces", 1)[1].split("###", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[2:]
+    assert header.endswith("| used for the rates? |")
+    assert "nan" not in section
+    notes = [row.rstrip(" |").rsplit("| ", 1)[1] for row in body]
+    assert sum(n.startswith("yes") for n in notes) == 1
+    assert all(n.startswith(("yes", "no: ")) for n in notes), notes
+    assert any(n.startswith("no: CV RMSE ") for n in notes), notes
+    page = report.read_text(encoding="utf-8")
+    assert "skipped: nan" not in page and "used for the rates?" in page
+
+
 def test_heatmap_has_one_cell_per_grid_cell(table: pd.DataFrame):
     figures = make_figures(analyze(table, n_bootstrap=0))
     heat = figures["heatmap-uniform"].data[0]

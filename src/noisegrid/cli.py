@@ -15,12 +15,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
+from typer.core import TyperCommand
 
 from .errors import ConfigError, NoisegridError
+
+if TYPE_CHECKING:
+    from .config import ExperimentSpec
 
 app = typer.Typer(
     name="noisegrid",
@@ -34,6 +38,16 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Command(TyperCommand):
+    """A command whose usage line reads ``noisegrid status [OPTIONS] CONFIG``, as in the README
+    (typer writes a required argument in braces: ``{CONFIG}``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
 
 ConfigArg = Annotated[
     Path, typer.Argument(help="Experiment TOML file.", metavar="CONFIG", show_default=False)
@@ -60,6 +74,17 @@ StoreOpt = Annotated[
         ),
         metavar="PATH",
         show_default=False,
+    ),
+]
+
+AllOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help=(
+            "Include the cells of this experiment the store holds outside the config's grid "
+            "(other sizes, noise rates or seeds, e.g. from an earlier --set)."
+        ),
     ),
 ]
 
@@ -146,7 +171,7 @@ def _echo_and_save(result: Any, out: Path | None, save: Callable[[Any, Path], li
         typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def run(
     config: ConfigArg,
@@ -194,21 +219,25 @@ def run(
         raise typer.Exit(EXIT_FAILED_CELLS)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
-def status(config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None) -> None:
+def status(
+    config: ConfigArg, set_: SetOpt = None, store: StoreOpt = None, all_: AllOpt = False
+) -> None:
     """Print how many cells are done, failed and pending."""
     from .results import experiment_status
 
-    st = experiment_status(config, overrides=set_ or [], store=store)
+    st = experiment_status(config, overrides=set_ or [], store=store, all_cells=all_)
     typer.echo(st.describe())
     for label in st.failed[:20]:
         typer.echo(f"  failed: {label}")
+    if st.outside is not None and not all_:
+        typer.echo(f"note: {st.outside.describe()}; --all to include them")
     if st.other:
         typer.echo(f"note: {st.other}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def export(
     config: ConfigArg,
@@ -216,52 +245,55 @@ def export(
     format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     set_: SetOpt = None,
     store: StoreOpt = None,
+    all_: AllOpt = False,
 ) -> None:
     """Write one tidy row per cell (reference column names included) as CSV or parquet."""
-    from .results import export_results, other_fingerprints, resolve_spec
+    from .results import export_results, resolve_spec
 
     spec = resolve_spec(config, overrides=set_ or [], store=store)
-    path = export_results(spec, out=out, format=format)  # type: ignore[arg-type]
-    _note_other_fingerprints(other_fingerprints(spec))
+    path = export_results(spec, out=out, format=format, all_cells=all_)  # type: ignore[arg-type]
+    _note_what_else(spec, all_cells=all_)
     typer.echo(f"wrote {path}")
 
 
-def _note_other_fingerprints(note: str | None) -> None:
+def _note_what_else(spec: ExperimentSpec, *, all_cells: bool) -> None:
+    """Notes on stderr: cells of this experiment outside the grid, and under other fingerprints."""
+    from .results import cells_outside_grid, other_fingerprints
+
+    outside = None if all_cells else cells_outside_grid(spec)
+    if outside is not None:
+        typer.echo(f"note: {outside.describe()}; --all to include them", err=True)
+    note = other_fingerprints(spec)
     if note:
         typer.echo(f"note: {note}", err=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def report(
     config: ConfigArg,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     set_: SetOpt = None,
     store: StoreOpt = None,
+    all_: AllOpt = False,
 ) -> None:
     """Write the HTML report, PNG figures, summary.md and results.csv of the stored grid."""
     from .analysis import analyze
     from .report import build_report
-    from .results import (
-        check_writable,
-        load_results,
-        other_fingerprints,
-        require_results,
-        resolve_spec,
-    )
+    from .results import check_writable, load_results, require_results, resolve_spec
 
     spec = resolve_spec(config, overrides=set_ or [], store=store)
-    table = load_results(spec)
+    table = load_results(spec, all_cells=all_)
     require_results(spec, table)
     check_writable(out, option="--out")
-    _note_other_fingerprints(other_fingerprints(spec))
+    _note_what_else(spec, all_cells=all_)
     analysis = analyze(table, grid=spec.to_dict()["grid"])
     path = build_report(table, out_dir=out, spec=spec, analysis=analysis)
     typer.echo(analysis.summary())
     typer.echo(f"wrote {path}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def tradeoff(
     config: ConfigArg,
@@ -284,7 +316,7 @@ def tradeoff(
     typer.echo(str(tradeoff_at(table, size=size, noise=noise, noise_model=noise_model)))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def audit(
     config: ConfigArg,
@@ -297,7 +329,13 @@ def audit(
     ] = "tfidf",
     sample: Annotated[
         int | None,
-        typer.Option("--sample", help="Audit a class-proportional sample of N examples."),
+        typer.Option(
+            "--sample",
+            help=(
+                "Audit a class-proportional sample of N examples (default: 10,000, or every "
+                "example of a smaller split; --full: every example)."
+            ),
+        ),
     ] = None,
     full: Annotated[
         bool, typer.Option("--full", help="Audit every training example (no sample).")
@@ -334,7 +372,7 @@ def audit(
     _echo_and_save(result, out, save_audit)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def advise(
     config: ConfigArg,
@@ -404,7 +442,7 @@ def advise(
     _echo_and_save(result, out, save_advice)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def validate(
     config: ConfigArg,
@@ -426,21 +464,24 @@ def validate(
     spec = load_spec(config, overrides=set_ or [], store=store)
     corpus = prepare_run(spec)
     spec = resolve_data_identity(spec, cache_dir=spec.run.cache_path())
+    # With --explain, stdout is the resolved config (redirect it to a file and it runs as is),
+    # so the status line goes to stderr.
     typer.echo(
         f"ok: {spec.grid.n_cells_total} cells, fingerprint "
-        f"{spec.fingerprint()}; {describe_corpus(corpus)}"
+        f"{spec.fingerprint()}; {describe_corpus(corpus)}",
+        err=explain,
     )
     if explain:
         from .explain import explain_spec
 
         typer.echo(
-            f"\n# {config} as it will run; lines ending '# default' are values left at their "
+            f"# {config} as it will run; lines ending '# default' are values left at their "
             "default (commented out: uncomment one to pin it)"
         )
         typer.echo(explain_spec(spec, corpus), nl=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_errors_as_one_line
 def plan(
     config: ConfigArg,

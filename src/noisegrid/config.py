@@ -624,17 +624,38 @@ def load_spec(
             f"{exc.start}); save it as UTF-8"
         ) from None
     # Paths written in the file are relative to the file; --set and --store values are relative
-    # to the current directory (where the user typed them), so they are left as given.
+    # to the current directory (where the user typed them). Both end up absolute, so the spec
+    # means the same from any directory (and `validate --explain` writes it out as such).
     base = path.absolute().parent
     data = resolve_paths(data, base=base)
     run = data.setdefault("run", {})
     if isinstance(run, dict) and "store" not in run:
         # The default store, too, sits by the config: the same results from any directory.
         run["store"] = _absolute(RunSpec.model_fields["store"].default, base)
-    data = apply_overrides(data, overrides)
+    data = _paths_from_here(data, apply_overrides(data, overrides))
     if store is not None:
-        data.setdefault("run", {})["store"] = str(store)
+        given = str(store)
+        # An empty --store (a folder, not a file) is left for validation to name as such.
+        data.setdefault("run", {})["store"] = (
+            given if given.strip() in ("", ".") else _absolute(given, Path.cwd())
+        )
     return ExperimentSpec.from_dict(data, source=str(path))
+
+
+def _paths_from_here(before: Mapping[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """``after`` with the paths that ``--set`` changed resolved against the current directory."""
+    changed: dict[str, Any] = {}
+    for section, key in PATH_KEYS:
+        node, old = after.get(section), before.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if isinstance(old, Mapping) and old.get(key) == node[key]:
+            continue
+        changed.setdefault(section, {})[key] = node[key]
+    resolved = resolve_paths(changed, base=Path.cwd())
+    for section, values in resolved.items():
+        after[section] = {**after[section], **values}
+    return after
 
 
 PATH_KEYS = (("dataset", "source"), ("run", "store"), ("run", "cache_dir"))

@@ -112,6 +112,13 @@ def _local_folder(spec: DatasetSpec) -> Path | None:
     path = Path(spec.source).expanduser()
     if path.is_dir():
         return path
+    # A split file names its folder: train.csv is read with the test.csv beside it.
+    split_file = path.suffix in SPLIT_FILE_SUFFIXES and path.stem in (
+        spec.train_split,
+        spec.test_split,
+    )
+    if split_file and path.is_file():
+        return path.parent
     if path.is_file():
         raise DataError(
             f"dataset.source '{spec.source}' is a file, not a folder; point it at the folder that "
@@ -530,7 +537,7 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
 
     label_names = _label_names(train_df, test_df, spec)
     index = {name: i for i, name in enumerate(label_names)}
-    unseen = sorted(set(map(label_key, test_df[spec.label_column])) - set(index))
+    unseen = sorted(set(map(label_key, pd.unique(test_df[spec.label_column]))) - set(index))
     if unseen:
         raise DataError(
             f"split '{spec.test_split}' has labels that never occur in '{spec.train_split}': "
@@ -565,7 +572,10 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
 
 def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     texts = df[spec.text_column]
-    not_text = texts.notna() & ~texts.map(lambda t: isinstance(t, str))
+    # Python loops over plain lists: Series.map costs several times as much on 25,000 rows.
+    values = texts.tolist()
+    is_text = np.fromiter((isinstance(t, str) for t in values), dtype=bool, count=len(values))
+    not_text = texts.notna() & ~is_text
     n_not_text = int(not_text.sum())
     if n_not_text:
         examples = ", ".join(repr(v) for v in texts[not_text].head(3))
@@ -579,10 +589,17 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
             "dataset.text_column to the column holding the texts; the columns are: "
             f"{', '.join(map(str, df.columns))}"
         )
-    bad_text = texts.isna() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
-    bad_label = df[spec.label_column].isna() | df[spec.label_column].map(
-        lambda v: isinstance(v, str) and v.strip() == ""
+    bad_text = texts.isna() | ~np.fromiter(
+        (isinstance(t, str) and t.strip() != "" for t in values), dtype=bool, count=len(values)
     )
+    labels = df[spec.label_column]
+    bad_label = labels.isna()
+    if not pd.api.types.is_numeric_dtype(labels):
+        bad_label |= np.fromiter(
+            (isinstance(v, str) and v.strip() == "" for v in labels.tolist()),
+            dtype=bool,
+            count=len(labels),
+        )
     for what, mask, column in (
         ("empty or missing texts", bad_text, spec.text_column),
         ("missing labels", bad_label, spec.label_column),
@@ -609,7 +626,7 @@ def _label_names(
     train_df: pd.DataFrame, test_df: pd.DataFrame, spec: DatasetSpec
 ) -> tuple[str, ...]:
     declared = train_df.attrs.get("label_names")
-    present = {label_key(v) for v in train_df[spec.label_column]}
+    present = {label_key(v) for v in pd.unique(train_df[spec.label_column])}
     if declared:
         # Keep the dataset's declared class order, minus classes the training split never uses.
         return tuple(n for n in map(str, declared) if n in present)
@@ -623,9 +640,12 @@ def _label_names(
 
 
 def _to_split(df: pd.DataFrame, spec: DatasetSpec, index: dict[str, int]) -> Split:
-    labels = np.fromiter((index[label_key(v)] for v in df[spec.label_column]), dtype=np.int64)
+    # Each distinct label is mapped once, then every row by its code.
+    codes, uniques = pd.factorize(df[spec.label_column])
+    ids = np.array([index[label_key(v)] for v in uniques], dtype=np.int64)
+    labels = ids[codes] if len(codes) else np.zeros(0, dtype=np.int64)
     extra = df.drop(columns=[spec.text_column, spec.label_column]).reset_index(drop=True)
-    return Split(texts=[str(t) for t in df[spec.text_column]], labels=labels, extra=extra)
+    return Split(texts=[str(t) for t in df[spec.text_column].tolist()], labels=labels, extra=extra)
 
 
 def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:

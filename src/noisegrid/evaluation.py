@@ -8,7 +8,6 @@ rows whose text also appears in the training split).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from .data import Corpus
 from .sampling import STREAM_TEST, subsample_per_class
@@ -41,6 +40,9 @@ def score(y_true: np.ndarray, proba: np.ndarray, *, n_classes: int) -> dict[str,
     >>> s["accuracy"], round(s["log_loss"], 3)
     (1.0, 0.164)
     """
+    # Imported here, not at the top: the commands that only check a config never score a cell.
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
     proba = np.asarray(proba, dtype=np.float64)
     if proba.shape != (len(y_true), n_classes):
         raise ValueError(f"proba has shape {proba.shape}, expected {(len(y_true), n_classes)}")

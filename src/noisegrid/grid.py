@@ -5,9 +5,9 @@ cell's own coordinates (see :func:`noisegrid.sampling.rng_for`), so every cell i
 its own and cells of one seed share subsamples and flip orders (the coupled design).
 
 The cells that share a subsample — every noise rate at one (seed, train_size) — form a
-:class:`SiblingGroup`, the unit of work an executor hands a worker. Their training randomness
-(initialisation, batch order, dropout) depends on (seed, train_size) only, so siblings differ in
-nothing but the labels the grid changes (architecture decision 9).
+:class:`SiblingGroup`: what an executor hands a worker, and what ``noisegrid plan`` projects.
+Their training randomness (initialisation, batch order, dropout) depends on (seed, train_size)
+only, so siblings differ in nothing but the labels the grid changes (architecture decision 9).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .backends import GroupCost, PlannedGroup, make_backend
 from .config import ExperimentSpec
-from .data import resolve_test_size, texts_at
+from .data import resolve_data_identity, resolve_test_size, texts_at
 from .errors import ConfigError
 from .evaluation import draw_test_sample
 from .grid import expand_grid
@@ -26,7 +26,7 @@ from .worker import default_cache_dir, plan_groups
 
 @dataclass
 class GroupPlan:
-    """One unit of work of the plan: a sibling group (or a single cell) and its cost."""
+    """One sibling group of the plan (or a single cell, where groups do not pay) and its cost."""
 
     seed: int
     train_size: int
@@ -47,13 +47,18 @@ class ExperimentPlan:
     device: str = ""
     notes: list[str] = field(default_factory=list)
     gpu_hour_cost: float | None = None
+    n_workers: int = 1
+    """Local worker processes the groups are spread over (the wall time divides by them)."""
+    no_projection: str = "this backend has no cost model: no projection of time or memory"
+    """What the plan says when there is no projection."""
 
     @property
     def seconds(self) -> float | None:
         """Projected wall time of the whole grid (None without a cost model)."""
         if not self.groups or any(g.cost is None for g in self.groups):
             return None
-        return sum(g.cost.seconds for g in self.groups if g.cost is not None)
+        total = sum(g.cost.seconds for g in self.groups if g.cost is not None)
+        return total / max(self.n_workers, 1)
 
     @property
     def cost(self) -> float | None:
@@ -62,6 +67,22 @@ class ExperimentPlan:
             return None
         return self.gpu_hour_cost * self.seconds / 3600
 
+    def _describe_times(self) -> list[str]:
+        """Rows of size, seed, cells and time, for a backend that projects time only."""
+        lines = ["", f"{'size':>7} {'seed':>5} {'noise model':<18} {'cells':>5} {'time':>9}"]
+        for g in self.groups:
+            seconds = g.cost.seconds if g.cost is not None else None
+            lines.append(
+                f"{g.train_size:>7} {g.seed:>5} {g.noise_model:<18} {g.n_cells:>5} "
+                f"{_duration(seconds):>9}"
+            )
+        workers = (
+            f" ({self.n_workers} worker processes share the groups)" if self.n_workers > 1 else ""
+        )
+        lines += ["", f"projected wall time on this machine: {_duration(self.seconds)}{workers}"]
+        lines.append("(the fits alone: loading the data and starting workers come on top)")
+        return lines
+
     def describe(self) -> str:
         """The plan as text: a header, one row per group, the totals."""
         n_groups = len(self.groups)
@@ -69,14 +90,16 @@ class ExperimentPlan:
         per = "/".join(str(s) for s in sizes)
         lines = [
             f"plan for {self.name} (fingerprint {self.fingerprint}), backend {self.backend}",
-            f"{self.n_cells} cells in {n_groups} units of work ({per} cells each)",
+            f"{self.n_cells} cells in {n_groups} sibling groups ({per} cells each)",
         ]
         if self.device:
             lines.append(f"device: {self.device}")
         lines += [f"  {note}" for note in self.notes]
         if self.seconds is None:
-            lines.append("this backend has no cost model: no projection of time or memory")
+            lines.append(self.no_projection)
             return "\n".join(lines)
+        if all(g.cost is not None and g.cost.steps == 0 for g in self.groups):
+            return "\n".join(lines + self._describe_times())
         header = (
             f"{'size':>7} {'seed':>5} {'noise model':<18} {'cells':>5} {'stacked':>9} "
             f"{'steps':>6} {'tokens':>9} {'padding':>8} {'memory':>10} {'time':>9}"
@@ -144,6 +167,8 @@ def plan_experiment(
     if probe_seconds <= 0:
         raise ConfigError(f"--probe-seconds must be > 0, got {probe_seconds}")
     corpus = prepare_run(spec)
+    # The fingerprint every other command prints: the data by what it is, not where it is.
+    spec = resolve_data_identity(spec, cache_dir=default_cache_dir(spec))
     k = corpus.n_classes
     backend = make_backend(spec, n_classes=k, cache_dir=default_cache_dir(spec))
     test_size = resolve_test_size(corpus, spec)
@@ -164,6 +189,7 @@ def plan_experiment(
                     seed=group.train_seed(),
                     n_members=len(group),
                     test_texts=texts_at(corpus.test, tests[group.seed]),
+                    labels=corpus.train.labels[rows],
                 )
             )
     costs = backend.plan_cost(planned, probe=probe, probe_seconds=probe_seconds)
@@ -180,6 +206,23 @@ def plan_experiment(
         plan.notes = list(costs.notes)
         for unit, group_cost in zip(units, costs.groups, strict=True):
             unit.cost = group_cost
+        # Backends that keep a known number of threads busy run in several local processes.
+        if spec.run.executor == "local" and type(backend).threads_per_worker is not None:
+            from .executors.local import n_local_workers
+
+            cells = [c for v in spec.variants() for c in expand_grid(v)]
+            plan.n_workers = n_local_workers(spec, cells)
+    elif not probe:
+        plan.no_projection = (
+            f"backend {spec.backend.name} has no count-based cost model: without the probe "
+            "there is no projection of time (drop --no-probe to time one sibling group)"
+        )
+    else:
+        plan.no_projection = (
+            f"backend {spec.backend.name} has no cost model: no projection of time or memory "
+            "(the plan projects finetune from FLOP counts and a timed probe, and tfidf from a "
+            "timed probe)"
+        )
     return plan
 
 

@@ -78,6 +78,7 @@ def load_results(
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
     include_failed: bool = True,
+    all_cells: bool = False,
 ) -> pd.DataFrame:
     """The tidy results table of an experiment: one row per stored cell of its grid.
 
@@ -91,6 +92,10 @@ def load_results(
         Results database; overrides ``[run] store``.
     include_failed : bool, default True
         Keep failed cells (NaN metrics, ``status == "failed"``).
+    all_cells : bool, default False
+        Also the cells of the same experiment (same fingerprint) the store holds outside the
+        config's grid: other sizes, noise rates or seeds run with ``--set`` or an earlier grid
+        (``--all`` on the command line; :func:`cells_outside_grid` says what they are).
 
     Returns
     -------
@@ -103,11 +108,14 @@ def load_results(
     with ResultStore(spec.run.store) as rs:
         for variant in spec.variants():
             raw = rs.frame(variant.fingerprint())
-            wanted = {c.key for c in expand_grid(variant)}
-            keys = zip(raw["train_size"], raw["noise_rate"], raw["seed"], strict=True)
-            # A boolean array, not a list: an empty list would select zero columns.
-            mask = np.array([(int(s), float(r), int(d)) in wanted for s, r, d in keys], dtype=bool)
-            raw = raw[mask]
+            if not all_cells:
+                wanted = {c.key for c in expand_grid(variant)}
+                keys = zip(raw["train_size"], raw["noise_rate"], raw["seed"], strict=True)
+                # A boolean array, not a list: an empty list would select zero columns.
+                mask = np.array(
+                    [(int(s), float(r), int(d)) in wanted for s, r, d in keys], dtype=bool
+                )
+                raw = raw[mask]
             frames.append(_tidy(raw, variant))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
     if not include_failed:
@@ -151,11 +159,38 @@ def require_results(spec: ExperimentSpec, table: pd.DataFrame) -> None:
         if not table.empty:
             return
         note = other_fingerprints(spec, rs)
-    detail = f"; {note}" if note else "; run the grid first (noisegrid run CONFIG)"
+        outside = cells_outside_grid(spec, rs)
+        held = _what_it_holds(rs)
+    if note:
+        detail = f"; {note}"
+    elif outside is not None:
+        detail = f"; {outside.describe()} (--all includes them)"
+    elif held:
+        detail = (
+            f"; it holds {held}; run this grid first (noisegrid run CONFIG), or point --store / "
+            "[run] store at the store that holds it"
+        )
+    else:
+        detail = "; run the grid first (noisegrid run CONFIG)"
     raise StoreError(
         f"results store {spec.run.store} holds no cells of this experiment's grid "
         f"(fingerprint {spec.fingerprint()}){detail}"
     )
+
+
+def _what_it_holds(store: ResultStore, *, limit: int = 3) -> str:
+    """The experiments a store holds, e.g. ``50 cells of 'laptop-embed' (fingerprint …)``."""
+    experiments = sorted(store.experiments().items(), key=lambda item: -item[1][1])
+    parts = []
+    for fingerprint, (recorded, n_cells) in experiments[:limit]:
+        name = recorded.get("name") if recorded else None
+        backend = (recorded or {}).get("backend", {}).get("name")
+        what = f"'{name}'" if name else "an unnamed experiment"
+        extra = f", backend {backend}" if backend else ""
+        parts.append(f"{n_cells} cell(s) of {what} (fingerprint {fingerprint}{extra})")
+    if len(experiments) > limit:
+        parts.append(f"{len(experiments) - limit} more experiment(s)")
+    return ", ".join(parts)
 
 
 def other_fingerprints(spec: ExperimentSpec, store: ResultStore | None = None) -> str | None:
@@ -199,6 +234,83 @@ def other_fingerprints(spec: ExperimentSpec, store: ResultStore | None = None) -
     differs = "; ".join(changes) if changes else "nothing recorded (an older noisegrid's store)"
     return (
         f"the store holds {total} cell(s) of this experiment {where}, which differs in: " + differs
+    )
+
+
+@dataclass(frozen=True)
+class OutsideGrid:
+    """Cells of an experiment (same fingerprint) that the store holds outside the config's grid.
+
+    Attributes
+    ----------
+    n_cells : int
+        How many (done or failed).
+    sizes, noise_rates, seeds : tuple
+        The values of those cells that the grid does not list.
+    """
+
+    n_cells: int
+    sizes: tuple[int, ...] = ()
+    noise_rates: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """``the store also holds 27 cells of this experiment outside the grid (seeds 1–3)``."""
+        parts = []
+        if self.sizes:
+            parts.append(f"size{'s' * (len(self.sizes) > 1)} {_values(self.sizes)}")
+        if self.noise_rates:
+            noun = "noise rates" if len(self.noise_rates) > 1 else "noise rate"
+            parts.append(f"{noun} {', '.join(f'{r:g}' for r in self.noise_rates)}")
+        if self.seeds:
+            parts.append(f"seed{'s' * (len(self.seeds) > 1)} {_values(self.seeds)}")
+        what = f" ({'; '.join(parts)})" if parts else ""
+        cells = "cell" if self.n_cells == 1 else "cells"
+        return (
+            f"the store also holds {self.n_cells} {cells} of this experiment outside the grid{what}"
+        )
+
+
+def _values(values: Sequence[int]) -> str:
+    """``1–3`` for a run of consecutive integers, else ``1, 4, 9``."""
+    ordered = sorted(values)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}–{ordered[-1]}"
+    return ", ".join(str(v) for v in ordered)
+
+
+def cells_outside_grid(
+    spec: ExperimentSpec, store: ResultStore | None = None
+) -> OutsideGrid | None:
+    """What the store holds of ``spec``'s experiment outside its grid, or None when nothing.
+
+    Only cells stored under the spec's own fingerprints count (the same experiment: same data,
+    model, noise and budget), of sizes, noise rates or seeds the config does not list. Cells of
+    other fingerprints are :func:`other_fingerprints`' business.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+        A resolved spec (:func:`resolve_spec`).
+    store : ResultStore, optional
+        An open store; default: the spec's.
+    """
+    if store is None:
+        with ResultStore(spec.run.store) as rs:
+            return cells_outside_grid(spec, rs)
+    outside: list[tuple[int, float, int]] = []
+    for variant in spec.variants():
+        wanted = {c.key for c in expand_grid(variant)}
+        outside += [key for key in store.statuses(variant.fingerprint()) if key not in wanted]
+    if not outside:
+        return None
+    grid = spec.grid
+    rates = {round(float(r), 6) for r in grid.noise_rates}
+    return OutsideGrid(
+        n_cells=len(outside),
+        sizes=tuple(sorted({s for s, _, _ in outside} - set(grid.sizes))),
+        noise_rates=tuple(sorted({r for _, r, _ in outside if round(r, 6) not in rates})),
+        seeds=tuple(sorted({d for _, _, d in outside} - set(grid.seeds))),
     )
 
 
@@ -277,15 +389,30 @@ class ExperimentStatus:
     failed: list[str]
     other: str | None = None
     """Cells of this experiment stored under other fingerprints, and what differs (or None)."""
+    fingerprint: str = ""
+    """The experiment's fingerprint, as every command prints it."""
+    outside: OutsideGrid | None = None
+    """Cells of this experiment stored outside the config's grid (or None)."""
+    all_cells: bool = False
+    """Whether the counts include the cells outside the grid."""
 
     @property
     def n_pending(self) -> int:
         return self.n_cells - self.n_done - self.n_failed
 
     def describe(self) -> str:
+        """One line: the counts, the store and the fingerprint.
+
+        With ``all_cells``, the cell count says how many of them lie outside the grid.
+        """
+        cells = f"{self.n_cells} cells"
+        if self.all_cells and self.outside is not None:
+            n_grid = self.n_cells - self.outside.n_cells
+            cells += f", {n_grid} in the grid and {self.outside.n_cells} outside it"
+        fingerprint = f"; fingerprint {self.fingerprint}" if self.fingerprint else ""
         return (
             f"{self.n_done} done, {self.n_failed} failed, {self.n_pending} pending "
-            f"of {self.n_cells} cells (store: {self.store})"
+            f"of {cells} (store: {self.store}){fingerprint}"
         )
 
 
@@ -294,28 +421,43 @@ def experiment_status(
     *,
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
+    all_cells: bool = False,
 ) -> ExperimentStatus:
-    """Count the grid's cells by stored status. Never creates or writes a store."""
+    """Count the grid's cells by stored status. Never creates or writes a store.
+
+    ``all_cells`` also counts the cells of the same experiment the store holds outside the
+    grid (see :func:`cells_outside_grid`); either way the status names them.
+    """
     spec = resolve_spec(config, overrides=overrides, store=store)
     done = failed = 0
     failed_cells: list[str] = []
     with ResultStore(spec.run.store) as rs:
+        outside = cells_outside_grid(spec, rs)
         for variant in spec.variants():
             statuses = rs.statuses(variant.fingerprint())
-            for cell in expand_grid(variant):
-                st = statuses.get(cell.key)
+            grid = {cell.key: cell.label() for cell in expand_grid(variant)}
+            keys = list(grid)
+            if all_cells:
+                keys += sorted(k for k in statuses if k not in grid)
+            for key in keys:
+                st = statuses.get(key)
                 done += st == "done"
                 if st == "failed":
                     failed += 1
-                    failed_cells.append(f"{variant.grid.noise_model}: {cell.label()}")
+                    label = grid.get(key) or f"n={key[0]} noise={key[1]:.3g} seed={key[2]}"
+                    failed_cells.append(f"{variant.grid.noise_model}: {label}")
         other = other_fingerprints(spec, rs)
+    n_outside = outside.n_cells if all_cells and outside is not None else 0
     return ExperimentStatus(
         store=Path(spec.run.store),
-        n_cells=spec.grid.n_cells_total,
+        n_cells=spec.grid.n_cells_total + n_outside,
         n_done=done,
         n_failed=failed,
         failed=failed_cells,
         other=other,
+        fingerprint=spec.fingerprint(),
+        outside=outside,
+        all_cells=all_cells,
     )
 
 
@@ -326,8 +468,12 @@ def export_results(
     format: Literal["csv", "parquet"] = "csv",
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
+    all_cells: bool = False,
 ) -> Path:
     """Write the tidy table (failed cells included) to ``out`` as CSV or parquet.
+
+    ``all_cells`` also writes the cells of the experiment stored outside the grid (see
+    :func:`load_results`).
 
     Raises
     ------
@@ -341,7 +487,7 @@ def export_results(
     if format not in ("csv", "parquet"):
         raise ConfigError(f"export format must be 'csv' or 'parquet'; got '{format}'")
     spec = resolve_spec(config, overrides=overrides, store=store)
-    table = load_results(spec)
+    table = load_results(spec, all_cells=all_cells)
     require_results(spec, table)
     path = Path(out)
     try:

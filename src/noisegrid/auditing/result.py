@@ -291,14 +291,19 @@ class AuditResult:
         lines.append("")
         lines.append(
             f"{len(self.suspects):,} labels flagged as likely wrong"
-            + (f"; the first {min(n_suspects, len(self.suspects))}:" if len(self.suspects) else ".")
+            + (
+                f"; the first {min(n_suspects, len(self.suspects))} (p_suggested: the out-of-fold "
+                "probability of the suggested label):"
+                if len(self.suspects)
+                else "."
+            )
         )
         for row in self.suspects.head(n_suspects).itertuples():
             text = str(row.text)
             short = text if len(text) <= 70 else text[:67] + "..."
             lines.append(
                 f"  {row.rank:>3}. id {row.id}: given {row.given_label!r}, suggested "
-                f"{row.suggested_label!r} (p={row.p_suggested:.2f}): {short}"
+                f"{row.suggested_label!r} (p_suggested={row.p_suggested:.2f}): {short}"
             )
         lines += [f"Note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -42,8 +42,18 @@ def _load_builtin_backends() -> None:
 
 
 def get_backend_class(name: str) -> type[Backend]:
-    """The backend class registered as ``name``; the error lists the valid names."""
-    _load_builtin_backends()
+    """The backend class registered as ``name``; the error lists the valid names.
+
+    A built-in backend lives in the module of its name, which is imported alone: checking a
+    tfidf config does not import the transformer backends. Any other name loads every built-in
+    backend first, so that the error can list them.
+    """
+    if name not in BACKENDS.names(include_hidden=True) and name.isidentifier():
+        builtin = {m.name for m in pkgutil.iter_modules(__path__)} - {"base", "hf"}
+        if name in builtin:
+            importlib.import_module(f"{__name__}.{name}")
+    if name not in BACKENDS.names(include_hidden=True):
+        _load_builtin_backends()
     return BACKENDS.get(name)
 
 

@@ -53,7 +53,7 @@ class FitOutput:
 
 @dataclass(frozen=True)
 class PlannedGroup:
-    """A unit of work as :meth:`Backend.plan_cost` sees it, before anything trains."""
+    """A sibling group as :meth:`Backend.plan_cost` sees it, before anything trains."""
 
     texts: Sequence[str]
     """The group's training texts (its subsample)."""
@@ -63,11 +63,13 @@ class PlannedGroup:
     """Cells (labelings) in the group."""
     test_texts: Sequence[str]
     """The texts every member is evaluated on."""
+    labels: np.ndarray | None = None
+    """The subsample's clean labels, for a backend whose probe fits a member."""
 
 
 @dataclass
 class GroupCost:
-    """What one unit of work costs, as a backend projects it (see :meth:`Backend.plan_cost`)."""
+    """What one sibling group costs, as a backend projects it (see :meth:`Backend.plan_cost`)."""
 
     seconds: float
     """Projected wall time: training, evaluation and loading, every chunk of the group."""

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from threadpoolctl import threadpool_limits
 
 from ..errors import BackendError
 from . import BACKENDS, hf
@@ -366,6 +365,7 @@ class EmbedBackend(Backend):
         return probas
 
     def _fit_head(self, x: np.ndarray, labels: np.ndarray, *, seed: int, encoded: int) -> FitOutput:
+        # Imported here: validating a config registers every backend, and should stay quick.
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
@@ -407,6 +407,8 @@ class EmbedBackend(Backend):
 def _head_threads() -> Any:
     """One BLAS thread for the head: for a few thousand rows × a few hundred features, extra
     threads cost more in synchronisation than they save (several times slower on a busy machine)."""
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1)
 
 

@@ -22,12 +22,28 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 from pydantic import Field, model_validator
-from threadpoolctl import threadpool_limits
 
 from . import BACKENDS
-from .base import Backend, BackendContext, BackendOptions, FitOutput, Predictor
+from .base import (
+    Backend,
+    BackendContext,
+    BackendOptions,
+    CostPlan,
+    FitOutput,
+    GroupCost,
+    PlannedGroup,
+    Predictor,
+)
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+# scikit-learn and SciPy are imported where a fit needs them, not here: validating a config
+# registers every backend, and `noisegrid status` should not pay a second for scikit-learn.
 
 if TYPE_CHECKING:
     # scikit-learn loads when a model is built, not when the backend registers: listing the
@@ -103,6 +119,8 @@ def _one_thread() -> Any:
     far too short to split across threads: on 2 busy cores a 5,000-example fit took 4.5 s with
     two OpenBLAS threads and 0.5 s with one. Parallelism comes from worker processes instead.
     """
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1)
 
 
@@ -188,6 +206,8 @@ class TermCounts:
         return np.fromiter((self._row_of[t] for t in texts), dtype=np.int64, count=len(texts))
 
     def _count(self, texts: list[str]) -> None:
+        import scipy.sparse as sp
+
         low, high = self._ngrams
         token_lists = [self._tokenize(self._preprocess(text)) for text in texts]
         flat = list(chain.from_iterable(token_lists))
@@ -268,6 +288,8 @@ class TermCounts:
 
     def matrix(self) -> sp.csr_matrix:
         """Counts of every text counted so far, shape (n_texts, n_terms), float32."""
+        import scipy.sparse as sp
+
         if self._matrix is None:
             n_cols = self.n_terms
             parts = [
@@ -286,6 +308,8 @@ class TermCounts:
 
     def first_positions(self, rows: np.ndarray) -> sp.csr_matrix:
         """Like ``matrix()[rows]``, holding where in its text each term first occurs instead."""
+        import scipy.sparse as sp
+
         m = self.matrix()
         first = sp.csr_matrix((self._first, m.indices, m.indptr), shape=m.shape)
         return first[rows]
@@ -352,6 +376,8 @@ class SubsampleFeatures:
     """
 
     def __init__(self, counts: TermCounts, texts: Sequence[str], options: TfidfOptions) -> None:
+        from sklearn.feature_extraction.text import TfidfTransformer
+
         self.counts = counts
         rows = counts.rows(texts)
         sub = counts.matrix()[rows]
@@ -399,6 +425,8 @@ class SubsampleFeatures:
         tolerance, and on IMDB a different order moved its stopping point enough to change up to
         0.7% of the test predictions.
         """
+        import scipy.sparse as sp
+
         n_docs, n_terms = sub.shape
         row = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(sub.indptr))
         seen = row * (1 << 32) + first.data.astype(np.int64)
@@ -470,6 +498,8 @@ class TfidfBackend(Backend):
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, *, seed: int) -> FitOutput:
         """The per-cell path: vectoriser and classifier fitted on this cell alone."""
+        from sklearn.pipeline import Pipeline
+
         o = self.options
         from sklearn.pipeline import Pipeline
 
@@ -517,6 +547,48 @@ class TfidfBackend(Backend):
             else:
                 probas.append(predictor.predict_proba(texts))
         return probas
+
+    def plan_cost(
+        self, groups: Sequence[PlannedGroup], *, probe: bool, probe_seconds: float = 60.0
+    ) -> CostPlan | None:
+        """Projected time of each group, from a timed fit of the largest one.
+
+        The probe featurises the largest group's subsample, fits every member's logistic
+        regression on its clean labels and scores the test texts, as a run would; the other
+        groups are projected in proportion to their size (both steps are close to linear in the
+        number of texts). Without ``probe`` there is no projection: TF-IDF has no count to
+        project from.
+        """
+        if not probe or not groups:
+            return None
+        import time
+
+        # Imported before the clock starts: a run's workers import them once, not per group.
+        import sklearn.feature_extraction.text
+        import sklearn.linear_model  # noqa: F401
+
+        largest = max(groups, key=lambda g: len(g.texts))
+        labels = (
+            largest.labels
+            if largest.labels is not None
+            else np.arange(len(largest.texts)) % self.context.n_classes
+        )
+        start = time.perf_counter()
+        outputs = self.fit_group(largest.texts, [labels] * largest.n_members, seed=largest.seed)
+        self.predict_group(outputs, largest.test_texts)
+        seconds = time.perf_counter() - start
+        per_text = seconds / max(len(largest.texts), 1)
+        costs = [
+            GroupCost(seconds=seconds if g is largest else per_text * len(g.texts)) for g in groups
+        ]
+        return CostPlan(
+            groups=costs,
+            device="cpu",
+            notes=[
+                f"probe: the group of {len(largest.texts):,} examples ({largest.n_members} cells) "
+                f"took {seconds:.2f} s; the others are projected in proportion to their size"
+            ],
+        )
 
     def features(self, texts: Sequence[str]) -> SubsampleFeatures:
         """The subsample's features, from this worker's cache when it has them."""

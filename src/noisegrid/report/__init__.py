@@ -143,7 +143,9 @@ def build_report(
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
-    summary = render_markdown(analysis, title=title, provenance=prov, figures=png_names)
+    summary = render_markdown(
+        analysis, title=title, provenance=prov, figures=png_names, advice=advice
+    )
     (out / "summary.md").write_text(summary, encoding="utf-8")
     results.to_csv(out / "results.csv", index=False)
     return path

@@ -95,7 +95,7 @@ def regression_facts(ref: RegressionResult) -> list[tuple[str, str]]:
 
 
 def comparison_table(nma: NoiseModelAnalysis, focus: tuple[int, float] | None) -> Table:
-    """The candidate surfaces, best first among the fitted ones."""
+    """The candidate surfaces, best first among the fitted ones, and why each is used or not."""
     at = f" at {focus[0]:,} / {pct(focus[1])}" if focus else ""
     header = [
         "surface",
@@ -106,22 +106,14 @@ def comparison_table(nma: NoiseModelAnalysis, focus: tuple[int, float] | None) -
         "RMSE",
         "R²",
         f"examples per noise point{at}",
-        "",
+        "used for the rates?",
     ]
     rows = []
     table = nma.surfaces.sort_values("cv_rmse", na_position="last")
     for _, r in table.iterrows():
-        if r["selected"]:
-            note = "used for the rates"
-        elif r["skipped"]:
-            note = f"skipped: {r['skipped']}"
-        elif nma.form_fixed is not None and r["name"] == nma.form_fixed.name:
-            note = "fits best, but its form fixes the rate"
-        else:
-            note = ""
         rows.append(
             [
-                f"{r['label']} ({r['name']})" if r.get("label") else str(r["name"]),
+                _surface_name(r),
                 str(r["expression"]),
                 str(r["n_params"]),
                 num(r["cv_rmse"], 3),
@@ -129,10 +121,36 @@ def comparison_table(nma: NoiseModelAnalysis, focus: tuple[int, float] | None) -
                 num(r["rmse"], 3),
                 num(r["r_squared"], 3),
                 format_number(float(r["rate_at_focus"])) if pd.notna(r["rate_at_focus"]) else "–",
-                note,
+                _use_note(r, nma),
             ]
         )
     return header, rows
+
+
+def _surface_name(row: pd.Series) -> str:
+    return f"{row['label']} ({row['name']})" if row.get("label") else str(row["name"])
+
+
+def _use_note(row: pd.Series, nma: NoiseModelAnalysis) -> str:
+    """Why a candidate surface gives the rates, or why not."""
+    if row["selected"]:
+        if bool(row.get("rate_from_form")):
+            return "yes, though its form fixes the rate: no other surface could be fitted"
+        return "yes: the lowest CV RMSE among the surfaces whose rate the data determine"
+    skipped = row["skipped"]
+    if isinstance(skipped, str) and skipped:
+        return f"no: not fitted, {skipped}"
+    if nma.form_fixed is not None and row["name"] == nma.form_fixed.name:
+        return "no: it fits best, but its form fixes the rate, so the data do not measure it"
+    chosen = nma.surfaces[nma.surfaces["selected"].astype(bool)]
+    if chosen.empty:
+        return "no"
+    best = chosen.iloc[0]
+    if bool(row.get("rate_from_form")):
+        return "no: its form fixes the rate, and another surface fits better"
+    return (
+        f"no: CV RMSE {num(row['cv_rmse'], 3)} against {num(best['cv_rmse'], 3)} for {best['name']}"
+    )
 
 
 def rate_grid_table(nma: NoiseModelAnalysis) -> Table:
