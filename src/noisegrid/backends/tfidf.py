@@ -404,7 +404,6 @@ class SubsampleFeatures:
             raise ValueError(
                 "After pruning, no terms remain. Try a lower min_df or a higher max_df."
             )
-        from sklearn.feature_extraction.text import TfidfTransformer
 
         self.transformer = TfidfTransformer(sublinear_tf=options.sublinear_tf)
         self.train = self.transformer.fit_transform(
@@ -501,7 +500,6 @@ class TfidfBackend(Backend):
         from sklearn.pipeline import Pipeline
 
         o = self.options
-        from sklearn.pipeline import Pipeline
 
         pipeline = Pipeline([("tfidf", o.vectorizer()), ("clf", o.classifier(seed))])
         with _one_thread():
