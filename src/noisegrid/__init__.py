@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         NoisegridError,
         OutputError,
         StoreError,
+        TrackerError,
     )
     from .evaluation import draw_test_sample, score
     from .grid import Cell, expand_grid
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .runner import CellResult, RunSummary, Worker, run_experiment
     from .sampling import subsample_per_class
     from .store import ResultStore
+    from .tracking import export_to_tracker, track_report, track_results
 
 # Every public name loads on first use, from the module that defines it. Importing the package
 # then costs almost nothing, so the command line starts fast (``noisegrid status --help`` needs
@@ -69,6 +71,7 @@ _LAZY = {
     "NoisegridError": "errors",
     "OutputError": "errors",
     "StoreError": "errors",
+    "TrackerError": "errors",
     "draw_test_sample": "evaluation",
     "score": "evaluation",
     "Cell": "grid",
@@ -95,6 +98,9 @@ _LAZY = {
     "run_experiment": "runner",
     "subsample_per_class": "sampling",
     "ResultStore": "store",
+    "export_to_tracker": "tracking",
+    "track_report": "tracking",
+    "track_results": "tracking",
     # importlib.metadata scans the installed distributions: a tenth of a second, paid on use.
     "__version__": "_version",
 }
@@ -137,6 +143,7 @@ __all__ = [
     "RunSummary",
     "Split",
     "StoreError",
+    "TrackerError",
     "TradeoffResult",
     "Worker",
     "__version__",
@@ -150,6 +157,7 @@ __all__ = [
     "expand_grid",
     "experiment_status",
     "export_results",
+    "export_to_tracker",
     "inject_noise",
     "load_audit",
     "load_corpus",
@@ -159,5 +167,7 @@ __all__ = [
     "run_experiment",
     "score",
     "subsample_per_class",
+    "track_report",
+    "track_results",
     "tradeoff",
 ]
