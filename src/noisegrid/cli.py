@@ -182,7 +182,7 @@ def run(
     spec = load_spec(config, overrides=_with_track(set_, track), store=store)
     progress = _Progress(quiet=quiet, noise_model_names=len(spec.grid.noise_models) > 1)
     try:
-        with progress, track_results(spec) as tracked:
+        with track_results(spec) as tracked, progress:
             summary = run_experiment(
                 spec,
                 retry_failed=retry_failed,

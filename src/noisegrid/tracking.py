@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +232,8 @@ def track_results(
         return
     live = LiveTracking(spec)
     try:
-        yield live.wrap
+        with _quiet_http():
+            yield live.wrap
     finally:
         message = live.warning()
         if message:
@@ -368,7 +370,8 @@ def _rate_metrics(analysis: Analysis, noise_model: str) -> dict[str, float]:
 @contextlib.contextmanager
 def _as_tracker_error(tracker: Tracker) -> Iterator[None]:
     try:
-        yield
+        with _quiet_http():
+            yield
     except TrackerError:
         raise
     except Exception as exc:  # whatever the client raises: one line that says what to do
@@ -397,9 +400,29 @@ def _row(result: CellResult) -> dict[str, Any]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return detail if len(detail) <= 200 else detail[:197] + "..."
+    """The reason in a few words: an OS error's own ("Connection refused"), else the first line."""
+    text = str(exc).strip()
+    found = _OS_REASON.search(text)
+    if found:
+        return found.group(1).strip()
+    lines = text.splitlines()
+    detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return detail if len(detail) <= 160 else detail[:157] + "..."
+
+
+_OS_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+@contextlib.contextmanager
+def _quiet_http() -> Iterator[None]:
+    """Hush urllib3's retry warnings: the tracker's trouble is said once, by noisegrid."""
+    http = logging.getLogger("urllib3")
+    level = http.level
+    http.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        http.setLevel(level)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,7 +5,8 @@ local ``sqlite:///`` database (the default, ``mlflow.db`` beside the results sto
 artifacts go to ``mlartifacts/`` beside it). ``mlflow`` is imported only when a tracker is made.
 
 A dead server should cost the run seconds, not minutes: unless the environment says otherwise,
-requests are retried twice and time out after 20 seconds (MLflow's own defaults retry for minutes).
+requests are retried twice and time out after 20 seconds (MLflow's own defaults retry for
+minutes), and MLflow prints no "View run at" line per cell.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ KIND_TAG = "noisegrid.kind"
 CELL_TAG = "noisegrid.cell"
 PARENT_TAG = "mlflow.parentRunId"
 
-_REQUEST_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Not a "View run at" line per cell on stdout (and not the extra request that builds it).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 _PAGE = 1000
 _BATCH_PARAMS = 100  # MLflow's per-request limit on params
 
@@ -39,7 +45,7 @@ class MlflowTracker(Tracker):
     def __init__(self, *, uri: str, experiment: str) -> None:
         super().__init__(uri=uri, experiment=experiment)
         self.check()
-        for key, value in _REQUEST_DEFAULTS.items():
+        for key, value in _CLIENT_DEFAULTS.items():
             os.environ.setdefault(key, value)
         from mlflow.tracking import MlflowClient
 
