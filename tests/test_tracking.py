@@ -375,3 +375,14 @@ def test_mlflow_server_over_rest_then_killed_mid_run(
     catch_up = resolve_spec(cfg, overrides=["grid.sizes=[20, 40, 60, 80]", f"track.uri={local}"])
     assert export_to_tracker(catch_up).n_logged == 2
     check_runs_match_store(cfg, local, name)
+
+
+def test_explain_keeps_the_track_section(
+    make_dataset: Callable[..., Path], write_config: Callable[..., Path]
+) -> None:
+    from noisegrid.explain import explain_spec
+    from noisegrid.runner import prepare_run
+
+    spec = load_spec(write_config(make_dataset()), overrides=["track.to=mlflow"])
+    text = explain_spec(spec, prepare_run(spec))
+    assert '[track]\nto = "mlflow"\n# uri: not set ($MLFLOW_TRACKING_URI' in text

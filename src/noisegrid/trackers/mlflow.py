@@ -45,11 +45,7 @@ class MlflowTracker(Tracker):
     def __init__(self, *, uri: str, experiment: str) -> None:
         super().__init__(uri=uri, experiment=experiment)
         self.check()
-        for key, value in _CLIENT_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        from mlflow.tracking import MlflowClient
-
-        self._client: Any = MlflowClient(tracking_uri=uri)
+        self._client_object: Any = None
         self._experiment_id: str | None = None
         self._unfinished: dict[str, dict[str, str]] = {}
 
@@ -62,6 +58,17 @@ class MlflowTracker(Tracker):
         """``$MLFLOW_TRACKING_URI``, else ``sqlite:///STORE_FOLDER/mlflow.db``."""
         env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
         return env or f"sqlite:///{store_folder.absolute() / 'mlflow.db'}"
+
+    @property
+    def _client(self) -> Any:
+        # Made on first use: a local database is created (and migrated, seconds) only when needed.
+        if self._client_object is None:
+            for key, value in _CLIENT_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            from mlflow.tracking import MlflowClient
+
+            self._client_object = MlflowClient(tracking_uri=self.uri)
+        return self._client_object
 
     # -- the experiment -------------------------------------------------------------------------
     def _experiment(self) -> str:
