@@ -36,8 +36,17 @@ from noisegrid.cli import app
 from noisegrid.results import resolve_spec
 from noisegrid.tracking import cell_key
 
-pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient
+needs_mlflow = pytest.mark.skipif(
+    importlib.util.find_spec("mlflow") is None, reason="needs mlflow (pip install '.[mlflow]')"
+)
+
+
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` (mlflow is imported here: the module's other tests run without it)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
 
 CELL_METRICS = ("accuracy", "macro_f1", "log_loss", "realized_noise", "fit_seconds")
 
@@ -64,7 +73,7 @@ def tracked_config(
 
 
 def cell_runs(uri: str, experiment: str) -> list[Any]:
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None
     runs = client.search_runs([found.experiment_id], max_results=1000)
@@ -72,7 +81,7 @@ def cell_runs(uri: str, experiment: str) -> list[Any]:
 
 
 def parent_runs(uri: str, experiment: str) -> list[Any]:
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None
     runs = client.search_runs([found.experiment_id], max_results=1000)
@@ -163,6 +172,7 @@ def test_export_without_a_tracker_says_how_to_name_one(
 # -- a local sqlite:/// database ------------------------------------------------------------------
 
 
+@needs_mlflow
 def test_run_logs_every_cell_once_across_resume_and_exports(
     tracked_config: Callable[..., Path], sqlite_uri: str, request: pytest.FixtureRequest
 ) -> None:
@@ -188,6 +198,7 @@ def test_run_logs_every_cell_once_across_resume_and_exports(
     assert len(parent_runs(sqlite_uri, name)) == 1
 
 
+@needs_mlflow
 def test_export_catches_up_and_completes_a_half_logged_cell(
     tracked_config: Callable[..., Path], sqlite_uri: str, request: pytest.FixtureRequest
 ) -> None:
@@ -198,7 +209,7 @@ def test_export_catches_up_and_completes_a_half_logged_cell(
     first = export_to_tracker(spec)
     assert (first.n_logged, first.n_already) == (4, 0)
     # A cell whose run was cut off half-way (created, never finished) is completed, not doubled.
-    client = MlflowClient(tracking_uri=sqlite_uri)
+    client = mlflow_client(sqlite_uri)
     (half,) = [r for r in cell_runs(sqlite_uri, name) if r.data.tags["noisegrid.cell"] == "20/0/0"]
     client.set_terminated(half.info.run_id, status="RUNNING")
     again = export_to_tracker(spec)
@@ -206,6 +217,7 @@ def test_export_catches_up_and_completes_a_half_logged_cell(
     check_runs_match_store(cfg, sqlite_uri, name)
 
 
+@needs_mlflow
 def test_cli_run_export_report_with_track(
     make_dataset: Callable[..., Path],
     write_config: Callable[..., Path],
@@ -238,7 +250,7 @@ def test_cli_run_export_report_with_track(
         for p in parent_runs(sqlite_uri, "noisegrid")
         if p.data.tags["noisegrid.fingerprint"] == fingerprint
     ]
-    client = MlflowClient(tracking_uri=sqlite_uri)
+    client = mlflow_client(sqlite_uri)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.html", "summary.md", "results.csv", "figures"} <= names
     figures = [a.path for a in client.list_artifacts(parent.info.run_id, "figures")]
@@ -246,6 +258,7 @@ def test_cli_run_export_report_with_track(
     assert "exchange_rate" in client.get_run(parent.info.run_id).data.metrics
 
 
+@needs_mlflow
 def test_default_uri_is_a_database_beside_the_store(
     make_dataset: Callable[..., Path],
     write_config: Callable[..., Path],
@@ -271,6 +284,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@needs_mlflow
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "nosuchscheme://tracker"])
 def test_unreachable_tracker_loses_nothing_and_warns_once(
     tracked_config: Callable[..., Path],
@@ -334,6 +348,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[
 
 
 @pytest.mark.slow
+@needs_mlflow
 def test_mlflow_server_over_rest_then_killed_mid_run(
     tracked_config: Callable[..., Path],
     mlflow_server: tuple[str, Path, subprocess.Popen[bytes]],
