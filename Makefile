@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # torch is pinned to a release whose CPU wheel installs offline here; on other machines any torch
 # >= 2.2 that suits your hardware works (install it first and set TORCH_SPEC= to skip this pin).
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,transformers,ray,offline-minilm,audit
+EXTRAS ?= dev,transformers,ray,offline-minilm,audit,mlflow
 # The demo reads IMDB from the Hugging Face hub, or from a local copy when one sits beside the repo.
 DATA ?= $(if $(wildcard ../shared/data/imdb),../shared/data/imdb,imdb)
 DEMO_CONFIG ?= examples/laptop-tfidf.toml

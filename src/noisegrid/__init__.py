@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         NoisegridError,
         OutputError,
         StoreError,
+        TrackerError,
     )
     from .evaluation import draw_test_sample, score
     from .grid import Cell, expand_grid
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .sampling import subsample_per_class
     from .store import ResultStore
     from .worker import Worker
+    from .tracking import export_to_tracker, track_report, track_results
 
 # Every public name loads on first use, from the module that defines it. Importing the package
 # then costs almost nothing, so the command line starts fast (``noisegrid status --help`` needs
@@ -72,6 +74,7 @@ _LAZY = {
     "NoisegridError": "errors",
     "OutputError": "errors",
     "StoreError": "errors",
+    "TrackerError": "errors",
     "draw_test_sample": "evaluation",
     "score": "evaluation",
     "Cell": "grid",
@@ -98,6 +101,9 @@ _LAZY = {
     "run_experiment": "runner",
     "subsample_per_class": "sampling",
     "ResultStore": "store",
+    "export_to_tracker": "tracking",
+    "track_report": "tracking",
+    "track_results": "tracking",
     # importlib.metadata scans the installed distributions: a tenth of a second, paid on use.
     "__version__": "_version",
 }
@@ -140,6 +146,7 @@ __all__ = [
     "RunSummary",
     "Split",
     "StoreError",
+    "TrackerError",
     "TradeoffResult",
     "Worker",
     "__version__",
@@ -153,6 +160,7 @@ __all__ = [
     "expand_grid",
     "experiment_status",
     "export_results",
+    "export_to_tracker",
     "inject_noise",
     "load_audit",
     "load_corpus",
@@ -162,5 +170,7 @@ __all__ = [
     "run_experiment",
     "score",
     "subsample_per_class",
+    "track_report",
+    "track_results",
     "tradeoff",
 ]

@@ -88,6 +88,16 @@ AllOpt = Annotated[
     ),
 ]
 
+TrackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--track",
+        help='Also log to an experiment tracker ("mlflow"); same as --set track.to=NAME.',
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
 EXIT_UNEXPECTED = 3
@@ -186,22 +196,24 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Log lines instead of a progress bar.")
     ] = False,
+    track: TrackOpt = None,
 ) -> None:
     """Run every cell of the grid that is not stored yet (re-running resumes)."""
     from .config import load_spec
     from .runner import run_experiment
+    from .tracking import track_results
 
     _setup_logging(quiet)
-    spec = load_spec(config, overrides=set_ or [], store=store)
+    spec = load_spec(config, overrides=_with_track(set_, track), store=store)
     progress = _Progress(quiet=quiet, noise_model_names=len(spec.grid.noise_models) > 1)
     try:
-        with progress:
+        with track_results(spec) as tracked, progress:
             summary = run_experiment(
                 spec,
                 retry_failed=retry_failed,
                 fail_fast=fail_fast,
                 on_start=progress.start,
-                on_result=progress.advance,
+                on_result=tracked(progress.advance),
             )
     except KeyboardInterrupt:
         typer.echo(
@@ -241,19 +253,38 @@ def status(
 @_errors_as_one_line
 def export(
     config: ConfigArg,
-    out: Annotated[Path, typer.Option("--out", help="Output file.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output file.")] = None,
     format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help='Log the stored cells to an experiment tracker ("mlflow") instead of a file.',
+            metavar="TRACKER",
+        ),
+    ] = None,
     set_: SetOpt = None,
     store: StoreOpt = None,
     all_: AllOpt = False,
 ) -> None:
-    """Write one tidy row per cell (reference column names included) as CSV or parquet."""
+    """Write one tidy row per cell as CSV or parquet, or log the stored cells to a tracker."""
     from .results import export_results, resolve_spec
 
-    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    spec = resolve_spec(config, overrides=_with_track(set_, to), store=store)
+    if to is not None:
+        from .tracking import export_to_tracker
+
+        typer.echo(export_to_tracker(spec).describe())
+        return
+    if out is None:
+        raise ConfigError("export needs --out FILE (or --to mlflow to log to a tracker)")
     path = export_results(spec, out=out, format=format, all_cells=all_)  # type: ignore[arg-type]
     _note_what_else(spec, all_cells=all_)
     typer.echo(f"wrote {path}")
+
+
+def _with_track(overrides: list[str] | None, track: str | None) -> list[str]:
+    return [*(overrides or []), *([f"track.to={track}"] if track else [])]
 
 
 def _note_what_else(spec: ExperimentSpec, *, all_cells: bool) -> None:
@@ -276,13 +307,14 @@ def report(
     set_: SetOpt = None,
     store: StoreOpt = None,
     all_: AllOpt = False,
+    track: TrackOpt = None,
 ) -> None:
     """Write the HTML report, PNG figures, summary.md and results.csv of the stored grid."""
     from .analysis import analyze
     from .report import build_report
     from .results import check_writable, load_results, require_results, resolve_spec
 
-    spec = resolve_spec(config, overrides=set_ or [], store=store)
+    spec = resolve_spec(config, overrides=_with_track(set_, track), store=store)
     table = load_results(spec, all_cells=all_)
     require_results(spec, table)
     check_writable(out, option="--out")
@@ -291,6 +323,11 @@ def report(
     path = build_report(table, out_dir=out, spec=spec, analysis=analysis)
     typer.echo(analysis.summary())
     typer.echo(f"wrote {path}")
+    if spec.track is not None:
+        from .tracking import track_report
+
+        summary = track_report(spec, analysis=analysis, out_dir=out)
+        typer.echo(f"{summary.describe()}; report attached")
 
 
 @app.command(cls=_Command)

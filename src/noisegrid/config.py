@@ -7,9 +7,9 @@ plug-in families (backends, noise models, executors) validate their own options 
 An :class:`ExperimentSpec` is frozen and fully validated before any work starts. Its
 :meth:`~ExperimentSpec.fingerprint` hashes every field that changes a cell's result (dataset, noise
 model and options, backend and options, the training settings the backend reads, evaluation
-settings) and nothing that does not (the store path, the executor, progress options, and the
-grid's lists: a cell's result does not depend on which *other* cells are in the grid, so growing a
-grid reuses the cells already done).
+settings) and nothing that does not (the store path, the executor, the tracker, progress options,
+and the grid's lists: a cell's result does not depend on which *other* cells are in the grid, so
+growing a grid reuses the cells already done).
 """
 
 from __future__ import annotations
@@ -384,6 +384,29 @@ class AdviceSpec(_Section):
     currency: str = "$"
 
 
+class TrackSpec(_Section):
+    """``[track]``: where results are also logged (an experiment tracker). Never fingerprinted.
+
+    The results store stays the source of truth: a tracker that is down never loses or blocks a
+    result, and ``noisegrid export CONFIG --to NAME`` logs what it missed.
+    """
+
+    to: str
+    """The tracker: ``"mlflow"``."""
+    uri: str | None = None
+    """Where it lives; MLflow's default is ``$MLFLOW_TRACKING_URI``, else a ``sqlite:///``
+    database ``mlflow.db`` in the store's folder."""
+    experiment: str | None = None
+    """The tracker's experiment; default: the spec's ``name``, else ``noisegrid``."""
+
+    @field_validator("to", "uri", "experiment")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
 class ExperimentSpec(_Section):
     """A complete, validated experiment. Build with :func:`load_spec` or :meth:`from_dict`.
 
@@ -409,6 +432,7 @@ class ExperimentSpec(_Section):
     eval: EvalSpec = EvalSpec()
     run: RunSpec = RunSpec()
     advice: AdviceSpec | None = None
+    track: TrackSpec | None = None
 
     _data_identity: str | None = PrivateAttr(default=None)
 
@@ -758,4 +782,5 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "eval": EvalSpec,
     "run": RunSpec,
     "advice": AdviceSpec,
+    "track": TrackSpec,
 }

@@ -39,6 +39,10 @@ class AnalysisError(NoisegridError):
     """A results table cannot answer the question asked (missing columns, too few cells, ...)."""
 
 
+class TrackerError(NoisegridError):
+    """A tracker (MLflow) cannot be reached or refused a request; the store is intact."""
+
+
 def require(module: str, *, extra: str, purpose: str) -> None:
     """Raise :class:`MissingDependencyError` if ``module`` cannot be imported.
 

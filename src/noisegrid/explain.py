@@ -59,6 +59,13 @@ def explain_spec(spec: ExperimentSpec, corpus: Corpus) -> str:
     lines += _train_section(spec)
     lines += _eval_section(spec, corpus)
     lines += _run_section(spec)
+    if spec.track is not None:
+        track = spec.track
+        unset = {"uri": "$MLFLOW_TRACKING_URI, else mlflow.db beside the store"}
+        unset["experiment"] = "the spec's name, else noisegrid"
+        lines += _section(
+            "track", track.model_dump(mode="json"), track.model_fields_set, unset_means=unset
+        )
     return "\n".join(lines).strip() + "\n"
 
 

@@ -17,13 +17,14 @@ from .config import ExperimentSpec, set_plugin_catalog
 from .errors import ConfigError
 from .executors import check_executor
 from .noise import get_noise_model_class
+from .trackers import get_tracker_class
 
 
 class RegistryCatalog:
     """The :class:`~noisegrid.config.PluginCatalog` backed by the plug-in registries."""
 
     def check(self, spec: ExperimentSpec) -> None:
-        """Validate ``[backend]`` and ``[noise]`` options and the executor's name.
+        """Validate ``[backend]`` and ``[noise]`` options and the executor's and tracker's names.
 
         Raises
         ------
@@ -55,6 +56,8 @@ class RegistryCatalog:
                 f"reads it; valid keys: {', '.join(sorted(known)) or '(none)'}"
             )
         check_executor(spec.run.executor)
+        if spec.track is not None:
+            get_tracker_class(spec.track.to)
 
     def noise_keys(self, model: str) -> Collection[str]:
         return tuple(get_noise_model_class(model).Options.model_fields)

@@ -360,7 +360,7 @@ def _differences(
     return changes
 
 
-_NOT_FINGERPRINTED = {"name", "description", "run", "data_identity", "repeats"}
+_NOT_FINGERPRINTED = {"name", "description", "run", "track", "data_identity", "repeats"}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
