@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     from .runner import RunSummary, run_experiment
     from .sampling import subsample_per_class
     from .store import ResultStore
-    from .worker import Worker
     from .tracking import export_to_tracker, track_report, track_results
+    from .worker import Worker
 
 # Every public name loads on first use, from the module that defines it. Importing the package
 # then costs almost nothing, so the command line starts fast (``noisegrid status --help`` needs
