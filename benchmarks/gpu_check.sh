@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (525 s in all, plus
-# about half a minute for the kit's setup), typically 5-7 minutes on one H100/H200. From the repository root, with the GPU kit in .gpu-kit/ (built here by
-# ../shared/gpu/make-kit.sh and carried along):
+# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (530 s in all, plus
+# about half a minute for the kit's setup), under 9 minutes on one H100/H200. From the repository
+# root, with the GPU kit in .gpu-kit/ (built here by ../shared/gpu/make-kit.sh and carried along):
 #
 #     bash benchmarks/gpu_check.sh               # on the GPU machine; logs under $OUT
 #     bash benchmarks/gpu_check.sh --cpu-smoke   # the same steps, tiny, on a CPU (no kit needed;
-#                                                # a tiny random DistilBERT stands in for the models)
+#                                                # tiny random models stand in for the models)
 #
-# Steps (each with its own `timeout`):
+# Steps (each with its own `timeout`), most important first:
 #   1. environment (torch, transformers, the GPU);
-#   2. benchmarks/gpu_finetune.py --check: stacked = alone and CUDA graphs = eager on this device,
-#      then DistilBERT at 512 tokens: stacked K=11 (bf16; + CUDA graphs; fp32 exact recipe) vs one
-#      model vs a plain transformers.Trainer: tokens/s, MFU, projected reference grid;
-#   3. noisegrid run of 2 sizes × 11 noise rates with the pretrained MiniLM of the kit
-#      (benchmarks/gpu_check_minilm.toml, dataset .gpu-kit/imdb): wall time and accuracies;
-#   4. two of those cells trained one at a time ([run] stack = 1), against their stacked results;
-#   5. noisegrid plan examples/reference-fast.toml and examples/reference.toml (DistilBERT from
-#      its config, random weights; the reference grid needs 15,000 training reviews, so the plan
-#      reads a stand-in resampled from the kit's reviews: IMDB's lengths, the grid's sizes).
-# Everything lands in $OUT: summary.txt (read it first), bench.log, bench.json, run.log,
-# results.csv, plan.log.
+#   2. benchmarks/gpu_finetune.py --check: stacked K=3 = each cell alone for every family (bert,
+#      distilbert's cousins roberta, xlm-roberta, electra, deberta-v3, modernbert) and CUDA graphs
+#      = eager on this device; DistilBERT at width 320, K=11: eager vs compiled steps, the
+#      compile's time and where a step's device time goes; DistilBERT at 512 tokens: stacked K=11
+#      (bf16, compiled and eager; + CUDA graphs) vs one model vs a plain transformers.Trainer:
+#      tokens/s, MFU, projected reference grid;
+#   3. the same for the *-base configs of bert, roberta, xlm-roberta, electra, deberta-v3 and
+#      modernbert at 512 tokens: stacked K=11 (bf16, grouped) against its plain Trainer;
+#   4. noisegrid run of 2 sizes × 11 noise rates with the pretrained MiniLM of the kit
+#      (benchmarks/gpu_check_minilm.toml, dataset .gpu-kit/imdb; compiled steps, the default on a
+#      GPU): wall time and accuracies.
+# Everything lands in $OUT: summary.txt (read it first), bench.log, bench.json, arch.log,
+# arch.json, run.log, results.csv.
 set -uo pipefail
 
 MODE=gpu
@@ -41,26 +43,22 @@ if [ "$MODE" = gpu ]; then
   PY=python3
   DATA=.gpu-kit/imdb
   SIZES="[1000, 4000]"
-  SOLO_SIZES="[1000]"
   RUN_SET=()
-  BENCH=(--check --data "$DATA" --out "$OUT/bench.json")
-  PROBE=25
-  PLAN_SMOKE=()
+  BENCH=(--check --data "$DATA" --out "$OUT/bench.json" --skip-exact --compile-width 320 --profile)
+  ARCH=(--data "$DATA" --out "$OUT/arch.json" --arch-steps 12)
   SCALE=1
 else
   PY=${PY:-python3}
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
   DATA=${DATA:-../shared/data/imdb}
   SIZES="[16, 32]"
-  SOLO_SIZES="[16]"
   # A tiny DistilBERT (random weights) instead of MiniLM: a CPU's MiniLM steps take seconds.
   RUN_SET=(--set "backend.model=$WORK/tiny-distilbert" --set train.max_length=32
     --set eval.test_size=40 --set train.epochs=1)
-  BENCH=(--smoke --check --skip-trainer --skip-exact --data "$DATA" --out "$OUT/bench.json")
-  PROBE=15
-  SCALE=2  # a shared CPU is slow even at tiny sizes: twice the GPU's limits
-  # A CPU tokenises and probes the 25,000-review reference grid for minutes: plan a slice of it.
-  PLAN_SMOKE=(--set "grid.sizes=[1000, 2000]" --set eval.test_size=200)
+  BENCH=(--smoke --check --skip-trainer --skip-exact --data "$DATA" --out "$OUT/bench.json"
+    --compile-width 64 --profile)
+  ARCH=(--smoke --skip-trainer --data "$DATA" --out "$OUT/arch.json")
+  SCALE=3  # a shared CPU is slow even at tiny sizes: three times the GPU's limits
 fi
 export NOISEGRID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 START=$(date +%s)
@@ -94,7 +92,9 @@ if torch.cuda.is_available():
     print(f'GPU memory free {free / 2**30:.1f} of {total / 2**30:.1f} GiB')
 "
 
-step benchmark 170 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
+step benchmark 200 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
+step "architectures" 210 "$OUT/arch.log" "$PY" benchmarks/gpu_finetune.py "${ARCH[@]}" \
+  --models bert,roberta,xlm-roberta,electra,deberta-v3,modernbert
 
 if [ "$MODE" = cpu ]; then
   step "save a tiny DistilBERT" 30 "$OUT/run.log" "$PY" benchmarks/gpu_finetune.py --smoke \
@@ -102,14 +102,11 @@ if [ "$MODE" = cpu ]; then
 fi
 CONFIG=benchmarks/gpu_check_minilm.toml
 RUNSET=(--set "dataset.source=$DATA" --set "grid.sizes=$SIZES" "${RUN_SET[@]}")
-rm -f "$WORK/stacked.sqlite" "$WORK/solo.sqlite"
+rm -f "$WORK/stacked.sqlite"
 t0=$(date +%s)
-step "run (2 sizes x 11 noise rates, stacked)" 110 "$OUT/run.log" \
+step "run (2 sizes x 11 noise rates, stacked, compiled)" 110 "$OUT/run.log" \
   "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --store "$WORK/stacked.sqlite" --quiet
 note "  wall time of the stacked grid: $(($(date +%s) - t0))s"
-step "run (2 of its cells one at a time)" 45 "$OUT/run.log" \
-  "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --set "grid.sizes=$SOLO_SIZES" \
-  --set "grid.noise_rates=[0.0, 0.25]" --set run.stack=1 --store "$WORK/solo.sqlite" --quiet
 step "results" 20 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
 import sys
 import pandas as pd
@@ -118,68 +115,19 @@ import noisegrid
 pd.set_option("display.width", 250)
 pd.set_option("display.max_columns", 30)
 config, work, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5::2]
-tables = []
-for name in ("stacked", "solo"):
-    try:
-        t = noisegrid.load_results(config, overrides=overrides, store=f"{work}/{name}.sqlite")
-    except noisegrid.NoisegridError as exc:
-        print(f"{name}: no results ({exc})")
-        continue
-    tables.append(t.assign(path=name))
-table = pd.concat(tables)
+table = noisegrid.load_results(config, overrides=overrides, store=f"{work}/stacked.sqlite")
 table.to_csv(out, index=False)
-stacked = table[table.path == "stacked"]
 print("stacked accuracy (rows: size, columns: noise rate):")
-print(stacked.pivot(index="train_size", columns="noise_level", values="eval_accuracy").round(4))
-print("fit seconds per cell, stacked:", stacked.groupby("train_size")["fit_seconds"].mean().round(2).to_dict())
-solo = table[table.path == "solo"]
-if len(solo):
-    both = solo.merge(stacked, on=["train_size", "noise_level"], suffixes=("_alone", "_stacked"))
-    print("the same cells trained alone vs stacked:")
-    print(both[["train_size", "noise_level", "eval_accuracy_alone", "eval_accuracy_stacked",
-                "fit_seconds_alone", "fit_seconds_stacked"]].round(4).to_string(index=False))
+print(table.pivot_table(index="train_size", columns="noise_level", values="eval_accuracy").round(4))
+print("fit seconds per cell, stacked:", table.groupby("train_size")["fit_seconds"].mean().round(2).to_dict())
+print("compiled:", table["info"].str.contains('"compiled": true').mean())
 PYEOF
-
-# The reference grid's plan: DistilBERT from its config, and on the GPU a stand-in corpus.
-if [ "$MODE" = gpu ]; then
-  step "save DistilBERT" 30 "$OUT/plan.log" "$PY" benchmarks/gpu_finetune.py --save-distilbert "$WORK/distilbert"
-  PLANMODEL="$WORK/distilbert"
-else
-  PLANMODEL="$WORK/tiny-distilbert"
-fi
-PLANDATA=$DATA
-if [ "$MODE" = gpu ]; then
-  PLANDATA="$WORK/imdb-reference"
-  step "stand-in corpus" 30 "$OUT/plan.log" "$PY" - "$DATA" "$PLANDATA" <<'PYEOF'
-import sys
-from pathlib import Path
-import pandas as pd
-
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-dst.mkdir(parents=True, exist_ok=True)
-for split in ("train", "test"):
-    df = pd.read_parquet(src / f"{split}.parquet")
-    parts = []
-    for label, rows in df.groupby("label"):
-        rows = rows.sample(12500, replace=True, random_state=0).reset_index(drop=True)
-        rows["text"] = rows["text"] + " " + rows.index.astype(str)  # distinct texts
-        parts.append(rows)
-    pd.concat(parts).sample(frac=1, random_state=1).to_parquet(dst / f"{split}.parquet")
-print(f"{dst}: 25,000 train and 25,000 test reviews resampled from {src}")
-PYEOF
-fi
-PLANSET=(--set "backend.model=$PLANMODEL" --set "dataset.source=$PLANDATA" "${PLAN_SMOKE[@]}")
-step "plan reference-fast" 75 "$OUT/plan.log" "$PY" -m noisegrid plan examples/reference-fast.toml \
-  "${PLANSET[@]}" --probe-seconds "$PROBE" --gpu-hour-cost 3.5
-# The tokens are cached by now (same model and length): a shorter probe.
-step "plan reference (exact)" 40 "$OUT/plan.log" "$PY" -m noisegrid plan examples/reference.toml \
-  "${PLANSET[@]}" --probe-seconds 10 --gpu-hour-cost 3.5
 
 note "total: $(($(date +%s) - START))s"
 echo
 echo "---- benchmark ----"
-grep -E "PASS|FAIL|tokens/s|stacked K|one model|plain Trainer|projected|failed|Error" "$OUT/bench.log" | head -40
-echo "---- plan ----"
-grep -E "^plan for|^device|probe|step time|projected wall|^cost|TIMED|rror" "$OUT/plan.log" | head -20
+grep -E "PASS|FAIL|tokens/s|stacked K|one model|plain Trainer|projected|failed|Error|eager|compiled|device time|==" "$OUT/bench.log" | head -60
+echo "---- architectures ----"
+grep -E "tokens/s|stacked K|plain Trainer|failed|Error|==" "$OUT/arch.log" | head -40
 echo "---- summary ----"
 cat "$SUMMARY"

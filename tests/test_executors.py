@@ -139,6 +139,32 @@ def test_auto_workers_follow_the_backends_threads_and_the_grids_size(monkeypatch
     assert local.n_local_workers(fixed, expand_grid(fixed)) == 3
 
 
+def test_auto_runs_one_worker_per_gpu_each_pinned_to_its_own(data, tmp_path, monkeypatch):
+    """A machine with three GPUs (faked): "auto" starts three workers for a GPU backend, worker i
+    sees GPU i alone (as its cuda:0), and the groups spread over them."""
+    import json
+
+    from noisegrid.backends.sleep import SleepBackend
+    from noisegrid.executors import local
+
+    monkeypatch.setattr(SleepBackend, "uses_gpu", True)
+    monkeypatch.setattr(local, "visible_gpus", lambda: ["1", "4", "6"])
+    spec = make_spec(data, tmp_path / "s.sqlite", backend={"name": "sleep", "seconds": 0.3})
+    cells = expand_grid(spec)
+    assert local.n_local_workers(spec, cells) == 3
+    summary = run_experiment(spec)
+    assert (summary.n_done, summary.n_failed) == (N_CELLS, 0)
+    infos = [json.loads(r["info"]) for r in rows(tmp_path / "s.sqlite")]
+    by_worker: dict[int, set[str]] = {}
+    for info in infos:
+        by_worker.setdefault(info["pid"], set()).add(info["cuda_visible_devices"])
+    assert all(len(gpus) == 1 for gpus in by_worker.values())  # pinned: one GPU per worker
+    assert set.union(*by_worker.values()) == {"1", "4", "6"}
+    # A CPU backend on the same machine keeps its own rule.
+    cpu = _grid_spec("tfidf", [100, 200])
+    assert local.n_local_workers(cpu, expand_grid(cpu)) == 1
+
+
 def test_workers_must_be_auto_or_positive():
     with pytest.raises(ValueError, match='workers must be "auto" or an integer >= 1'):
         RunSpec(workers=0)

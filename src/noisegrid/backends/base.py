@@ -124,6 +124,9 @@ class Backend(ABC):
     threads_per_worker: ClassVar[int | None] = None
     """Threads one worker of this backend keeps busy; None: all the cores. ``[run] workers =
     "auto"`` runs ``cores // threads_per_worker`` local workers (one when None)."""
+    uses_gpu: ClassVar[bool] = False
+    """Whether the backend computes on a GPU when there is one: ``[run] workers = "auto"`` then
+    runs one local worker per visible GPU, each pinned to its own."""
     train_keys: ClassVar[tuple[str, ...]] = ()
     """The ``[train]`` settings this backend reads; only these enter the fingerprint and the
     report (tfidf reads none)."""

@@ -191,6 +191,7 @@ class EmbedBackend(Backend):
 
     Options = EmbedOptions
     train_keys = ("max_length", "precision", "eval_batch_size")
+    uses_gpu = True
     options: EmbedOptions
     extra = hf.EXTRA
 

@@ -61,5 +61,9 @@ class SleepBackend(Backend):
         time.sleep(self.options.seconds)
         counts = np.bincount(np.asarray(labels), minlength=self.context.n_classes)
         prior = counts / max(1, counts.sum())
-        # The process id shows which worker ran the cell (stored with the result's info).
-        return FitOutput(predictor=_PriorPredictor(prior), info={"pid": os.getpid()})
+        # The process id shows which worker ran the cell, and the GPU it was given which device
+        # (stored with the result's info).
+        info: dict[str, object] = {"pid": os.getpid()}
+        if "CUDA_VISIBLE_DEVICES" in os.environ:
+            info["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        return FitOutput(predictor=_PriorPredictor(prior), info=info)

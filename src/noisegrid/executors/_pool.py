@@ -270,9 +270,28 @@ class _Slot:
     process: subprocess.Popen[bytes]
     conn: Connection
     attempt: Attempt | None = None
+    gpu: str | None = None
+    """The GPU this worker sees alone (``CUDA_VISIBLE_DEVICES``), or None: the driver's view."""
 
 
-def start_worker(payload_fd: int, *, n_threads: int) -> _Slot:
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (their
+    indices when it is unset); empty without torch or a GPU. Counting does not create a CUDA
+    context in the driver."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is an optional dependency
+        return []
+    if not torch.cuda.is_available():
+        return []
+    n = torch.cuda.device_count()
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named:
+        return [d.strip() for d in named.split(",") if d.strip()][:n]
+    return [str(i) for i in range(n)]
+
+
+def start_worker(payload_fd: int, *, n_threads: int, gpu: str | None = None) -> _Slot:
     """Start one worker process; it reads the pickled (spec, corpus) from ``payload_fd``.
 
     Workers are fresh interpreters (not forks, and not ``multiprocessing`` children): they inherit
@@ -284,6 +303,8 @@ def start_worker(payload_fd: int, *, n_threads: int) -> _Slot:
     ours, theirs = socket.socketpair()
     env = dict(os.environ)
     env.update({var: str(n_threads) for var in THREAD_ENV_VARS})
+    if gpu is not None:  # this worker's own GPU: it sees it as cuda:0
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     # The worker imports noisegrid from wherever the driver did.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     code = (
@@ -299,7 +320,7 @@ def start_worker(payload_fd: int, *, n_threads: int) -> _Slot:
         )
     finally:
         theirs.close()
-    return _Slot(process=process, conn=Connection(ours.detach()))
+    return _Slot(process=process, conn=Connection(ours.detach()), gpu=gpu)
 
 
 def run_in_processes(
@@ -310,6 +331,7 @@ def run_in_processes(
     n_workers: int,
     max_retries: int,
     n_threads: int | None = None,
+    gpus: Sequence[str] | None = None,
 ) -> Iterator[CellResult]:
     """Run ``cells`` in ``n_workers`` worker processes; yield results in completion order.
 
@@ -326,6 +348,9 @@ def run_in_processes(
         How many times a cell is retried after its worker died while running it.
     n_threads : int, optional
         Threads per worker; default: the cores divided among the workers.
+    gpus : sequence of str, optional
+        One GPU per worker (``CUDA_VISIBLE_DEVICES`` names): worker i sees ``gpus[i]`` alone,
+        and a worker that replaces a dead one gets its GPU.
 
     Yields
     ------
@@ -349,7 +374,7 @@ def run_in_processes(
         shared.flush()
         try:
             yield from _drive(
-                spec, queue, slots, shared.fileno(), n_workers, n_threads, max_retries
+                spec, queue, slots, shared.fileno(), n_workers, n_threads, max_retries, gpus
             )
         finally:
             for slot in slots:
@@ -364,9 +389,13 @@ def _drive(
     n_workers: int,
     n_threads: int,
     max_retries: int,
+    gpus: Sequence[str] | None = None,
 ) -> Iterator[CellResult]:
     """The driver loop: keep every worker busy, yield each result, replace dead workers."""
-    slots.extend(start_worker(payload_fd, n_threads=n_threads) for _ in range(n_workers))
+    slots.extend(
+        start_worker(payload_fd, n_threads=n_threads, gpu=gpus[i] if gpus else None)
+        for i in range(n_workers)
+    )
     _dispatch(slots, queue)
     while any(s.attempt is not None for s in slots):
         busy = [s for s in slots if s.attempt is not None]
@@ -404,7 +433,7 @@ def _drive(
                 attempt.number += 1
                 queue.appendleft(attempt)
             if queue:
-                slots.append(start_worker(payload_fd, n_threads=n_threads))
+                slots.append(start_worker(payload_fd, n_threads=n_threads, gpu=slot.gpu))
         # Idle workers get their next cell before the driver stores these results.
         _dispatch(slots, queue)
         yield from finished

@@ -10,8 +10,9 @@ the cores, and a worker killed in the middle of a group is replaced and the grou
 
 ``workers = "auto"`` (the default, :func:`n_local_workers`) runs ``cores // threads_per_worker``
 workers for a backend that declares how many threads it keeps busy (tfidf: one, so one worker per
-core), and one in-process worker for the others (the transformer backends use every core in one
-process) and for grids too small to pay for starting worker processes.
+core), one worker per visible GPU for a backend that trains on a GPU (finetune, embed) on a machine
+with several (each worker pinned to its own GPU: it sees that one alone), and one in-process
+worker for the others and for grids too small to pay for starting worker processes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from . import EXECUTORS
-from ._pool import n_cores, run_in_processes
+from ._pool import n_cores, run_in_processes, visible_gpus
 from .base import Executor
 
 if TYPE_CHECKING:
@@ -55,7 +56,12 @@ def n_local_workers(spec: ExperimentSpec, cells: Sequence[Cell]) -> int:
         return workers
     from ..backends import get_backend_class
 
-    threads = get_backend_class(spec.backend.name).threads_per_worker
+    backend = get_backend_class(spec.backend.name)
+    if backend.uses_gpu:
+        gpus = len(visible_gpus())
+        if gpus > 1:
+            return gpus
+    threads = backend.threads_per_worker
     if threads is None or sum(cell.train_size for cell in cells) < AUTO_MIN_TRAIN_EXAMPLES:
         return 1
     return max(1, n_cores() // threads)
@@ -88,6 +94,7 @@ class LocalExecutor(Executor):
                 corpus=corpus,
                 n_workers=n_workers,
                 max_retries=spec.run.max_retries,
+                gpus=_gpus_for(spec, n_workers),
             )
             return
         from ..worker import Worker, plan_groups
@@ -95,3 +102,16 @@ class LocalExecutor(Executor):
         worker = Worker(spec, corpus=corpus)
         for group in plan_groups(spec, cells):
             yield from worker.run_group(group)
+
+
+def _gpus_for(spec: ExperimentSpec, n_workers: int) -> list[str] | None:
+    """One GPU per worker, round robin, for a backend that trains on a GPU on a machine with
+    several; None otherwise (every worker sees what the driver sees)."""
+    from ..backends import get_backend_class
+
+    if not get_backend_class(spec.backend.name).uses_gpu:
+        return None
+    gpus = visible_gpus()
+    if len(gpus) < 2:
+        return None
+    return [gpus[i % len(gpus)] for i in range(n_workers)]

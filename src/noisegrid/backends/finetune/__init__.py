@@ -138,6 +138,7 @@ class FinetuneBackend(Backend):
     options: FinetuneOptions
     extra = hf.EXTRA
     train_keys = TRAIN_KEYS
+    uses_gpu = True
 
     def __init__(self, options: BackendOptions, context: BackendContext) -> None:
         super().__init__(options, context)
