@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_failures import Case, Env, Prepared, check, env, invoke  # noqa: F401
 
@@ -67,3 +68,70 @@ def test_hard_linked_store_keeps_every_cell(env: Env) -> None:
     other.unlink()
     code, out, _ = invoke("status", cfg)
     assert code == 0 and out.startswith("4 done, 0 failed, 0 pending"), out
+
+
+# -- 2. ambiguous split files ---------------------------------------------------------------------
+
+
+def _beside_the_split(*names: str, command: str = "run") -> Callable[[Env], Prepared]:
+    def make(env: Env) -> Prepared:
+        folder = env.data()
+        train = pd.read_parquet(folder / "train.parquet")
+        for name in names:
+            if name.endswith(".parquet"):
+                half = len(train) // 2
+                part = train.iloc[:half] if "00000" in name else train.iloc[half:]
+                (part if "-0" in name else train).to_parquet(folder / name)
+            elif name.endswith(".csv"):
+                train.to_csv(folder / name, index=False)
+            else:
+                train.to_json(folder / name, orient="records", lines=True)
+        return Prepared([command, env.config(folder)], store=env.store)
+
+    return make
+
+
+SHARDS = ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet")
+AMBIGUOUS = [
+    Case(
+        "whole-file-beside-shards",
+        _beside_the_split(*SHARDS),
+        2,
+        r"split 'train' is ambiguous in \S+data: train\.parquet, train-00000-of-00002\.parquet, "
+        r"train-00001-of-00002\.parquet would each be read as the whole split; keep one file \(or "
+        r"only the shards train-\*\.parquet\) and move the others out of the folder",
+    ),
+    Case(
+        "whole-file-beside-shards-validate",
+        _beside_the_split(*SHARDS, command="validate"),
+        2,
+        r"split 'train' is ambiguous in \S+: train\.parquet, train-00000",
+    ),
+    Case(
+        "parquet-beside-csv",
+        _beside_the_split("train.csv"),
+        2,
+        r"split 'train' is ambiguous in \S+: train\.parquet, train\.csv would each be read",
+    ),
+    Case(
+        "parquet-beside-jsonl",
+        _beside_the_split("train.jsonl"),
+        2,
+        r"split 'train' is ambiguous in \S+: train\.parquet, train\.jsonl would each be read",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", AMBIGUOUS, ids=lambda c: c.id)
+def test_ambiguous_split_files_are_named(env: Env, case: Case) -> None:
+    check(case, env)
+
+
+def test_shards_alone_are_one_split(env: Env) -> None:
+    folder = env.data()
+    train = pd.read_parquet(folder / "train.parquet")
+    (folder / "train.parquet").unlink()
+    train.iloc[:60].to_parquet(folder / SHARDS[0])
+    train.iloc[60:].to_parquet(folder / SHARDS[1])
+    code, out, err = invoke("validate", env.config(folder))
+    assert code == 0, out + err

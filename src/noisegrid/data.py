@@ -136,7 +136,8 @@ def _is_aclimdb(folder: Path, spec: DatasetSpec) -> bool:
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
-    """The files a split is read from: ``<split>.parquet`` (plus shards), ``.csv`` or ``.jsonl``."""
+    """The files a split is read from: ``<split>.parquet``, ``.csv``, ``.jsonl`` or the shards
+    ``<split>-*.parquet``; more than one of these is ambiguous and refused."""
     candidates = [folder / f"{split}{suffix}" for suffix in SPLIT_FILE_SUFFIXES]
     candidates += sorted(folder.glob(f"{split}-*.parquet"))
     found = [p for p in candidates if p.is_file()]
@@ -146,10 +147,16 @@ def _split_files(folder: Path, split: str) -> list[Path]:
             f"no '{split}' file in {folder} (looked for {split}.parquet, .csv, .jsonl); the folder "
             f"has: {present}; rename the file or set dataset.train_split / dataset.test_split"
         )
-    first = found[0]
-    if first.suffix == ".parquet":
-        return [p for p in found if p.suffix == ".parquet"]
-    return [first]
+    whole = [p for p in found if p.stem == split]
+    shards = [p for p in found if p.stem != split]
+    if len(whole) > 1 or (whole and shards):
+        names = ", ".join(p.name for p in found)
+        raise DataError(
+            f"split '{split}' is ambiguous in {folder}: {names} would each be read as the whole "
+            f"split; keep one file (or only the shards {split}-*.parquet) and move the others "
+            "out of the folder"
+        )
+    return found
 
 
 def _read_split(folder: Path, split: str, spec: DatasetSpec) -> pd.DataFrame:
