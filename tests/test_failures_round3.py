@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -135,3 +136,74 @@ def test_shards_alone_are_one_split(env: Env) -> None:
     train.iloc[60:].to_parquet(folder / SHARDS[1])
     code, out, err = invoke("validate", env.config(folder))
     assert code == 0, out + err
+
+
+# -- 3. a test sample too small to measure, 4. noise at the bound ---------------------------------
+
+
+def _one_test_example_of_a_class(env: Env) -> Prepared:
+    folder = env.data()
+    test = pd.read_parquet(folder / "test.parquet")
+    pd.concat([test[test["label"] == 0], test[test["label"] == 1].head(1)]).to_parquet(
+        folder / "test.parquet"
+    )
+    cfg = env.write_config(folder, backend='name = "tfidf"\nmin_df = 1')
+    text = cfg.read_text().replace("test_size = 20", "")
+    cfg.write_text(text)
+    return Prepared(["run", cfg], store=env.store)
+
+
+def _grid(command: str = "run", n_train: int = 60, **kwargs: Any) -> Callable[[Env], Prepared]:
+    def make(env: Env) -> Prepared:
+        folder = env.make_dataset(n_train=n_train, n_classes=kwargs.pop("n_classes", 2))
+        return Prepared([command, env.config(folder, **kwargs)], store=env.store)
+
+    return make
+
+
+SILENT = [
+    Case(
+        "automatic-test-sample-of-two",
+        _one_test_example_of_a_class,
+        2,
+        r"the test sample would hold only 2 rows: it is class-balanced and class '1' has 1 "
+        r"example\(s\) in split 'test'; an accuracy on 2 rows moves in steps of 50 points and "
+        r"cannot tell cells apart \(the minimum is 10 rows\) — add test rows of the small "
+        r"classes \(at least 5 of each\)",
+    ),
+    Case(
+        "test-size-set-to-four",
+        _grid(test_size=4),
+        2,
+        r"eval\.test_size 4 is below the minimum of 10: an accuracy on 4 rows moves in steps of "
+        r"25 points and cannot tell cells apart; set eval\.test_size to at least 10",
+    ),
+    Case(
+        "noise-just-under-the-bound-flips-half",
+        _grid(n_train=100, sizes="[200]", rates="[0.0, 0.499]"),
+        2,
+        r"noise rate 0\.499 flips 100 of the 200 labels at grid size 200 \(realised rate 0\.5, a "
+        r"whole number of labels\): at 0\.5 = 1 - 1/K for 2 classes the labels carry no "
+        r"information; keep rates below 0\.4975 at that size",
+    ),
+    Case(
+        "noise-just-under-the-bound-three-classes",
+        _grid("validate", n_classes=3, sizes="[30]", rates="[0.66]"),
+        2,
+        r"noise rate 0\.66 flips 20 of the 30 labels at grid size 30 \(realised rate 0\.6667, .*"
+        r"at 0\.6667 = 1 - 1/K for 3 classes the labels carry no information; keep rates below "
+        r"0\.65 at that size",
+    ),
+    Case(
+        "noise-rounded-to-the-bound",
+        _grid(rates="[0.0, 0.4999996]"),
+        2,
+        r"noise rate 0\.5 is out of range for 2 classes \(grid\.noise_rates are rounded to 6 "
+        r"decimals, so a rate within 5e-07 of 0\.5 counts as 0\.5\): rates must be in \[0, 0\.5\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SILENT, ids=lambda c: c.id)
+def test_silent_wrong_result_is_refused(env: Env, case: Case) -> None:
+    check(case, env)

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -23,12 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import DatasetSpec, ExperimentSpec
+from .config import NOISE_RATE_DECIMALS, DatasetSpec, ExperimentSpec
 from .errors import DataError, MissingDependencyError
 
 SPLIT_FILE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 HUB_HOST = "huggingface.co"
 HUB_PROBE_TIMEOUT_S = 3.0
+MIN_TEST_SIZE = 10
+"""Fewest test rows a grid may be scored on: below it one example moves accuracy by more than ten
+points, so an accuracy of 1.0 or 0.5 is luck, not a measurement."""
 
 
 @dataclass(frozen=True)
@@ -667,10 +671,17 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
     limit = 1.0 - 1.0 / k
     bad_rates = [r for r in spec.grid.noise_rates if not 0.0 <= r < limit]
     if bad_rates:
+        rounded = (
+            f" (grid.noise_rates are rounded to {NOISE_RATE_DECIMALS} decimals, so a rate "
+            f"within {0.5 * 10**-NOISE_RATE_DECIMALS:g} of {limit:g} counts as {limit:g})"
+            if bad_rates[0] == round(limit, NOISE_RATE_DECIMALS)
+            else ""
+        )
         raise DataError(
-            f"noise rate {bad_rates[0]} is out of range for {k} classes: rates must be in "
+            f"noise rate {bad_rates[0]} is out of range for {k} classes{rounded}: rates must be in "
             f"[0, {limit:g}) (at 1 - 1/K the labels carry no information); lower grid.noise_rates"
         )
+    _check_realised_rates(spec, k)
     if len(corpus.test) == 0 and corpus.n_test_dropped_overlap:
         raise DataError(
             f"every row of split '{spec.dataset.test_split}' ({corpus.n_test_dropped_overlap}) "
@@ -705,6 +716,43 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
             "eval.test_size, or leave it out for the largest class-balanced sample (up to 2,000 "
             "rows)"
         )
+    if test_size < MIN_TEST_SIZE:
+        step = f"an accuracy on {test_size} rows moves in steps of {100 / test_size:.3g} points"
+        if spec.eval.test_size is not None:
+            raise DataError(
+                f"eval.test_size {test_size} is below the minimum of {MIN_TEST_SIZE}: {step} and "
+                f"cannot tell cells apart; set eval.test_size to at least {MIN_TEST_SIZE}, or "
+                "leave it out for the largest class-balanced sample"
+            )
+        smallest = corpus.label_names[int(counts.argmin())]
+        raise DataError(
+            f"the test sample would hold only {test_size} rows: it is class-balanced and class "
+            f"{smallest!r} has {counts.min()} example(s) in split '{spec.dataset.test_split}'; "
+            f"{step} and cannot tell cells apart (the minimum is {MIN_TEST_SIZE} rows) — add test "
+            f"rows of the small classes (at least {-(-MIN_TEST_SIZE // k)} of each)"
+        )
+
+
+def _check_realised_rates(spec: ExperimentSpec, k: int) -> None:
+    """Refuse a (size, rate) whose whole number of flipped labels reaches 1 - 1/K.
+
+    A rate flips ``round(rate × size)`` labels (round half up, as
+    :func:`noisegrid.noise.base.n_flips` counts them), so a rate just under the bound can still
+    flip exactly the share at which the labels carry no information.
+    """
+    for size in spec.grid.sizes:
+        # The most flips that keep the realised rate m / size below (K - 1) / K.
+        max_flips = -(-(k - 1) * size // k) - 1
+        for rate in spec.grid.noise_rates:
+            flips = math.floor(rate * size + 0.5 + 1e-9)
+            if flips > max_flips:
+                raise DataError(
+                    f"noise rate {rate:g} flips {flips} of the {size} labels at grid size {size} "
+                    f"(realised rate {flips / size:.4g}, a whole number of labels): at "
+                    f"{(k - 1) / k:.4g} = 1 - 1/K for {k} classes the labels carry no "
+                    f"information; keep rates below {(max_flips + 0.5) / size:.6g} at that size "
+                    "(lower grid.noise_rates, or drop or raise that size)"
+                )
 
 
 def resolve_test_size(corpus: Corpus, spec: ExperimentSpec) -> int:
