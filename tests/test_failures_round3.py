@@ -9,13 +9,27 @@ that a store which existed before is byte for byte unchanged.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from test_failures import Case, Env, Prepared, check, env, invoke  # noqa: F401
+
+from test_failures import Case, Env, Prepared, check, invoke
+
+
+@pytest.fixture(name="env")
+def _env(
+    tmp_path: Path, make_dataset: Callable[..., Path], write_config: Callable[..., Path]
+) -> Iterator[Env]:
+    e = Env(tmp_path, make_dataset, write_config)
+    try:
+        yield e
+    finally:
+        e.unmount_all()
+
 
 # -- 1. hard links ------------------------------------------------------------------------------
 
@@ -207,3 +221,64 @@ SILENT = [
 @pytest.mark.parametrize("case", SILENT, ids=lambda c: c.id)
 def test_silent_wrong_result_is_refused(env: Env, case: Case) -> None:
     check(case, env)
+
+
+# -- 8. caches: an unreadable entry is a miss, an unwritable cache a warning ------------------------
+
+CACHE_WARNING = (
+    r"cannot write the cache \S+ \(.*\); going on without caching there — make it writable or "
+    r"set run\.cache_dir \(or \$NOISEGRID_CACHE\) to a writable folder"
+)
+
+
+def _with_cache(env: Env, cache: Path, **kwargs: Any) -> Path:
+    return env.config(
+        backend='name = "tfidf"\nmin_df = 1', extra=f'cache_dir = "{cache}"', **kwargs
+    )
+
+
+def test_damaged_data_identity_entries_are_misses(env: Env) -> None:
+    cache = env.tmp / "cache"
+    cfg = _with_cache(env, cache)
+    code, out, err = invoke("run", cfg)
+    assert code == 0, out + err
+    entries = list((cache / "data-identity").iterdir())
+    assert entries
+    for entry in entries:
+        entry.write_bytes(os.urandom(64) + b"\xff\xfe")
+    code, out, err = invoke("status", cfg)
+    assert code == 0, out + err
+    assert out.startswith("4 done, 0 failed, 0 pending"), out
+    # The damaged entries were replaced by good ones.
+    assert all(e.read_text().startswith("sha256:") for e in entries)
+
+
+@pytest.mark.parametrize("noise", ["uniform", "instance"])
+def test_cache_dir_that_is_a_file_warns_once_and_runs(
+    env: Env, noise: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = env.tmp / "cache-file"
+    cache.write_text("not a folder")
+    cfg = _with_cache(env, cache)
+    code, out, err = invoke("run", cfg, "--set", f"grid.noise_model={noise}")
+    assert code == 0, out + err
+    assert "4 cells done, 0 failed" in out, out
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and all(re.fullmatch(CACHE_WARNING, w) for w in warnings), warnings
+    assert len(set(warnings)) == len(warnings)
+    assert cache.read_text() == "not a folder"
+
+
+def test_damaged_instance_cache_entries_are_misses(env: Env) -> None:
+    cache = env.tmp / "cache"
+    cfg = _with_cache(env, cache)
+    code, out, err = invoke("run", cfg, "--set", "grid.noise_model=instance")
+    assert code == 0, out + err
+    entries = list((cache / "instance-reference").iterdir())
+    assert entries and not [e for e in entries if e.name.endswith(".tmp")]
+    for entry in entries:
+        entry.write_bytes(os.urandom(200))
+    env.store.unlink()
+    code, out, err = invoke("run", cfg, "--set", "grid.noise_model=instance")
+    assert code == 0, out + err
+    assert "4 cells done, 0 failed" in out, out

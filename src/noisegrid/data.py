@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._cache import write_entry
 from .config import NOISE_RATE_DECIMALS, DatasetSpec, ExperimentSpec
 from .errors import DataError, MissingDependencyError
 
@@ -354,7 +355,10 @@ def dataset_identity(spec: DatasetSpec, *, cache_dir: str | Path | None = None) 
 
     A local dataset is identified by the content of the files a load reads (``sha256:`` and 16 hex
     characters of their hash); the hash is cached under ``cache_dir`` by each file's resolved
-    path, size and modification time, so it is computed once per version of the files. A hub
+    path, size, modification time, inode and change time, so it is computed once per version of
+    the files. The change time (ctime) is what a tool that restores the modification time after
+    writing (``touch -d``, ``rsync -t``, ``cp -p``) cannot set back, so in-place edits are seen;
+    the price is a fresh hash after a mere ``chmod`` or ``chown``. A hub
     dataset is identified by its name, configuration and, when the local Hugging Face cache knows
     it, the revision (``hub:NAME[/CONFIG][@REVISION]``).
 
@@ -401,14 +405,16 @@ def resolve_data_identity(
 def _content_hash(root: Path, files: list[Path], *, cache_dir: str | Path | None) -> str:
     stats = [(f, f.stat()) for f in files]
     key_text = "\n".join(
-        f"{os.path.realpath(f)}\t{st.st_size}\t{st.st_mtime_ns}" for f, st in stats
+        f"{os.path.realpath(f)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\t{st.st_ctime_ns}"
+        for f, st in stats
     )
     key = hashlib.sha256(key_text.encode()).hexdigest()
     cached = Path(cache_dir).expanduser() / "data-identity" / key if cache_dir else None
     if cached is not None:
-        with contextlib.suppress(OSError):
+        # An unreadable or damaged entry is a miss.
+        with contextlib.suppress(OSError, ValueError):
             value = cached.read_text(encoding="utf-8").strip()
-            if value.startswith("sha256:"):
+            if _CONTENT_HASH.fullmatch(value):
                 return value
     digest = hashlib.sha256()
     for file, _ in stats:
@@ -419,13 +425,11 @@ def _content_hash(root: Path, files: list[Path], *, cache_dir: str | Path | None
         digest.update(b"\0")
     value = "sha256:" + digest.hexdigest()[:16]
     if cached is not None:
-        # The cache only saves time: a folder that cannot be written is no reason to fail.
-        with contextlib.suppress(OSError):
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f"{key}.{os.getpid()}.tmp")
-            tmp.write_text(value, encoding="utf-8")
-            os.replace(tmp, cached)
+        write_entry(cached, lambda tmp: tmp.write_text(value, encoding="utf-8"))
     return value
+
+
+_CONTENT_HASH = re.compile(r"sha256:[0-9a-f]{16}")
 
 
 def _hub_revision(name: str) -> str | None:

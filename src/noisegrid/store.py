@@ -6,12 +6,12 @@
 - One writer at a time: :meth:`ResultStore.acquire_writer` takes an exclusive ``flock`` on
   ``<store>.lock`` beside the store's real file (symlinks resolved, so two spellings of one store
   share one lock). A second ``noisegrid run`` on the same store refuses with a message naming the
-  process that holds it.
-- One name per store: a store file with several hard links (``ln``, ``cp -al``) is refused by every
-  command. SQLite keeps a journal per *name*, so two names of one file lose cells; and with a
-  single name (symlinks resolved), the lock beside that name is keyed by the file's identity
-  (device, inode), which is what the lock must protect. The kernel releases the lock when the holder dies, even by SIGKILL; a
+  process that holds it. The kernel releases the lock when the holder dies, even by SIGKILL; a
   writer that ends normally also removes the lock file.
+- One name per store: a store file with several hard links (``ln``, ``cp -al``) is refused by every
+  command, the writer included once it holds the lock. SQLite keeps a journal per *name*, so two
+  names of one file lose cells; and with a single name, symlinks resolved, the lock beside that
+  name stands for the file's identity (device, inode), which is what it must protect.
 - Only noisegrid stores are opened: a file that is not empty and not a noisegrid store (another
   program's SQLite database, any other file) is refused and never modified. Readers never write:
   a store on a read-only disk can still be read.
