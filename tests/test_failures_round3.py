@@ -223,7 +223,7 @@ def test_silent_wrong_result_is_refused(env: Env, case: Case) -> None:
     check(case, env)
 
 
-# -- 8. caches: an unreadable entry is a miss, an unwritable cache a warning ------------------------
+# -- 8. caches: an unreadable entry is a miss, an unwritable cache a warning ---------------------
 
 CACHE_WARNING = (
     r"cannot write the cache \S+ \(.*\); going on without caching there — make it writable or "

@@ -19,7 +19,7 @@ log = logging.getLogger("noisegrid")
 _warned: set[str] = set()
 
 
-def write_entry(path: Path, write: Callable[[Path], None]) -> bool:
+def write_entry(path: Path, write: Callable[[Path], object]) -> bool:
     """Write a cache entry atomically with ``write(temporary_path)``; False if it cannot be.
 
     Parameters

@@ -180,6 +180,8 @@ def _read_split(folder: Path, split: str, spec: DatasetSpec) -> pd.DataFrame:
     else:
         frame = _read_json(files[0], lines=suffix == ".jsonl")
     frame.attrs["files"] = ", ".join(str(p) for p in files)
+    if suffix in (".csv", ".jsonl"):
+        frame.attrs["lines_of"] = str(files[0])
     return frame
 
 
@@ -197,7 +199,10 @@ def _read_parquet(file: Path) -> pd.DataFrame:
 
 def _read_csv(file: Path, spec: DatasetSpec) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(file, encoding="utf-8")
+        # Texts and labels are read as written: a class named NA or a text "None" is not missing.
+        own = {spec.text_column, spec.label_column}
+        na = {c: ([""] if c in own else list(_CSV_NA)) for c in _csv_header(file)}
+        frame = pd.read_csv(file, encoding="utf-8", keep_default_na=False, na_values=na)
     except UnicodeDecodeError:
         raise _not_utf8(file) from None
     except pd.errors.EmptyDataError:
@@ -218,6 +223,18 @@ def _read_csv(file: Path, spec: DatasetSpec) -> pd.DataFrame:
         if merged:
             raise DataError(f"cannot read {file}: {merged}")
     return frame
+
+
+_CSV_NA = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+"""pandas' default missing-value markers, kept for the columns other than texts and labels."""
+
+
+def _csv_header(file: Path) -> list[str]:
+    with file.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
 
 
 def _csv_problem(
@@ -543,6 +560,7 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
             )
         _check_values(df, spec, split)
 
+    _check_spellings(train_df, test_df, spec)
     label_names = _label_names(train_df, test_df, spec)
     index = {name: i for i, name in enumerate(label_names)}
     unseen = sorted(set(map(_label_key, test_df[spec.label_column])) - set(index))
@@ -582,6 +600,11 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     texts = df[spec.text_column]
     not_text = texts.notna() & ~texts.map(lambda t: isinstance(t, str))
     n_not_text = int(not_text.sum())
+    if n_not_text < int(texts.notna().sum()):
+        # Among texts, a number is a text written without quotes (JSON 12345): read it as one.
+        not_text &= ~texts.map(lambda t: isinstance(t, (int, float, np.number)) and t is not True)
+        not_text &= ~texts.map(lambda t: t is False)
+        n_not_text = int(not_text.sum())
     if n_not_text:
         examples = ", ".join(repr(v) for v in texts[not_text].head(3))
         what = (
@@ -604,12 +627,62 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     ):
         n = int(mask.sum())
         if n:
-            rows = ", ".join(str(i) for i in np.flatnonzero(mask.to_numpy())[:5])
+            places = _places(df, np.flatnonzero(mask.to_numpy())[:5])
             more = ", ..." if n > 5 else ""
             raise DataError(
-                f"split '{split}' has {n} {what} in column '{column}' (rows {rows}{more}); "
+                f"split '{split}' has {n} {what} in column '{column}' ({places}{more}); "
                 "drop or fill those rows before running"
             )
+
+
+def _places(df: pd.DataFrame, rows: np.ndarray) -> str:
+    """Where rows are: file lines for csv and jsonl, else row numbers counted from 0."""
+    source = df.attrs.get("lines_of")
+    if source is None:
+        return f"rows {', '.join(str(i) for i in rows)}, counting from 0"
+    lines = _record_lines(Path(source))
+    found = [str(lines[i]) for i in rows if i < len(lines)]
+    return f"{Path(source).name} lines {', '.join(found)}"
+
+
+def _record_lines(file: Path) -> list[int]:
+    """The line each data record starts on (csv: after the header; jsonl: non-blank lines)."""
+    with file.open(newline="", encoding="utf-8") as handle:
+        if file.suffix == ".jsonl":
+            return [n for n, line in enumerate(handle, start=1) if line.strip()]
+        reader = csv.reader(handle)
+        next(reader, None)
+        starts, line = [], reader.line_num + 1
+        for _ in reader:
+            starts.append(line)
+            line = reader.line_num + 1
+        return starts
+
+
+def _check_spellings(train_df: pd.DataFrame, test_df: pd.DataFrame, spec: DatasetSpec) -> None:
+    """Refuse labels that differ only in spaces, case or number format ('pos ', '1.0')."""
+    seen: dict[str, set[str]] = {}
+    for df in (train_df, test_df):
+        for value in pd.unique(df[spec.label_column]):
+            name = _label_key(value)
+            seen.setdefault(_spelling(name), set()).add(name)
+    clashes = [sorted(names) for names in seen.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(map(repr, names)) for names in clashes[:3])
+        raise DataError(
+            f"column '{spec.label_column}' spells one class in several ways ({shown}): they "
+            "differ only in spaces, case or number format, and would count as different "
+            "classes; write each class one way (e.g. strip the spaces) in both splits"
+        )
+
+
+def _spelling(name: str) -> str:
+    text = name.strip().casefold()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(number) if np.isfinite(number) else text
 
 
 def _label_key(value: Any) -> str:

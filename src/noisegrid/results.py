@@ -277,6 +277,8 @@ class ExperimentStatus:
     failed: list[str]
     other: str | None = None
     """Cells of this experiment stored under other fingerprints, and what differs (or None)."""
+    store_exists: bool = True
+    """Whether the store file exists (a run creates it)."""
 
     @property
     def n_pending(self) -> int:
@@ -285,7 +287,9 @@ class ExperimentStatus:
     def describe(self) -> str:
         return (
             f"{self.n_done} done, {self.n_failed} failed, {self.n_pending} pending "
-            f"of {self.n_cells} cells (store: {self.store})"
+            f"of {self.n_cells} cells (store: {self.store}"
+            + ("" if self.store_exists else ", which does not exist yet: a run creates it")
+            + ")"
         )
 
 
@@ -309,6 +313,7 @@ def experiment_status(
                     failed += 1
                     failed_cells.append(f"{variant.grid.noise_model}: {cell.label()}")
         other = other_fingerprints(spec, rs)
+        exists = rs.exists()
     return ExperimentStatus(
         store=Path(spec.run.store),
         n_cells=spec.grid.n_cells_total,
@@ -316,6 +321,7 @@ def experiment_status(
         n_failed=failed,
         failed=failed_cells,
         other=other,
+        store_exists=exists,
     )
 
 
@@ -386,5 +392,7 @@ def check_writable(folder: str | Path, *, option: str) -> Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).parent == path:
+            exc.filename = None  # the probe's own name means nothing to the user: name the folder
         raise output_error(exc, path, option=option) from None
     return path

@@ -242,6 +242,15 @@ class ResultStore:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.Error as exc:
             raise self._not_a_store(exc) from None
+        ours = {"meta", "experiments", "cells"}
+        if row is None and (len(tables & ours) >= 2 or self._has_our_cells(conn, tables)):
+            missing = [f"table {t}" for t in sorted(ours - tables)] or ["its schema version"]
+            raise StoreError(
+                f"{self.path} is a damaged noisegrid results store: it lacks "
+                f"{', '.join(missing)}; noisegrid leaves it unchanged — recover what SQLite can "
+                f"read with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`, restore a "
+                "backup, or use a new --store"
+            )
         if row is None:
             raise StoreError(
                 f"{self.path} is not a noisegrid results store: it is another SQLite database "
@@ -254,6 +263,16 @@ class ResultStore:
                 "use a new --store path"
             )
         return True
+
+    @staticmethod
+    def _has_our_cells(conn: sqlite3.Connection, tables: set[str]) -> bool:
+        if "cells" not in tables:
+            return False
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+        except sqlite3.Error:
+            return False
+        return _KEY_COLUMNS <= columns
 
     def close(self) -> None:
         for conn in (self._conn, self._reader):
