@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +284,227 @@ def test_damaged_instance_cache_entries_are_misses(env: Env) -> None:
     code, out, err = invoke("run", cfg, "--set", "grid.noise_model=instance")
     assert code == 0, out + err
     assert "4 cells done, 0 failed" in out, out
+
+
+# -- 9. misleading messages, 7. status of a missing store, seeds=[true] ----------------------------
+
+
+def _texts(n: int) -> list[str]:
+    return [f"movie {i} was {'good fun' if i % 2 else 'dull stuff'}" for i in range(n)]
+
+
+def _labels(train_labels: list[object], fmt: str = "parquet") -> Callable[[Env], Prepared]:
+    def make(env: Env) -> Prepared:
+        folder = env.tmp / "data"
+        folder.mkdir()
+        n = len(train_labels)
+        for split, texts in (("train", _texts(n)), ("test", [t + " again" for t in _texts(n)])):
+            frame = pd.DataFrame({"text": texts, "label": train_labels})
+            if fmt == "csv":
+                frame.to_csv(folder / f"{split}.csv", index=False)
+            else:
+                frame.to_parquet(folder / f"{split}.parquet")
+        return Prepared(["validate", env.config(folder)], store=env.store)
+
+    return make
+
+
+def _csv_with(text: str, label: str) -> Callable[[Env], Prepared]:
+    def make(env: Env) -> Prepared:
+        folder = env.tmp / "data"
+        folder.mkdir()
+        rows = [(t, "pos" if i % 2 else label) for i, t in enumerate(_texts(40))]
+        rows[0] = (text, label)
+        for split in ("train", "test"):
+            suffix = "" if split == "train" else " again"
+            pd.DataFrame(
+                {"text": [t + suffix for t, _ in rows], "label": [lab for _, lab in rows]}
+            ).to_csv(folder / f"{split}.csv", index=False)
+        return Prepared(["run", env.config(folder)], store=env.store)
+
+    return make
+
+
+def _jsonl(lines: list[str], command: str = "run") -> Callable[[Env], Prepared]:
+    def make(env: Env) -> Prepared:
+        folder = env.data(fmt="jsonl")
+        (folder / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return Prepared([command, env.config(folder)], store=env.store)
+
+    return make
+
+
+def _good_jsonl(n: int) -> list[str]:
+    return [f'{{"text": "{t}", "label": {i % 2}}}' for i, t in enumerate(_texts(n))]
+
+
+def _damaged_store(env: Env) -> Prepared:
+    cfg = env.stored()
+    conn = sqlite3.connect(env.store)
+    conn.execute("DROP TABLE meta")
+    conn.commit()
+    conn.close()
+    return Prepared(["run", cfg], store=env.store)
+
+
+def _store_is(path: str, command: str) -> Callable[[Env], Prepared]:
+    def make(env: Env) -> Prepared:
+        args: list[object] = [command, env.config(), "--store", path]
+        if command == "export":
+            args += ["--out", env.tmp / "out.csv"]
+        return Prepared(args, after=lambda: _no_journal(path))
+
+    return make
+
+
+def _no_journal(path: str) -> None:
+    assert not Path(path + "-journal").exists() and not Path(path + ".lock").exists()
+
+
+def _status_of_missing_store(env: Env) -> Prepared:
+    return Prepared(
+        ["status", env.config(), "--store", env.tmp / "a" / "missing" / "path.sqlite"],
+        after=lambda: _absent(env.tmp / "a"),
+    )
+
+
+def _absent(path: Path) -> None:
+    assert not path.exists()
+
+
+def _seeds_true(env: Env) -> Prepared:
+    return Prepared(["run", env.config(), "--set", "grid.seeds=[true]"], store=env.store)
+
+
+MISLEADING = [
+    Case(
+        "label-with-a-trailing-space",
+        _labels(["pos", "neg", "pos ", "neg"] * 10),
+        2,
+        r"column 'label' spells one class in several ways \('pos' and 'pos '\): they differ only "
+        r"in spaces, case or number format, and would count as different classes; write each "
+        r"class one way",
+    ),
+    Case(
+        "string-labels-one-and-one-point-zero",
+        _labels(["1", "0", "1.0", "0"] * 10),
+        2,
+        r"spells one class in several ways \('1' and '1\.0'\)",
+    ),
+    Case(
+        "class-named-NA-in-csv",
+        _labels(["NA", "pos"] * 20, fmt="csv"),
+        0,
+        r"NA=20, pos=20",
+    ),
+    Case("texts-None-and-nan-in-csv", _csv_with("None", "nan"), 0, r"4 cells done, 0 failed"),
+    Case(
+        "jsonl-text-that-is-a-number",
+        _jsonl([*_good_jsonl(40), '{"text": 12345, "label": 1}']),
+        0,
+        r"4 cells done, 0 failed",
+    ),
+    Case(
+        "jsonl-line-without-a-label",
+        _jsonl([*_good_jsonl(30), "", '{"text": "no label here"}', *_good_jsonl(4)]),
+        2,
+        r"split 'train' has 1 missing labels in column 'label' \(train\.jsonl lines 32\); drop or "
+        "fill those rows",
+    ),
+    Case(
+        "damaged-noisegrid-store",
+        _damaged_store,
+        2,
+        r"\S+results\.sqlite is a damaged noisegrid results store: it lacks table meta; noisegrid "
+        r"leaves it unchanged — recover what SQLite can read",
+    ),
+    Case(
+        "dev-null-as-store-run",
+        _store_is("/dev/null", "run"),
+        2,
+        r"results store '/dev/null' is a device, not a file a store can live in; give a file path",
+    ),
+    Case(
+        "dev-null-as-store-export",
+        _store_is("/dev/null", "export"),
+        2,
+        r"results store '/dev/null' is a device, not a file a store can live in",
+    ),
+    Case(
+        "status-of-a-missing-store",
+        _status_of_missing_store,
+        0,
+        r"0 done, 0 failed, 4 pending of 4 cells \(store: \S+path\.sqlite, which does not exist "
+        r"yet: a run creates it\)",
+    ),
+    Case(
+        "seeds-true",
+        _seeds_true,
+        2,
+        r"'seeds' in \[grid\]: seeds must hold numbers, not true/false \(got \[True\]\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", MISLEADING, ids=lambda c: c.id)
+def test_message_names_the_real_cause(env: Env, case: Case) -> None:
+    check(case, env)
+
+
+# -- 6. a report stopped half-way, and a report into a folder that refuses writes ----------------
+
+
+def test_report_stopped_half_way_leaves_the_old_report_whole(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = env.stored(backend='name = "tfidf"\nmin_df = 1')
+    out = env.tmp / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = invoke("report", cfg, "--out", out)
+    assert code == 0, err
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def stopped(*args: object, **kwargs: object) -> str:
+        raise KeyboardInterrupt  # as SIGTERM or Ctrl-C would, after the figures were written
+
+    import noisegrid.report._markdown
+
+    monkeypatch.setattr(noisegrid.report._markdown, "render_markdown", stopped)
+    code, _, _ = invoke("report", cfg, "--out", out, "--set", "backend.C=2")
+    assert code != 0
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in env.tmp.iterdir() if p.name.startswith(".report")) == []
+
+
+def test_report_replaces_its_files_and_keeps_others(env: Env) -> None:
+    cfg = env.stored(backend='name = "tfidf"\nmin_df = 1')
+    out = env.tmp / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "report.html").write_text("old")
+    code, _, err = invoke("report", cfg, "--out", out)
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "report.html").read_text() != "old"
+    assert [p.name for p in env.tmp.iterdir() if p.name.startswith(".report")] == []
+
+
+def test_report_into_an_immutable_folder_names_the_folder(env: Env) -> None:
+    cfg = env.stored(backend='name = "tfidf"\nmin_df = 1')
+    out = env.tmp / "report"
+    out.mkdir()
+    proc = subprocess.run(["chattr", "+i", str(out)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot make a folder immutable here: {proc.stderr.strip()}")
+    try:
+        code, _, err = invoke("report", cfg, "--out", out)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=False)
+    assert code == 2, err
+    assert re.fullmatch(
+        rf"error: cannot write {re.escape(str(out))}: Operation not permitted; you may not write "
+        r"there; fix the permissions or choose another --out\n",
+        err,
+    ), err

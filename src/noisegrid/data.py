@@ -602,8 +602,9 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     n_not_text = int(not_text.sum())
     if n_not_text < int(texts.notna().sum()):
         # Among texts, a number is a text written without quotes (JSON 12345): read it as one.
-        not_text &= ~texts.map(lambda t: isinstance(t, (int, float, np.number)) and t is not True)
-        not_text &= ~texts.map(lambda t: t is False)
+        not_text &= ~texts.map(
+            lambda t: isinstance(t, (int, float, np.number)) and not isinstance(t, (bool, np.bool_))
+        )
         n_not_text = int(not_text.sum())
     if n_not_text:
         examples = ", ".join(repr(v) for v in texts[not_text].head(3))
@@ -617,7 +618,8 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
             "dataset.text_column to the column holding the texts; the columns are: "
             f"{', '.join(map(str, df.columns))}"
         )
-    bad_text = texts.isna() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
+    # What is left besides strings are numbers among texts, which are texts.
+    bad_text = texts.isna() | texts.map(lambda t: isinstance(t, str) and t.strip() == "")
     bad_label = df[spec.label_column].isna() | df[spec.label_column].map(
         lambda v: isinstance(v, str) and v.strip() == ""
     )
