@@ -272,7 +272,7 @@ class ResultStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
         except sqlite3.Error:
             return False
-        return _KEY_COLUMNS <= columns
+        return columns >= _KEY_COLUMNS
 
     def close(self) -> None:
         for conn in (self._conn, self._reader):
