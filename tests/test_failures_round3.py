@@ -463,7 +463,11 @@ def test_report_stopped_half_way_leaves_the_old_report_whole(
     (out / "notes.txt").write_text("mine")
     code, _, err = invoke("report", cfg, "--out", out)
     assert code == 0, err
+    for path in out.rglob("*"):
+        if path.is_file() and path.name != "notes.txt":
+            path.write_bytes(b"the previous report's " + path.name.encode())
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert (out / "figures") in out.rglob("*")
 
     def stopped(*args: object, **kwargs: object) -> str:
         raise KeyboardInterrupt  # as SIGTERM or Ctrl-C would, after the figures were written
@@ -471,8 +475,8 @@ def test_report_stopped_half_way_leaves_the_old_report_whole(
     import noisegrid.report._markdown
 
     monkeypatch.setattr(noisegrid.report._markdown, "render_markdown", stopped)
-    code, _, _ = invoke("report", cfg, "--out", out, "--set", "backend.C=2")
-    assert code != 0
+    code, _, err = invoke("report", cfg, "--out", out)
+    assert code != 0 and "holds no cells" not in err
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in env.tmp.iterdir() if p.name.startswith(".report")) == []
@@ -508,3 +512,44 @@ def test_report_into_an_immutable_folder_names_the_folder(env: Env) -> None:
         r"there; fix the permissions or choose another --out\n",
         err,
     ), err
+
+
+# -- 5. data changed in place, its size and modification time restored -----------------------------
+
+
+def test_data_edited_in_place_with_its_mtime_restored_is_new_data(env: Env) -> None:
+    folder = env.data(fmt="csv")
+    cache = env.tmp / "cache"
+    cfg = env.write_config(
+        folder, backend='name = "tfidf"\nmin_df = 1', extra=f'cache_dir = "{cache}"'
+    )
+    code, out, err = invoke("run", cfg)
+    assert code == 0, out + err
+    train = folder / "train.csv"
+    st = train.stat()
+    text = train.read_text()
+    train.write_text(text.replace("great", "grate", 1))  # same size, other content
+    os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert train.stat().st_size == st.st_size and train.stat().st_mtime_ns == st.st_mtime_ns
+    code, out, err = invoke("status", cfg)
+    assert code == 0, out + err
+    assert out.startswith("0 done, 0 failed, 4 pending"), out
+    assert "the data files changed since those cells ran" in out, out
+
+
+def test_immutable_cache_folder_warns_and_runs(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    cache = env.tmp / "cache"
+    cache.mkdir()
+    proc = subprocess.run(["chattr", "+i", str(cache)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot make a folder immutable here: {proc.stderr.strip()}")
+    try:
+        cfg = _with_cache(env, cache)
+        code, out, err = invoke("run", cfg, "--set", "grid.noise_model=instance")
+    finally:
+        subprocess.run(["chattr", "-i", str(cache)], check=False)
+    assert code == 0, out + err
+    assert "4 cells done, 0 failed" in out, out
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and all(re.fullmatch(CACHE_WARNING, w) for w in warnings), warnings
+    assert list(cache.iterdir()) == []
