@@ -352,13 +352,15 @@ def _store_is(path: str, command: str) -> Callable[[Env], Prepared]:
         args: list[object] = [command, env.config(), "--store", path]
         if command == "export":
             args += ["--out", env.tmp / "out.csv"]
-        return Prepared(args, after=lambda: _no_journal(path))
+        side = [Path(path + "-journal"), Path(path + ".lock")]
+        there = [p.exists() for p in side]
+        return Prepared(args, after=lambda: _nothing_new(side, there))
 
     return make
 
 
-def _no_journal(path: str) -> None:
-    assert not Path(path + "-journal").exists() and not Path(path + ".lock").exists()
+def _nothing_new(paths: list[Path], there: list[bool]) -> None:
+    assert [p.exists() for p in paths] == there, "a file was created beside the store path"
 
 
 def _status_of_missing_store(env: Env) -> Prepared:
