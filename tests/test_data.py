@@ -113,7 +113,9 @@ def test_empty_texts_say_how_many_and_where(tmp_path: Path) -> None:
 
 def test_missing_labels(tmp_path: Path) -> None:
     folder = _write(tmp_path, pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", None, "y"]}))
-    with pytest.raises(DataError, match=r"1 missing labels in column 'label' \(rows 1\)"):
+    with pytest.raises(
+        DataError, match=r"1 missing labels in column 'label' \(rows 1, counting from 0\)"
+    ):
         load_corpus(DatasetSpec(source=str(folder)))
 
 

@@ -146,6 +146,9 @@ class GridSpec(_Section):
         # A single number is the commonest slip (seeds = 0); say what to write instead.
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             raise ValueError(f"{info.field_name} must be a list; use a list such as [{v}]")
+        # pydantic would read true as 1: a boolean in a list of numbers is a slip, not a number.
+        if isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v):
+            raise ValueError(f"{info.field_name} must hold numbers, not true/false")
         return v
 
     @field_validator("noise_model")

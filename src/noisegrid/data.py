@@ -12,6 +12,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -23,12 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import DatasetSpec, ExperimentSpec
+from ._cache import write_entry
+from .config import NOISE_RATE_DECIMALS, DatasetSpec, ExperimentSpec
 from .errors import DataError, MissingDependencyError
 
 SPLIT_FILE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 HUB_HOST = "huggingface.co"
 HUB_PROBE_TIMEOUT_S = 3.0
+MIN_TEST_SIZE = 10
+"""Fewest test rows a grid may be scored on: below it one example moves accuracy by more than ten
+points, so an accuracy of 1.0 or 0.5 is luck, not a measurement."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,8 @@ def _is_aclimdb(folder: Path, spec: DatasetSpec) -> bool:
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
-    """The files a split is read from: ``<split>.parquet`` (plus shards), ``.csv`` or ``.jsonl``."""
+    """The files a split is read from: ``<split>.parquet``, ``.csv``, ``.jsonl`` or the shards
+    ``<split>-*.parquet``; more than one of these is ambiguous and refused."""
     candidates = [folder / f"{split}{suffix}" for suffix in SPLIT_FILE_SUFFIXES]
     candidates += sorted(folder.glob(f"{split}-*.parquet"))
     found = [p for p in candidates if p.is_file()]
@@ -153,10 +159,16 @@ def _split_files(folder: Path, split: str) -> list[Path]:
             f"no '{split}' file in {folder} (looked for {split}.parquet, .csv, .jsonl); the folder "
             f"has: {present}; rename the file or set dataset.train_split / dataset.test_split"
         )
-    first = found[0]
-    if first.suffix == ".parquet":
-        return [p for p in found if p.suffix == ".parquet"]
-    return [first]
+    whole = [p for p in found if p.stem == split]
+    shards = [p for p in found if p.stem != split]
+    if len(whole) > 1 or (whole and shards):
+        names = ", ".join(p.name for p in found)
+        raise DataError(
+            f"split '{split}' is ambiguous in {folder}: {names} would each be read as the whole "
+            f"split; keep one file (or only the shards {split}-*.parquet) and move the others "
+            "out of the folder"
+        )
+    return found
 
 
 def _read_split(folder: Path, split: str, spec: DatasetSpec) -> pd.DataFrame:
@@ -175,6 +187,8 @@ def _read_split(folder: Path, split: str, spec: DatasetSpec) -> pd.DataFrame:
     else:
         frame = _read_json(files[0], lines=suffix == ".jsonl")
     frame.attrs["files"] = ", ".join(str(p) for p in files)
+    if suffix in (".csv", ".jsonl"):
+        frame.attrs["lines_of"] = str(files[0])
     return frame
 
 
@@ -192,7 +206,10 @@ def _read_parquet(file: Path) -> pd.DataFrame:
 
 def _read_csv(file: Path, spec: DatasetSpec) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(file, encoding="utf-8")
+        # Texts and labels are read as written: a class named NA or a text "None" is not missing.
+        own = {spec.text_column, spec.label_column}
+        na = {c: ([""] if c in own else list(_CSV_NA)) for c in _csv_header(file)}
+        frame = pd.read_csv(file, encoding="utf-8", keep_default_na=False, na_values=na)
     except UnicodeDecodeError:
         raise _not_utf8(file) from None
     except pd.errors.EmptyDataError:
@@ -213,6 +230,18 @@ def _read_csv(file: Path, spec: DatasetSpec) -> pd.DataFrame:
         if merged:
             raise DataError(f"cannot read {file}: {merged}")
     return frame
+
+
+_CSV_NA = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+"""pandas' default missing-value markers, kept for the columns other than texts and labels."""
+
+
+def _csv_header(file: Path) -> list[str]:
+    with file.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
 
 
 def _csv_problem(
@@ -350,7 +379,10 @@ def dataset_identity(spec: DatasetSpec, *, cache_dir: str | Path | None = None) 
 
     A local dataset is identified by the content of the files a load reads (``sha256:`` and 16 hex
     characters of their hash); the hash is cached under ``cache_dir`` by each file's resolved
-    path, size and modification time, so it is computed once per version of the files. A hub
+    path, size, modification time, inode and change time, so it is computed once per version of
+    the files. The change time (ctime) is what a tool that restores the modification time after
+    writing (``touch -d``, ``rsync -t``, ``cp -p``) cannot set back, so in-place edits are seen;
+    the price is a fresh hash after a mere ``chmod`` or ``chown``. A hub
     dataset is identified by its name, configuration and, when the local Hugging Face cache knows
     it, the revision (``hub:NAME[/CONFIG][@REVISION]``).
 
@@ -397,14 +429,16 @@ def resolve_data_identity(
 def _content_hash(root: Path, files: list[Path], *, cache_dir: str | Path | None) -> str:
     stats = [(f, f.stat()) for f in files]
     key_text = "\n".join(
-        f"{os.path.realpath(f)}\t{st.st_size}\t{st.st_mtime_ns}" for f, st in stats
+        f"{os.path.realpath(f)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\t{st.st_ctime_ns}"
+        for f, st in stats
     )
     key = hashlib.sha256(key_text.encode()).hexdigest()
     cached = Path(cache_dir).expanduser() / "data-identity" / key if cache_dir else None
     if cached is not None:
-        with contextlib.suppress(OSError):
+        # An unreadable or damaged entry is a miss.
+        with contextlib.suppress(OSError, ValueError):
             value = cached.read_text(encoding="utf-8").strip()
-            if value.startswith("sha256:"):
+            if _CONTENT_HASH.fullmatch(value):
                 return value
     digest = hashlib.sha256()
     for file, _ in stats:
@@ -415,13 +449,11 @@ def _content_hash(root: Path, files: list[Path], *, cache_dir: str | Path | None
         digest.update(b"\0")
     value = "sha256:" + digest.hexdigest()[:16]
     if cached is not None:
-        # The cache only saves time: a folder that cannot be written is no reason to fail.
-        with contextlib.suppress(OSError):
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f"{key}.{os.getpid()}.tmp")
-            tmp.write_text(value, encoding="utf-8")
-            os.replace(tmp, cached)
+        write_entry(cached, lambda tmp: tmp.write_text(value, encoding="utf-8"))
     return value
+
+
+_CONTENT_HASH = re.compile(r"sha256:[0-9a-f]{16}")
 
 
 def _hub_revision(name: str) -> str | None:
@@ -535,6 +567,7 @@ def _build_corpus(spec: DatasetSpec, frames: dict[str, pd.DataFrame]) -> Corpus:
             )
         _check_values(df, spec, split)
 
+    _check_spellings(train_df, test_df, spec)
     label_names = _label_names(train_df, test_df, spec)
     index = {name: i for i, name in enumerate(label_names)}
     unseen = sorted(set(map(label_key, pd.unique(test_df[spec.label_column]))) - set(index))
@@ -577,6 +610,12 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     is_text = np.fromiter((isinstance(t, str) for t in values), dtype=bool, count=len(values))
     not_text = texts.notna() & ~is_text
     n_not_text = int(not_text.sum())
+    if n_not_text < int(texts.notna().sum()):
+        # Among texts, a number is a text written without quotes (JSON 12345): read it as one.
+        not_text &= ~texts.map(
+            lambda t: isinstance(t, (int, float, np.number)) and not isinstance(t, (bool, np.bool_))
+        )
+        n_not_text = int(not_text.sum())
     if n_not_text:
         examples = ", ".join(repr(v) for v in texts[not_text].head(3))
         what = (
@@ -589,8 +628,9 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
             "dataset.text_column to the column holding the texts; the columns are: "
             f"{', '.join(map(str, df.columns))}"
         )
-    bad_text = texts.isna() | ~np.fromiter(
-        (isinstance(t, str) and t.strip() != "" for t in values), dtype=bool, count=len(values)
+    # What is left besides strings are numbers among texts, which are texts.
+    bad_text = texts.isna() | np.fromiter(
+        (isinstance(t, str) and t.strip() == "" for t in values), dtype=bool, count=len(values)
     )
     labels = df[spec.label_column]
     bad_label = labels.isna()
@@ -606,12 +646,62 @@ def _check_values(df: pd.DataFrame, spec: DatasetSpec, split: str) -> None:
     ):
         n = int(mask.sum())
         if n:
-            rows = ", ".join(str(i) for i in np.flatnonzero(mask.to_numpy())[:5])
+            places = _places(df, np.flatnonzero(mask.to_numpy())[:5])
             more = ", ..." if n > 5 else ""
             raise DataError(
-                f"split '{split}' has {n} {what} in column '{column}' (rows {rows}{more}); "
+                f"split '{split}' has {n} {what} in column '{column}' ({places}{more}); "
                 "drop or fill those rows before running"
             )
+
+
+def _places(df: pd.DataFrame, rows: np.ndarray) -> str:
+    """Where rows are: file lines for csv and jsonl, else row numbers counted from 0."""
+    source = df.attrs.get("lines_of")
+    if source is None:
+        return f"rows {', '.join(str(i) for i in rows)}, counting from 0"
+    lines = _record_lines(Path(source))
+    found = [str(lines[i]) for i in rows if i < len(lines)]
+    return f"{Path(source).name} lines {', '.join(found)}"
+
+
+def _record_lines(file: Path) -> list[int]:
+    """The line each data record starts on (csv: after the header; jsonl: non-blank lines)."""
+    with file.open(newline="", encoding="utf-8") as handle:
+        if file.suffix == ".jsonl":
+            return [n for n, line in enumerate(handle, start=1) if line.strip()]
+        reader = csv.reader(handle)
+        next(reader, None)
+        starts, line = [], reader.line_num + 1
+        for _ in reader:
+            starts.append(line)
+            line = reader.line_num + 1
+        return starts
+
+
+def _check_spellings(train_df: pd.DataFrame, test_df: pd.DataFrame, spec: DatasetSpec) -> None:
+    """Refuse labels that differ only in spaces, case or number format ('pos ', '1.0')."""
+    seen: dict[str, set[str]] = {}
+    for df in (train_df, test_df):
+        for value in pd.unique(df[spec.label_column]):
+            name = label_key(value)
+            seen.setdefault(_spelling(name), set()).add(name)
+    clashes = [sorted(names) for names in seen.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(map(repr, names)) for names in clashes[:3])
+        raise DataError(
+            f"column '{spec.label_column}' spells one class in several ways ({shown}): they "
+            "differ only in spaces, case or number format, and would count as different "
+            "classes; write each class one way (e.g. strip the spaces) in both splits"
+        )
+
+
+def _spelling(name: str) -> str:
+    text = name.strip().casefold()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(number) if np.isfinite(number) else text
 
 
 def label_key(value: Any) -> str:
@@ -680,10 +770,17 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
     limit = 1.0 - 1.0 / k
     bad_rates = [r for r in spec.grid.noise_rates if not 0.0 <= r < limit]
     if bad_rates:
+        rounded = (
+            f" (grid.noise_rates are rounded to {NOISE_RATE_DECIMALS} decimals, so a rate "
+            f"within {0.5 * 10**-NOISE_RATE_DECIMALS:g} of {limit:g} counts as {limit:g})"
+            if bad_rates[0] == round(limit, NOISE_RATE_DECIMALS)
+            else ""
+        )
         raise DataError(
-            f"noise rate {bad_rates[0]} is out of range for {k} classes: rates must be in "
+            f"noise rate {bad_rates[0]} is out of range for {k} classes{rounded}: rates must be in "
             f"[0, {limit:g}) (at 1 - 1/K the labels carry no information); lower grid.noise_rates"
         )
+    _check_realised_rates(spec, k)
     if len(corpus.test) == 0 and corpus.n_test_dropped_overlap:
         raise DataError(
             f"every row of split '{spec.dataset.test_split}' ({corpus.n_test_dropped_overlap}) "
@@ -718,6 +815,43 @@ def check_corpus(corpus: Corpus, spec: ExperimentSpec) -> None:
             "eval.test_size, or leave it out for the largest class-balanced sample (up to 2,000 "
             "rows)"
         )
+    if test_size < MIN_TEST_SIZE:
+        step = f"an accuracy on {test_size} rows moves in steps of {100 / test_size:.3g} points"
+        if spec.eval.test_size is not None:
+            raise DataError(
+                f"eval.test_size {test_size} is below the minimum of {MIN_TEST_SIZE}: {step} and "
+                f"cannot tell cells apart; set eval.test_size to at least {MIN_TEST_SIZE}, or "
+                "leave it out for the largest class-balanced sample"
+            )
+        smallest = corpus.label_names[int(counts.argmin())]
+        raise DataError(
+            f"the test sample would hold only {test_size} rows: it is class-balanced and class "
+            f"{smallest!r} has {counts.min()} example(s) in split '{spec.dataset.test_split}'; "
+            f"{step} and cannot tell cells apart (the minimum is {MIN_TEST_SIZE} rows) — add test "
+            f"rows of the small classes (at least {-(-MIN_TEST_SIZE // k)} of each)"
+        )
+
+
+def _check_realised_rates(spec: ExperimentSpec, k: int) -> None:
+    """Refuse a (size, rate) whose whole number of flipped labels reaches 1 - 1/K.
+
+    A rate flips ``round(rate × size)`` labels (round half up, as
+    :func:`noisegrid.noise.base.n_flips` counts them), so a rate just under the bound can still
+    flip exactly the share at which the labels carry no information.
+    """
+    for size in spec.grid.sizes:
+        # The most flips that keep the realised rate m / size below (K - 1) / K.
+        max_flips = -(-(k - 1) * size // k) - 1
+        for rate in spec.grid.noise_rates:
+            flips = math.floor(rate * size + 0.5 + 1e-9)
+            if flips > max_flips:
+                raise DataError(
+                    f"noise rate {rate:g} flips {flips} of the {size} labels at grid size {size} "
+                    f"(realised rate {flips / size:.4g}, a whole number of labels): at "
+                    f"{(k - 1) / k:.4g} = 1 - 1/K for {k} classes the labels carry no "
+                    f"information; keep rates below {(max_flips + 0.5) / size:.6g} at that size "
+                    "(lower grid.noise_rates, or drop or raise that size)"
+                )
 
 
 def resolve_test_size(corpus: Corpus, spec: ExperimentSpec) -> int:

@@ -395,6 +395,8 @@ class ExperimentStatus:
     """Cells of this experiment stored outside the config's grid (or None)."""
     all_cells: bool = False
     """Whether the counts include the cells outside the grid."""
+    store_exists: bool = True
+    """Whether the store file exists (a run creates it)."""
 
     @property
     def n_pending(self) -> int:
@@ -412,7 +414,9 @@ class ExperimentStatus:
         fingerprint = f"; fingerprint {self.fingerprint}" if self.fingerprint else ""
         return (
             f"{self.n_done} done, {self.n_failed} failed, {self.n_pending} pending "
-            f"of {cells} (store: {self.store}){fingerprint}"
+            f"of {cells} (store: {self.store}"
+            + ("" if self.store_exists else ", which does not exist yet: a run creates it")
+            + f"){fingerprint}"
         )
 
 
@@ -447,6 +451,7 @@ def experiment_status(
                     label = grid.get(key) or f"n={key[0]} noise={key[1]:.3g} seed={key[2]}"
                     failed_cells.append(f"{variant.grid.noise_model}: {label}")
         other = other_fingerprints(spec, rs)
+        exists = rs.exists()
     n_outside = outside.n_cells if all_cells and outside is not None else 0
     return ExperimentStatus(
         store=Path(spec.run.store),
@@ -458,6 +463,7 @@ def experiment_status(
         fingerprint=spec.fingerprint(),
         outside=outside,
         all_cells=all_cells,
+        store_exists=exists,
     )
 
 
@@ -532,5 +538,7 @@ def check_writable(folder: str | Path, *, option: str) -> Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).parent == path:
+            exc.filename = None  # the probe's own name means nothing to the user: name the folder
         raise output_error(exc, path, option=option) from None
     return path

@@ -8,6 +8,10 @@
   share one lock). A second ``noisegrid run`` on the same store refuses with a message naming the
   process that holds it. The kernel releases the lock when the holder dies, even by SIGKILL; a
   writer that ends normally also removes the lock file.
+- One name per store: a store file with several hard links (``ln``, ``cp -al``) is refused by every
+  command, the writer included once it holds the lock. SQLite keeps a journal per *name*, so two
+  names of one file lose cells; and with a single name, symlinks resolved, the lock beside that
+  name stands for the file's identity (device, inode), which is what it must protect.
 - Only noisegrid stores are opened: a file that is not empty and not a noisegrid store (another
   program's SQLite database, any other file) is refused and never modified. Readers never write:
   a store on a read-only disk can still be read.
@@ -25,6 +29,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import stat
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -123,6 +128,7 @@ class ResultStore:
 
     def _open_for_writing(self) -> sqlite3.Connection:
         self._make_parent()
+        self._check_single_name()
         has_tables = False
         if self.exists() and self.file.stat().st_size > 0:
             # Inspect read-only first: a file that is not a noisegrid store is never modified.
@@ -157,6 +163,7 @@ class ResultStore:
         if self._reader is None:
             if not self.exists() or self.file.stat().st_size == 0:
                 return None
+            self._check_single_name()
             probe = self._connect_readonly()
             try:
                 has_tables = self._inspect(probe)
@@ -206,6 +213,21 @@ class ResultStore:
             raise self._not_a_store(exc) from None
         return conn
 
+    def _check_single_name(self) -> None:
+        """Refuse a store file with several hard links: SQLite keeps one journal per name."""
+        try:
+            st = self.file.stat()
+        except OSError:
+            return
+        if st.st_nlink > 1:
+            raise StoreError(
+                f"results store {self.path} has {st.st_nlink} hard links (other names for the "
+                "same file, made by `ln` or `cp -al`); SQLite keeps one journal per name, so "
+                "using two names loses cells — give it a name of its own: remove the other "
+                f"links, or copy it (cp {self.path} {self.path}.copy && mv {self.path}.copy "
+                f"{self.path})"
+            )
+
     def _inspect(self, conn: sqlite3.Connection) -> bool:
         """True for a noisegrid store, False for an SQLite file without tables; else raise."""
         try:
@@ -220,6 +242,15 @@ class ResultStore:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.Error as exc:
             raise self._not_a_store(exc) from None
+        ours = {"meta", "experiments", "cells"}
+        if row is None and (len(tables & ours) >= 2 or self._has_our_cells(conn, tables)):
+            missing = [f"table {t}" for t in sorted(ours - tables)] or ["its schema version"]
+            raise StoreError(
+                f"{self.path} is a damaged noisegrid results store: it lacks "
+                f"{', '.join(missing)}; noisegrid leaves it unchanged — recover what SQLite can "
+                f"read with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`, restore a "
+                "backup, or use a new --store"
+            )
         if row is None:
             raise StoreError(
                 f"{self.path} is not a noisegrid results store: it is another SQLite database "
@@ -232,6 +263,16 @@ class ResultStore:
                 "use a new --store path"
             )
         return True
+
+    @staticmethod
+    def _has_our_cells(conn: sqlite3.Connection, tables: set[str]) -> bool:
+        if "cells" not in tables:
+            return False
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+        except sqlite3.Error:
+            return False
+        return columns >= _KEY_COLUMNS
 
     def close(self) -> None:
         for conn in (self._conn, self._reader):
@@ -279,6 +320,11 @@ class ResultStore:
                 break
             os.close(fd)
         self._lock_fd = fd
+        try:
+            self._check_single_name()
+        except StoreError:
+            self.release_writer()
+            raise
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
@@ -529,6 +575,13 @@ def _check_store_path(path: Path, file: Path) -> None:
             f"results store '{path}' is a folder, not a file{empty}; give a file path such as "
             f"{path / 'noisegrid.sqlite'} (--store or [run] store)"
         )
+    with contextlib.suppress(OSError):
+        mode = file.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise StoreError(
+                f"results store '{path}' is {_file_kind(mode)}, not a file a store can live in; "
+                "give a file path such as runs/noisegrid.sqlite (--store or [run] store)"
+            )
     for parent in file.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -537,6 +590,16 @@ def _check_store_path(path: Path, file: Path) -> None:
                     "folder; choose another --store"
                 )
             return
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -39,7 +39,6 @@ column, to choose these targets).
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from collections.abc import Sequence
 from fractions import Fraction
@@ -50,6 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._cache import write_entry
 from ..data import texts_at
 from ..errors import DataError
 from ..sampling import STREAM_NOISE, STREAM_NOISE_MODEL, rng_for, subsample_per_class
@@ -185,7 +185,8 @@ def cached_reference_margins(
 
     The cache key hashes everything the result depends on: the texts and labels (in order),
     ``n_classes``, ``seed``, ``C``, ``folds`` and the scikit-learn version. An unreadable cache
-    file is recomputed and replaced.
+    file is a miss (recomputed and replaced); a cache that cannot be written logs one warning and
+    the margins are used uncached.
     """
     if cache_dir is None:
         return reference_margins(texts, labels, n_classes=n_classes, seed=seed, C=C, folds=folds)
@@ -201,21 +202,23 @@ def cached_reference_margins(
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
     path = Path(cache_dir) / "instance-reference" / f"{digest.hexdigest()[:32]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as cached:
-                margin, wrong = cached["margin"], cached["wrong"]
-            if len(margin) == len(labels) == len(wrong):
-                return margin, wrong
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # a damaged cache file: recompute and replace it
+    try:
+        with np.load(path) as cached:
+            margin, wrong = cached["margin"], cached["wrong"]
+        if len(margin) == len(labels) == len(wrong):
+            return margin, wrong
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # no entry, or an unreadable one: a miss (recomputed and replaced)
     margin, wrong = reference_margins(
         texts, labels, n_classes=n_classes, seed=seed, C=C, folds=folds
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, margin=margin, wrong=wrong)
-    os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:  # a handle: np.savez would add ".npz" to a path
+            np.savez(handle, margin=margin, wrong=wrong)
+
+    # Atomic, so concurrent workers never read a half-written file; an unwritable cache warns.
+    write_entry(path, write)
     return margin, wrong
 
 

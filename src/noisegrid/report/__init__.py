@@ -16,8 +16,12 @@ The statistics come from :mod:`noisegrid.analysis` (and the result objects of
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -129,26 +133,67 @@ def build_report(
     prov.update(provenance or {})
     title = _title(spec_dict, prov)
 
-    out.mkdir(parents=True, exist_ok=True)
     figures = _make_figures(analysis)
-    png_names: list[str] = []
-    if png:
-        png_names = [p.name for p in write_pngs(analysis, out / "figures")]
-    if png and advice is not None:
-        from ._advice import write_advice_png
-
-        png_names.append(write_advice_png(advice, out / "figures" / "advice.png").name)
     page = render_html(
         analysis, figures, title=title, provenance=prov, spec=spec_dict, advice=advice
     )
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    summary = render_markdown(
-        analysis, title=title, provenance=prov, figures=png_names, advice=advice
-    )
-    (out / "summary.md").write_text(summary, encoding="utf-8")
-    results.to_csv(out / "results.csv", index=False)
-    return path
+    with _staged(out) as folder:
+        png_names: list[str] = []
+        if png:
+            png_names = [p.name for p in write_pngs(analysis, folder / "figures")]
+        if png and advice is not None:
+            from ._advice import write_advice_png
+
+            png_names.append(write_advice_png(advice, folder / "figures" / "advice.png").name)
+        (folder / "report.html").write_text(page, encoding="utf-8")
+        summary = render_markdown(
+            analysis, title=title, provenance=prov, figures=png_names, advice=advice
+        )
+        (folder / "summary.md").write_text(summary, encoding="utf-8")
+        results.to_csv(folder / "results.csv", index=False)
+    return out / "report.html"
+
+
+REPORT_ENTRIES = ("report.html", "summary.md", "results.csv", "figures")
+"""What :func:`build_report` writes into its folder; anything else there is left alone."""
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A folder to write the report into, swapped in whole at the end.
+
+    The report is written into a hidden sibling folder and renamed into place, so a report
+    stopped half-way (SIGTERM, a full disk) never leaves new figures beside an old ``report.html``.
+    An existing ``out`` is renamed aside for the swap and its other files are moved back; where the
+    parent folder cannot hold the sibling, the report is written in place.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out
+        return
+    try:
+        # mkdtemp makes a private folder; the report gets the folder's usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = out.stat().st_mode & 0o7777 if out.is_dir() else 0o777 & ~umask
+        os.chmod(staging, mode)
+        yield staging
+        if not out.exists():
+            os.rename(staging, out)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "report")
+        os.rename(staging, out)
+        for entry in (old / "report").iterdir():
+            if entry.name not in REPORT_ENTRIES:
+                os.rename(entry, out / entry.name)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def make_figures(analysis: Analysis) -> dict[str, go.Figure]:

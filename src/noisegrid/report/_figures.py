@@ -82,7 +82,9 @@ def heatmap(nma: NoiseModelAnalysis) -> go.Figure | None:
     cells = nma.cells[nma.cells["n_done"] > 0]
     if cells.empty:
         return None
-    by_cell = {(int(r["train_size"]), float(r["noise_level"])): r for _, r in nma.cells.iterrows()}
+    by_cell = {
+        (int(r["train_size"]), float(r["noise_level"])): r for r in nma.cells.to_dict("records")
+    }
 
     def hover(n: int, eta: float) -> str:
         r = by_cell.get((n, eta))
@@ -193,11 +195,12 @@ def cell_label_traces(
     zmin, zmax = float(z[finite].min()), float(z[finite].max())
     span = zmax - zmin
     colors = np.full(z.shape, "", dtype=object)
-    for (i, j), v in np.ndenumerate(z):
-        if finite[i, j]:
-            t = 0.5 if span == 0 else (float(v) - zmin) / span
-            rgb = unlabel_rgb(sample_colorscale(colorscale, [t])[0])
-            colors[i, j] = label_color([c / 255 for c in rgb])
+    where = np.argwhere(finite)
+    values = z[finite]
+    ts = np.full(values.shape, 0.5) if span == 0 else (values - zmin) / span
+    # One call for every cell: sampling the scale cell by cell takes minutes on a large grid.
+    for (i, j), sampled in zip(where, sample_colorscale(colorscale, list(ts)), strict=True):
+        colors[i, j] = label_color([c / 255 for c in unlabel_rgb(sampled)])
     traces = []
     for color in ("black", "white"):
         mask = colors == color
@@ -349,7 +352,7 @@ def exchange_rate_map(nma: NoiseModelAnalysis) -> go.Figure | None:
     lr = nma.local_rates
     if nma.best is None or lr.empty:
         return None
-    by_cell = {(int(r["train_size"]), float(r["noise_level"])): r for _, r in lr.iterrows()}
+    by_cell = {(int(r["train_size"]), float(r["noise_level"])): r for r in lr.to_dict("records")}
 
     def hover(n: int, eta: float) -> str:
         r = by_cell.get((n, eta))

@@ -52,13 +52,27 @@ def write_pngs(analysis: Analysis, out_dir: Path) -> list[Path]:
 
 def _grid(nma: NoiseModelAnalysis, column: str, frame_name: str) -> np.ndarray:
     frame = nma.cells if frame_name == "cells" else nma.local_rates
-    sizes, noise = list(nma.coverage.sizes), list(nma.coverage.noise_levels)
-    z = np.full((len(noise), len(sizes)), np.nan)
-    for _, r in frame.iterrows():
-        n, eta = int(r["train_size"]), float(r["noise_level"])
-        if n in sizes and eta in noise:
-            z[noise.index(eta), sizes.index(n)] = float(r[column])
+    cols = {int(n): j for j, n in enumerate(nma.coverage.sizes)}
+    rows = {float(e): i for i, e in enumerate(nma.coverage.noise_levels)}
+    z = np.full((len(rows), len(cols)), np.nan)
+    for n, eta, value in zip(frame["train_size"], frame["noise_level"], frame[column], strict=True):
+        i, j = rows.get(float(eta)), cols.get(int(n))
+        if i is not None and j is not None:
+            z[i, j] = float(value)
     return np.where(np.isfinite(z), z, np.nan)
+
+
+_MAX_INCHES = (24.0, 16.0)
+"""Largest PNG figure (width, height): a grid of 1,000 sizes draws its tiles narrower, not a
+picture 80,000 pixels wide."""
+_MAX_TICKS = 40
+
+
+def _ticks(labels: list[str]) -> tuple[list[int], list[str]]:
+    """At most ``_MAX_TICKS`` evenly spaced tick positions and their labels."""
+    step = max(1, math.ceil(len(labels) / _MAX_TICKS))
+    positions = list(range(0, len(labels), step))
+    return positions, [labels[k] for k in positions]
 
 
 def _matrix_figure(
@@ -67,12 +81,16 @@ def _matrix_figure(
     if np.all(np.isnan(z)):
         return None
     sizes, noise = nma.coverage.sizes, nma.coverage.noise_levels
-    fig = Figure(figsize=(max(6.0, 0.55 * len(sizes) + 2), max(4.0, 0.4 * len(noise) + 1.5)))
+    width = min(max(6.0, 0.55 * len(sizes) + 2), _MAX_INCHES[0])
+    height = min(max(4.0, 0.4 * len(noise) + 1.5), _MAX_INCHES[1])
+    fig = Figure(figsize=(width, height))
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(z), origin="lower", aspect="auto", cmap=cmap)
+    image = ax.imshow(
+        np.ma.masked_invalid(z), origin="lower", aspect="auto", cmap=cmap, interpolation="nearest"
+    )
     fig.colorbar(image, ax=ax, label=label)
-    ax.set_xticks(range(len(sizes)), [f"{n:,}" for n in sizes], rotation=45, ha="right")
-    ax.set_yticks(range(len(noise)), [pct(e) for e in noise])
+    ax.set_xticks(*_ticks([f"{n:,}" for n in sizes]), rotation=45, ha="right")
+    ax.set_yticks(*_ticks([pct(e) for e in noise]))
     ax.set_xlabel("training examples")
     ax.set_ylabel("label noise")
     ax.set_title(title, fontsize=10)

@@ -160,7 +160,7 @@ def rate_grid_table(nma: NoiseModelAnalysis) -> Table:
     header = ["noise \\ size", *[f"{n:,}" for n in sizes]]
     rows = []
     for eta, g in lr.groupby("noise_level", sort=True):
-        by_size = {int(r["train_size"]): r for _, r in g.iterrows()}
+        by_size = {int(r["train_size"]): r for r in g.to_dict("records")}
         row = [pct(float(eta))]  # type: ignore[arg-type]
         for n in sizes:
             r = by_size.get(n)
@@ -178,7 +178,7 @@ def cells_table(nma: NoiseModelAnalysis) -> Table:
     """Per-cell accuracy statistics."""
     header = ["size", "noise", "seeds done", "failed", "accuracy %", "sd", "95% interval", "method"]
     rows = []
-    for _, r in nma.cells.iterrows():
+    for r in nma.cells.to_dict("records"):
         rows.append(
             [
                 f"{int(r['train_size']):,}",
