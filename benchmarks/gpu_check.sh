@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (530 s in all, plus
+# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (525 s in all, plus
 # about half a minute for the kit's setup), under 9 minutes on one H100/H200. From the repository
 # root, with the GPU kit in .gpu-kit/ (built here by ../shared/gpu/make-kit.sh and carried along):
 #
@@ -13,7 +13,7 @@
 #      distilbert's cousins roberta, xlm-roberta, electra, deberta-v3, modernbert) and CUDA graphs
 #      = eager on this device; DistilBERT at width 320, K=11: eager vs compiled steps, the
 #      compile's time and where a step's device time goes; DistilBERT at 512 tokens: stacked K=11
-#      (bf16, compiled and eager; + CUDA graphs) vs one model vs a plain transformers.Trainer:
+#      (bf16) vs one model vs a plain transformers.Trainer:
 #      tokens/s, MFU, projected reference grid;
 #   3. the same for the *-base configs of bert, roberta, xlm-roberta, electra, deberta-v3 and
 #      modernbert at 512 tokens: stacked K=11 (bf16, grouped) against its plain Trainer;
@@ -44,8 +44,9 @@ if [ "$MODE" = gpu ]; then
   DATA=.gpu-kit/imdb
   SIZES="[1000, 4000]"
   RUN_SET=()
-  BENCH=(--check --data "$DATA" --out "$OUT/bench.json" --skip-exact --compile-width 320 --profile)
-  ARCH=(--data "$DATA" --out "$OUT/arch.json" --arch-steps 12)
+  BENCH=(--check --data "$DATA" --out "$OUT/bench.json" --skip-exact --skip-graphs
+    --compile-width 320 --profile)
+  ARCH=(--data "$DATA" --out "$OUT/arch.json" --arch-steps 10)
   SCALE=1
 else
   PY=${PY:-python3}
@@ -83,7 +84,7 @@ step() {
 }
 
 note "noisegrid GPU check ($MODE) $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-step environment 30 "$OUT/summary.txt" "$PY" -c "
+step environment 20 "$OUT/summary.txt" "$PY" -c "
 import torch, transformers
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
 print(f'torch {torch.__version__}, transformers {transformers.__version__}, GPU {gpu}')
@@ -92,9 +93,9 @@ if torch.cuda.is_available():
     print(f'GPU memory free {free / 2**30:.1f} of {total / 2**30:.1f} GiB')
 "
 
-step benchmark 200 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
-step "architectures" 210 "$OUT/arch.log" "$PY" benchmarks/gpu_finetune.py "${ARCH[@]}" \
-  --models bert,roberta,xlm-roberta,electra,deberta-v3,modernbert
+step benchmark 220 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
+step "architectures" 170 "$OUT/arch.log" "$PY" benchmarks/gpu_finetune.py "${ARCH[@]}" \
+  --models deberta-v3,modernbert,roberta,electra,xlm-roberta,bert
 
 if [ "$MODE" = cpu ]; then
   step "save a tiny DistilBERT" 30 "$OUT/run.log" "$PY" benchmarks/gpu_finetune.py --smoke \
@@ -104,10 +105,10 @@ CONFIG=benchmarks/gpu_check_minilm.toml
 RUNSET=(--set "dataset.source=$DATA" --set "grid.sizes=$SIZES" "${RUN_SET[@]}")
 rm -f "$WORK/stacked.sqlite"
 t0=$(date +%s)
-step "run (2 sizes x 11 noise rates, stacked, compiled)" 110 "$OUT/run.log" \
+step "run (2 sizes x 11 noise rates, stacked, compiled)" 100 "$OUT/run.log" \
   "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --store "$WORK/stacked.sqlite" --quiet
 note "  wall time of the stacked grid: $(($(date +%s) - t0))s"
-step "results" 20 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
+step "results" 15 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
 import sys
 import pandas as pd
 import noisegrid

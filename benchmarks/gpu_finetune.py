@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the GPU peak")
     parser.add_argument("--skip-trainer", action="store_true")
     parser.add_argument("--skip-exact", action="store_true", help="no fp32 stacked row")
+    parser.add_argument("--skip-graphs", action="store_true", help="no CUDA graphs row")
     parser.add_argument("--save-distilbert", default=None, help="write the model folder, exit")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
@@ -209,7 +210,7 @@ def _rows(folder, ids, labels, tokenizer, texts, max_length, device, args):  # t
     rows: list[Row | None] = []
     low = "bf16" if device.type == "cuda" else "fp32"  # bf16 is emulated on most CPUs
     rows.append(_safe(_stacked, folder, ids, device, args, precision=low, grouped=True))
-    if device.type == "cuda":
+    if device.type == "cuda" and not args.skip_graphs:
         rows.append(
             _safe(_stacked, folder, ids, device, args, precision=low, grouped=True, graphs=True)
         )
@@ -564,6 +565,7 @@ def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type:
                 max_width=width,
                 group_by_length=True,
                 compile=compiled,
+                per_member=False,  # the GPU's batched forward, also in a CPU smoke run
             )
             t0 = time.perf_counter()
             trainer.timed_steps(width, 1, warmup=2)  # the compile happens here
