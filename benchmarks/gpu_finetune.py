@@ -448,20 +448,25 @@ def _arch_rows(folder, ids, labels, tokenizer, texts, max_length, device, args):
     low = "bf16" if device.type == "cuda" else "fp32"
     steps, warmup = args.arch_steps, max(2, args.arch_steps // 2)
     n_eval = 64 if args.smoke else 500
-    rows = [
-        _safe(
+    rows = []
+    for k in (args.k, args.k // 2):  # half as many members where K does not fit
+        stacked_args = argparse.Namespace(**{**vars(args), "k": k})
+        row = _safe(
             _stacked,
             folder,
             ids,
             device,
-            args,
+            stacked_args,
             precision=low,
             grouped=True,
             steps=steps,
             warmup=warmup,
             n_eval_default=n_eval,
         )
-    ]
+        _release(device)
+        if row is not None:
+            rows.append(row)
+            break
     if not args.skip_trainer:
         quick = argparse.Namespace(**{**vars(args), "steps": steps, "warmup": warmup})
         rows.append(_safe(_trainer, folder, tokenizer, texts, labels, max_length, device, quick))
@@ -486,10 +491,24 @@ BASE_CONFIGS: dict[str, dict[str, Any]] = {
         "pad_token_id": 1,
         "type_vocab_size": 1,
     },
-    "electra": {"model_type": "electra", "embedding_size": 768},
+    "electra": {
+        # electra-base-discriminator (ElectraConfig() is the small one)
+        "model_type": "electra",
+        "embedding_size": 768,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
     "deberta-v3": {
+        # deberta-v3-base (DebertaV2Config() is the xlarge one)
         "model_type": "deberta-v2",
         "vocab_size": 128100,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 512,
         "relative_attention": True,
         "position_buckets": 256,
         "max_relative_positions": -1,
