@@ -6,7 +6,7 @@ Lookup errors list the valid names; names that a later version provides say so i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -95,3 +95,20 @@ def validate_options(
                 msg = str(err["msg"]).removeprefix("Value error, ")
                 parts.append(f"'{key}' in {where}: {msg} (got {err.get('input')!r})")
         raise ConfigError("; ".join(parts)) from None
+
+
+_LOADED: set[str] = set()
+
+
+def load_members(package: str, path: Iterable[str], *, shared: Collection[str] = ("base",)) -> None:
+    """Import every module of the plug-in package ``package`` (found at ``path``) but its shared
+    parts, once: each module registers its member as it is imported."""
+    if package in _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(list(path)):
+        if mod.name not in shared:
+            importlib.import_module(f"{package}.{mod.name}")
+    _LOADED.add(package)

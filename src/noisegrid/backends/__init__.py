@@ -11,7 +11,7 @@ import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._registry import Registry, validate_options
+from .._registry import Registry, load_members, validate_options
 from .base import (
     Backend,
     BackendContext,
@@ -28,17 +28,9 @@ if TYPE_CHECKING:
 
 BACKENDS: Registry[Backend] = Registry("backend", key="backend.name")
 
-_loaded = False
-
 
 def _load_builtin_backends() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in {"base", "hf"}:  # shared parts, not backends
-            importlib.import_module(f"{__name__}.{mod.name}")
-    _loaded = True
+    load_members(__name__, __path__, shared=("base", "hf"))  # shared parts, not members
 
 
 def get_backend_class(name: str) -> type[Backend]:

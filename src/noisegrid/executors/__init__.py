@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import TYPE_CHECKING
 
-from .._registry import Registry
+from .._registry import Registry, load_members
 from .base import Executor
 
 if TYPE_CHECKING:
@@ -14,17 +12,9 @@ if TYPE_CHECKING:
 
 EXECUTORS: Registry[Executor] = Registry("executor", key="run.executor")
 
-_loaded = False
-
 
 def _load_builtin_executors() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
-    _loaded = True
+    load_members(__name__, __path__)
 
 
 def get_executor_class(name: str) -> type[Executor]:

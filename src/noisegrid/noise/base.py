@@ -305,9 +305,6 @@ def make_noise_model(spec: ExperimentSpec, *, n_classes: int) -> NoiseModel:
 
 def _load_builtin_models() -> None:
     # Import side effect: every module of this package but base registers its model.
-    import importlib
-    import pkgutil
+    from .._registry import load_members
 
-    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if mod.name != "base":
-            importlib.import_module(f"{__package__}.{mod.name}")
+    load_members(str(__package__), [str(Path(__file__).parent)])

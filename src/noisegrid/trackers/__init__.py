@@ -7,26 +7,15 @@ stays the source of truth: :mod:`noisegrid.tracking` sends it to a tracker.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from .._registry import Registry
+from .._registry import Registry, load_members
 from .base import CellRecord, ParentRecord, Tracker
 
 TRACKERS: Registry[Tracker] = Registry("tracker", key="track.to")
 TRACKERS.plan("wandb")
 
-_loaded = False
-
 
 def _load_builtin_trackers() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
-    _loaded = True
+    load_members(__name__, __path__)
 
 
 def get_tracker_class(name: str) -> type[Tracker]:
