@@ -526,28 +526,41 @@ BASE_CONFIGS: dict[str, dict[str, Any]] = {
 
 def _base_model(name: str, tokenizer: Any, folder: Path, smoke: bool) -> tuple[Path, int]:
     """A random model of the *-base configuration ``name`` (tiny with ``smoke``), at 512."""
+    width = 32 if smoke else None
+    return _family_model(name, tokenizer, folder, width=width, dropout=True), 512
+
+
+def _family_model(
+    name: str, tokenizer: Any, folder: Path, *, width: int | None, dropout: bool
+) -> Path:
+    """A random model of family ``name`` saved to ``folder``: its *-base shape, or two layers
+    ``width`` wide; with ``dropout`` False, every dropout off."""
     import torch
     from transformers import CONFIG_MAPPING, AutoModel
 
     options = dict(BASE_CONFIGS[name])
     kind = options.pop("model_type")
-    if smoke:
+    if width is not None:
         options.update(
-            hidden_size=32,
+            hidden_size=width,
             num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
+            num_attention_heads=max(2, width // 32),
+            intermediate_size=2 * width,
             vocab_size=max(options.get("vocab_size", 0), len(tokenizer)),
         )
         if "embedding_size" in options:
-            options["embedding_size"] = 32
+            options["embedding_size"] = width
         if kind == "deberta-v2":
             options["position_buckets"] = 16
+    if not dropout:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"):
+            options[key] = 0.0
+        if kind == "modernbert":
+            options.update(embedding_dropout=0.0, mlp_dropout=0.0, classifier_dropout=0.0)
     config = CONFIG_MAPPING[kind](**options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = AutoModel.from_config(config)
-    return _save(model, tokenizer, folder), 512
+        return _save(AutoModel.from_config(config), tokenizer, folder)
 
 
 def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type: ignore[no-untyped-def]
@@ -646,38 +659,10 @@ def _checks(tokenizer, texts, tmp, device, args) -> None:  # type: ignore[no-unt
     ids = _tokenize(tokenizer, texts[:256], 128)
     print("\n== checks on this device (dropout off, fp32; K = 3 against each cell alone) ==")
     for name in ("bert", *[n for n in BASE_CONFIGS if n != "bert"]):
-        folder = _check_model(name, tokenizer, tmp / f"check-{name}")
+        folder = _family_model(name, tokenizer, tmp / f"check-{name}", width=128, dropout=False)
         graphs = [False, True] if device.type == "cuda" and name == "bert" else [False]
         _safe(_check, name, folder, ids, device, graphs)
     _release(device)
-
-
-def _check_model(name: str, tokenizer: Any, folder: Path) -> Path:
-    """A small random model of family ``name`` (2 layers of 128), dropout off."""
-    import torch
-    from transformers import CONFIG_MAPPING, AutoModel
-
-    options = dict(BASE_CONFIGS[name])
-    kind = options.pop("model_type")
-    options.update(
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=256,
-        vocab_size=max(options.get("vocab_size", 0), len(tokenizer)),
-    )
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"):
-        options[key] = 0.0
-    if kind == "modernbert":
-        options.update(embedding_dropout=0.0, mlp_dropout=0.0, classifier_dropout=0.0)
-    if "embedding_size" in options:
-        options["embedding_size"] = 128
-    if kind == "deberta-v2":
-        options["position_buckets"] = 32
-    config = CONFIG_MAPPING[kind](**options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return _save(AutoModel.from_config(config), tokenizer, folder)
 
 
 def _check(name, folder, ids, device, graph_modes) -> None:  # type: ignore[no-untyped-def]

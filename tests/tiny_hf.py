@@ -179,14 +179,12 @@ def build_tiny(folder: Path, model_type: str, *, max_length: int = 64) -> Path:
     return _save(AutoModel.from_config, config, tokenizer, folder)
 
 
-TINY_TYPES = (
-    "bert",
-    "distilbert",
-    "roberta",
-    "xlm-roberta",
-    "electra",
-    "deberta-v2",
-    "modernbert",
-    "albert",
-)
-"""The encoder families :func:`build_tiny` builds (those the stacked trainer is tested on)."""
+from noisegrid.backends.finetune.surgery import TESTED_TYPES as TINY_TYPES  # noqa: E402
+
+__all__ = [
+    "TINY_TYPES",
+    "build_tiny",
+    "build_tiny_bert",
+    "build_tiny_distilbert",
+    "synthetic_texts",
+]

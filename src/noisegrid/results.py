@@ -14,7 +14,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -345,7 +345,7 @@ def _differences(
             )
         else:
             changes.append(f"the dataset's identity (stored {old_id}, now {new_id})")
-    old, new = _flatten(stored), _flatten(current)
+    old, new = flatten(stored), flatten(current)
     for key in sorted(set(old) | set(new)):
         section = key.split(".")[0]
         if section in _NOT_FINGERPRINTED or key in ("grid.sizes", "grid.noise_rates", "grid.seeds"):
@@ -363,11 +363,12 @@ def _differences(
 _NOT_FINGERPRINTED = {"name", "description", "run", "track", "data_identity", "repeats"}
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: ``{"train": {"epochs": 2}}`` gives ``train.epochs``."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ExperimentSpec
 from .data import resolve_data_identity
 from .errors import ConfigError, TrackerError
+from .results import flatten
 from .store import ResultStore
 from .trackers import CellRecord, ParentRecord, Tracker, get_tracker_class
 
@@ -94,7 +95,7 @@ def parent_record(variant: ExperimentSpec) -> ParentRecord:
     fingerprint = variant.fingerprint()
     data = variant.effective_dict()
     data.pop("track", None)
-    params = {k: _param(v) for k, v in _flatten(data).items()}
+    params = {k: _param(v) for k, v in flatten(data).items()}
     tags = {
         "noisegrid.version": __version__,
         "noisegrid.noise_model": variant.grid.noise_model_name,
@@ -423,16 +424,6 @@ def _quiet_http() -> Iterator[None]:
         yield
     finally:
         http.setLevel(level)
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _param(value: Any) -> str:
