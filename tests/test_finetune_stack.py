@@ -162,9 +162,10 @@ def test_every_tested_family_stacks_and_equals_its_cells_trained_alone(
     assert [o.info.get("stack_size") for o in outputs] == [2, 2]
     probas = backend.predict_group(outputs, texts[64:])
     # Equal up to rounding: the embedding tables' gradients accumulate in another order, and
-    # ALBERT's shared layers accumulate several calls' (measured: 2e-5 on a key bias, whose
-    # gradient is pure rounding that AdamW scales up).
-    atol = 1e-4 if model_type == "albert" else 5e-5
+    # ALBERT's shared layers sum several calls' gradients in another order (measured here: up to
+    # 2.4e-5 on a key bias, whose gradient is pure rounding that AdamW scales up, and 9e-5 in
+    # probabilities; DeBERTa 3e-6 and 8e-6; the others 1e-6 or less and identical predictions).
+    atol = 5e-4 if model_type == "albert" else 5e-5
     for member, (fitted, proba) in enumerate(zip(solo, probas, strict=True)):
         # The trained weights are the cell's own up to rounding (which AdamW amplifies on weights
         # whose gradient is rounding noise, such as a key bias, which softmax ignores) ...
@@ -340,8 +341,7 @@ def test_batched_kernels_equal_the_member_by_member_ones(tiny_model: Path) -> No
 def test_fused_adamw_on_cpu_reproduces_the_unfused_loop(
     tiny_model: Path, tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The loop's fused AdamW (every device) stays within 1e-5 of the unfused update (1.2e-7 on
-    one AVX2 machine, 6e-6 on another: the rounding of other kernels differs)."""
+    """The loop's fused AdamW (every device) stays within 1e-6 of the unfused update."""
     from noisegrid.backends.finetune import loop
 
     texts, _, labelings = data
@@ -356,7 +356,7 @@ def test_fused_adamw_on_cpu_reproduces_the_unfused_loop(
     a = dict(fused.predictor.model.named_parameters())  # type: ignore[attr-defined]
     b = dict(plain.predictor.model.named_parameters())  # type: ignore[attr-defined]
     diff = max(float((a[n] - b[n]).detach().abs().max()) for n in a)
-    assert 0 < diff <= 1e-5
+    assert 0 < diff <= 1e-6
 
 
 def test_cuda_graphs_option_is_ignored_on_cpu(tiny_model: Path, tmp_path: Path, data) -> None:

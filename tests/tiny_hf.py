@@ -36,17 +36,19 @@ def synthetic_texts(n: int, *, seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 
 def _tiny_tokenizer(max_position_embeddings: int) -> Any:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    texts, _ = synthetic_texts(200)
+    # A fixed vocabulary (not a trained one, whose ties break differently from run to run): the
+    # special tokens, every word of the synthetic texts, letters and word pieces, 120 in all.
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = special + sorted(set(POSITIVE + NEGATIVE + FILLER)) + letters
+    tokens += ["##" + c for c in letters]
+    tokens += [f"[unused{i}]" for i in range(120 - len(tokens))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=120, special_tokens=special)
-    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

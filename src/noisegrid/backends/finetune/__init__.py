@@ -341,7 +341,7 @@ class FinetuneBackend(Backend):
                 batch_size=self.context.train.batch_size,
                 width=setup.info.max_length,
                 low_precision=setup.dtype is not None,
-                fused_attention=setup.device.type == "cuda" or arch.p_attention == 0,
+                fused_attention=arch.fused_attention(setup.device),
             )
         return max(1, min(n_members, self._capacity))
 
@@ -514,7 +514,7 @@ class FinetuneBackend(Backend):
         arch = stackable or arch_of(config)
         multiple, max_width = self.width_multiple, setup.info.max_length
         low = setup.dtype is not None
-        fused = setup.device.type == "cuda" or arch.p_attention == 0
+        fused = arch.fused_attention(setup.device)
         planned = []
         for group in groups:
             lengths = hf.token_lengths(setup.tokens.ids(group.texts))

@@ -101,6 +101,16 @@ class Arch:
     n_classes: int
     params: int = 0
     """Parameters of one member, counted on the loaded model (0: estimated from the config)."""
+    attention: str = "sdpa"
+    """How the model computes attention: ``sdpa`` (a fused kernel on GPUs) or the model's own
+    ``eager`` code (DeBERTa's relative attention), which keeps batch × heads × width² scores."""
+
+    def fused_attention(self, device: Any) -> bool:
+        """Whether training keeps no attention scores in memory: a GPU's fused kernel, or a model
+        without attention dropout on a CPU."""
+        if self.attention not in ("sdpa", "flash_attention_2", "flex_attention"):
+            return False
+        return device.type == "cuda" or self.p_attention == 0
 
     def n_params(self) -> int:
         """Parameters of one member (embeddings, encoder, pooler or pre-classifier, head)."""
@@ -134,6 +144,7 @@ def arch_of(config: Any, model: Any = None) -> Arch:
         type_vocab=int(get("type_vocab_size", default=0)),
         n_classes=int(config.num_labels),
         params=0 if model is None else sum(p.numel() for p in model.parameters()),
+        attention=str(getattr(config, "_attn_implementation", None) or "sdpa"),
     )
 
 
@@ -430,7 +441,7 @@ class StackedTrainer:
         self.group_by_length = group_by_length
         self.cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
         self.arch = arch_of(model.config, model)
-        self.fused_attention = device.type == "cuda" or self.arch.p_attention == 0
+        self.fused_attention = self.arch.fused_attention(device)
         # A CPU computes member by member with the kernels of the model alone (exact); a GPU
         # batches every operation over the members.
         if per_member is None:
