@@ -10,10 +10,12 @@ embedding one lookup into the members' tables laid end to end.
 
 Every dropout mask is drawn once per step at one member's shape and shared by all members (common
 random numbers, as a cell trained alone draws it): ``nn.Dropout`` modules are replaced by
-:class:`SharedDropout`, and the functional dropout of eager attention is shared by
-:class:`shared_functional_dropout` while a CPU trains with attention dropout (where the cell
-alone draws its attention mask the same way). A GPU runs attention in the fused kernel, which
-draws each member's attention-dropout mask itself.
+``SharedDropout``. On a CPU (``per_member``) every layer runs member by member with the kernels
+the model alone uses, and SDPA attention runs once per member from the same generator state
+(:func:`_member_sdpa`), so each member draws the attention-dropout mask its cell alone draws; a
+model with attention code of its own shares its functional dropout through
+:func:`shared_functional_dropout`. A GPU batches every layer over the members and runs attention
+in the fused kernel, which draws each member's attention-dropout mask itself.
 
 Code that reads a weight directly instead of calling its module is the catch: DeBERTa-v2/v3 reads
 its relative-position table as ``.weight`` and shares it across the batch, so its attention bias
@@ -189,7 +191,7 @@ def _classes() -> types.SimpleNamespace:
             table = self.weight.reshape(k * v, self.dim)
             offsets = torch.arange(k, device=ids.device).view(k, 1) * v
             n = ids.shape[0]
-            if n % k == 0 and not (n == 1 and k > 1):
+            if n % k == 0:
                 out = F.embedding(ids.reshape(k, -1) + offsets, table)
                 return out.view(*ids.shape, self.dim)
             if n == 1:
@@ -236,7 +238,6 @@ def shared_dropout(x: torch.Tensor, p: float, k: int) -> torch.Tensor:
 
 def shared_functional_dropout(k: int) -> Any:
     """A torch function mode in which ``F.dropout`` shares one member's mask (see module doc)."""
-    import torch
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
@@ -251,7 +252,6 @@ def shared_functional_dropout(k: int) -> Any:
                     return shared_dropout(x, p, k)
             return func(*args, **kwargs)
 
-    del torch
     return _Mode()
 
 
