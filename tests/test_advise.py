@@ -587,3 +587,51 @@ def test_reviews_find_no_wrong_label_where_there_is_none() -> None:
     assert "95% wrong" not in result.reason and "80% wrong" not in result.reason
     assert (result.table["n_fixed"] == 0).all()
     assert result.best == "collect"
+
+
+def test_p_best_carries_the_review_precisions_own_error() -> None:
+    """Reviews win on the surface alone; an audit of a handful of examples cannot say how many
+    reviewed suspects are wrong, so in some draws reviewing fixes little and collecting wins."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    table = pd.concat([known_table().assign(seed=s) for s in range(3)], ignore_index=True).assign(
+        eval_accuracy=lambda t: t["eval_accuracy"] + rng.normal(0, 0.002, len(t))
+    )
+    depth = np.arange(1, 1001)
+    curves = pd.DataFrame(
+        {
+            "injected": 0.1,
+            "depth": depth,
+            "depth_fraction": depth / 1000,
+            "precision": 0.3,
+            "recall": 0.3 * depth / 200,
+        }
+    )
+    audit = AuditResult(
+        noise_rate=noisegrid.analysis.Interval(0.1, 0.09, 0.11),
+        per_class=pd.DataFrame(),
+        noise_matrix=np.eye(2),
+        suspects=pd.DataFrame(),
+        calibration=pd.DataFrame(),
+        precision_curves=curves,
+        label_names=("a", "b"),
+        n_audited=10**7,
+        n_total=2000,
+        backend="tfidf",
+        n_folds=5,
+        n_bootstrap=0,
+        seed=0,
+    )
+    kwargs = dict(
+        size=2000, noise=0.1, label_cost=0.10, review_cost=0.02, budget=20, n_bootstrap=200
+    )
+    sure = advise(table, audit=audit, **kwargs)
+    unsure = advise(table, audit=replace(audit, n_audited=4), **kwargs)
+    assert sure.best == unsure.best  # the same point estimate ...
+    assert sure.p_best > unsure.p_best  # ... held with less confidence
+    assert 0 < unsure.p_best < 1
+    assert "of the draws of the surface and of the review precision" in unsure.recommendation
+    fixed = advise(table, review_precision=0.3, **kwargs)
+    assert fixed.p_best == pytest.approx(sure.p_best, abs=0.02)  # an exact precision: no change
+    assert any("taken as exact" in n for n in fixed.notes)

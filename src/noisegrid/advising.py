@@ -179,6 +179,7 @@ def advise(
     new_noise = float(noise if new_label_noise is None else new_label_noise)
 
     notes: list[str] = []
+    precision_se = None
     if review_precision is not None:
         rp = float(review_precision)
 
@@ -186,12 +187,22 @@ def advise(
             return np.full_like(depth, rp, dtype=float)
 
         source = f"a fixed review precision of {rp:.0%}"
+        notes.append(
+            "The fixed review precision is taken as exact in the comparison of strategies."
+        )
     else:
         assert audit_result is not None
         ar = audit_result
 
         def precision(depth: np.ndarray) -> np.ndarray:
             return ar.review_precision(noise, depth)
+
+        def precision_se(depth: np.ndarray) -> np.ndarray:
+            # Binomial error of a share measured on the n_audited · depth suspects reviewed in
+            # the calibration.
+            p = np.clip(precision(depth), 0.0, 1.0)
+            n = np.maximum(ar.n_audited * np.asarray(depth, dtype=float), 1.0)
+            return np.sqrt(p * (1 - p) / n)
 
         rates = ar.precision_curves["injected"].unique()
         totals = ar.curve_totals(np.sort(rates))
@@ -228,6 +239,7 @@ def advise(
         n_bootstrap=n_bootstrap,
         confidence=confidence,
         seed=seed,
+        precision_se=precision_se,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,8 @@ class AdviceResult:
     size, noise, new_label_noise, label_cost, review_cost, budget : number
         The question asked.
     p_best : float
-        Share of the surface's bootstrap draws in which the recommended strategy beats the
+        Share of the surface's bootstrap draws (with the review precision's own, when its error
+        is known) in which the recommended strategy beats the
         runner-up at the budget (NaN without draws).
     noise_model, surface : str
     review_source : str
@@ -167,6 +168,7 @@ def price_budget(
     n_bootstrap: int = 500,
     confidence: float = 0.95,
     seed: int = 0,
+    precision_se: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> AdviceResult:
     """Price the three ways of spending ``budget`` on the surface of one noise model.
 
@@ -192,6 +194,11 @@ def price_budget(
         Notes to print before the method's own.
     n_bootstrap, confidence, seed
         As in :func:`~noisegrid.analyze`; the draws give the accuracy intervals.
+    precision_se : callable, optional
+        The standard error of ``precision`` at each depth (the calibration's own sampling
+        error). ``p_best`` then draws the review precision with the surface: each draw moves
+        the precision curve by one normal deviate of it (every depth together). None: the
+        precision is taken as exact.
 
     Returns
     -------
@@ -233,6 +240,15 @@ def price_budget(
     best = _best(at)
     verdict = _versus(at, best, model)
     p_best = verdict.p_better
+    if precision_se is not None and verdict.runner is not None:
+        p_best = _p_better_with_precision(
+            at, best, verdict.runner, world, model, precision_se, seed
+        )
+        verdict = replace(
+            verdict,
+            p_better=p_best,
+            draws_of="the draws of the surface and of the review precision",
+        )
     recommendation, reason = _explain(
         at, best, verdict, model, world, budget=float(budget), currency=currency
     )
@@ -612,6 +628,8 @@ class _Verdict:
     diff_low: float
     diff_high: float
     tie: bool
+    draws_of: str = "the surface's bootstrap draws"
+    """What ``p_better`` counts over, for the text."""
 
 
 def _versus(at: dict[str, _Outcome], best: str, model: _Model) -> _Verdict:
@@ -636,6 +654,44 @@ def _versus(at: dict[str, _Outcome], best: str, model: _Model) -> _Verdict:
     low, high = model.interval(b.accuracy - runner.accuracy, diff, bounded=False)
     tie = same or not low > 0
     return _Verdict(runner.strategy, p, low, high, tie)
+
+
+def _p_better_with_precision(
+    at: dict[str, _Outcome],
+    best: str,
+    runner: str,
+    w: _World,
+    model: _Model,
+    precision_se: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+) -> float:
+    """Share of draws in which ``best`` beats ``runner`` when each surface draw comes with its own
+    draw of the review precision (one normal deviate of its standard error, all depths at once;
+    equal draws count half). NaN without surface draws."""
+    b, r = at[best], at[runner]
+    n_draws = model.draws.shape[0]
+    if n_draws < 2:
+        return math.nan
+    z = np.random.default_rng([seed, 7]).standard_normal(n_draws)
+    accs = []
+    for o in (b, r):
+        if o.n_reviews == 0:
+            accs.append(o.draws)
+            continue
+        depth = np.array([o.n_reviews / w.size])
+        p = np.clip(w.precision(depth)[0] + z * precision_se(depth)[0], 0.0, 1.0)
+        wrong_now = w.size * w.noise
+        fixed = np.minimum(o.n_reviews * p, wrong_now)
+        eta = (wrong_now - fixed + o.n_new * w.new_noise) / o.size
+        n = np.full(n_draws, float(o.size))
+        # Draw i of the surface at draw i's point.
+        rows = [
+            model.best.candidate.predict(params, n[i : i + 1], eta[i : i + 1])
+            for i, params in enumerate(model.draws)
+        ]
+        accs.append(np.clip(np.concatenate(rows).astype(float), 0.0, 100.0))
+    diff = accs[0] - accs[1]
+    return float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,7 +751,7 @@ def _explain(
             if s != best
         ]
         sure = (
-            f"; it beats the runner-up in {verdict.p_better:.0%} of the surface's bootstrap draws"
+            f"; it beats the runner-up in {verdict.p_better:.0%} of {verdict.draws_of}"
             if not math.isnan(verdict.p_better)
             else ""
         )
