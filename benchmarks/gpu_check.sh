@@ -18,8 +18,7 @@
 #   3. the same for the *-base configs of bert, roberta, xlm-roberta, electra, deberta-v3 and
 #      modernbert at 512 tokens: stacked K=11 (bf16, grouped) against its plain Trainer;
 #   4. noisegrid run of 2 sizes × 11 noise rates with the pretrained MiniLM of the kit
-#      (benchmarks/gpu_check_minilm.toml, dataset .gpu-kit/imdb; compiled steps, the default on a
-#      GPU): wall time and accuracies.
+#      (benchmarks/gpu_check_minilm.toml, dataset .gpu-kit/imdb): wall time and accuracies.
 # Everything lands in $OUT: summary.txt (read it first), bench.log, bench.json, arch.log,
 # arch.json, run.log, results.csv.
 set -uo pipefail
@@ -105,7 +104,7 @@ CONFIG=benchmarks/gpu_check_minilm.toml
 RUNSET=(--set "dataset.source=$DATA" --set "grid.sizes=$SIZES" "${RUN_SET[@]}")
 rm -f "$WORK/stacked.sqlite"
 t0=$(date +%s)
-step "run (2 sizes x 11 noise rates, stacked, compiled)" 100 "$OUT/run.log" \
+step "run (2 sizes x 11 noise rates, stacked)" 100 "$OUT/run.log" \
   "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --store "$WORK/stacked.sqlite" --quiet
 note "  wall time of the stacked grid: $(($(date +%s) - t0))s"
 step "results" 15 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
