@@ -574,9 +574,9 @@ def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type:
 
     width = 64 if args.smoke else args.compile_width
     if args.smoke:  # a CPU's C++ compile takes minutes: trace and run the graph uncompiled
-        from noisegrid.backends.finetune import stack
+        from noisegrid.backends.finetune import steps
 
-        stack.COMPILE_BACKEND = "aot_eager"
+        steps.COMPILE_BACKEND = "aot_eager"
     folder = _distilbert(tokenizer, tmp / "distilbert", args.smoke)
     precision = "bf16" if device.type == "cuda" else "fp32"
     dtype = hf.autocast_dtype(device, precision)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 from noisegrid.backends import make_backend  # noqa: E402
 from noisegrid.backends.finetune import (  # noqa: E402
     FinetuneBackend,
+    steps,
     surgery,
 )
 from noisegrid.backends.finetune import stack as st  # noqa: E402
@@ -399,7 +400,7 @@ def test_a_compiled_step_equals_the_eager_step(
 
     from noisegrid.config import TrainSpec
 
-    monkeypatch.setattr(st, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(steps, "COMPILE_BACKEND", "aot_eager")
     from transformers import AutoTokenizer
 
     texts, _, labelings = data

@@ -72,10 +72,10 @@ from .stack import (
     arch_of,
     choose_stack,
     chunk_sizes,
-    compiled_step_cache,
     member_bytes,
     predict_stacked,
 )
+from .steps import compiled_step_cache
 from .surgery import Surgery, self_check
 
 if TYPE_CHECKING:

@@ -61,6 +61,7 @@ from .loop import (
     step_budget,
     training_batches,
 )
+from .steps import GraphedSteps, StepBatch, compile_step
 from .surgery import Surgery, bind, stack_model, stacked_logits
 
 if TYPE_CHECKING:
@@ -371,16 +372,6 @@ class StackStats:
     graphed: bool = False
 
 
-@dataclass
-class _Batch:
-    input_ids: torch.Tensor
-    mask: torch.Tensor
-    labels: torch.Tensor
-    """(K, rows)"""
-    weights: torch.Tensor | None = None
-    """(rows,): 1/n_real for real rows, 0 for rows that only fill a fixed shape (graphs)."""
-
-
 class StackedTrainer:
     """K stacked members of one model, trained together; kept resident and reset per group.
 
@@ -403,8 +394,8 @@ class StackedTrainer:
         :meth:`capture_graphs` before the first run).
     compile : bool, default False
         Compile the step's forward, loss and backward with ``torch.compile`` (once per batch
-        width; :func:`compiled_step_cache`): the copies, casts and elementwise chains between
-        the matrix products fuse. Dropout masks then come from the compiler's generator (the
+        width; :func:`~.steps.compiled_step_cache`): the copies, casts and elementwise chains
+        between the matrix products fuse. Dropout masks then come from the compiler's generator (the
         same distribution, other draws); with ``cuda_graphs`` the compiled step is captured.
     per_member : bool, optional
         Compute member by member with the solo kernels (:func:`~.surgery.stack_model`); default:
@@ -469,9 +460,9 @@ class StackedTrainer:
         for group, grad in self.grads.items():
             self.weights.flat[group].grad = grad
         self.optimizer = self._optimizer()
-        self._graphs: _GraphedSteps | None = None
+        self._graphs: GraphedSteps | None = None
         self.compiled = bool(compile)
-        self._losses = _compile(self._member_losses) if self.compiled else self._member_losses
+        self._losses = compile_step(self._member_losses) if self.compiled else self._member_losses
         self.reset(model)
 
     # -- state ---------------------------------------------------------------------------------
@@ -543,7 +534,7 @@ class StackedTrainer:
             else:
                 group["lr"] = value
 
-    def _step(self, batch: _Batch, loss_sum: torch.Tensor) -> None:
+    def _step(self, batch: StepBatch, loss_sum: torch.Tensor) -> None:
         """Forward, backward, per-member clipping and one AdamW step of every member."""
         import torch
 
@@ -644,7 +635,7 @@ class StackedTrainer:
                 # graph per width, not one per width and batch length.
                 self._step(self._filled(x, m, y), loss_sums[epoch])
             else:
-                batch = _Batch(
+                batch = StepBatch(
                     torch.from_numpy(x).to(self.device, non_blocking=True),
                     torch.from_numpy(m).to(self.device, non_blocking=True),
                     y.to(self.device, non_blocking=True),
@@ -670,7 +661,7 @@ class StackedTrainer:
         ]
         return StackStats(members=members, seconds=seconds, graphed=graphs is not None)
 
-    def _filled(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor) -> _Batch:
+    def _filled(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor) -> StepBatch:
         """A batch of ``batch_size`` rows: the real ones, then filler rows of zero loss weight."""
         import torch
 
@@ -684,7 +675,7 @@ class StackedTrainer:
         w = torch.zeros(full)
         w[:rows] = 1.0 / rows
         dev = self.device
-        return _Batch(
+        return StepBatch(
             torch.from_numpy(xf).to(dev), torch.from_numpy(mf).to(dev), yf.to(dev), w.to(dev)
         )
 
@@ -696,14 +687,14 @@ class StackedTrainer:
             out.append(self.max_width)
         return out
 
-    def capture_graphs(self) -> _GraphedSteps:
+    def capture_graphs(self) -> GraphedSteps:
         """Capture the step at every width (once per trainer); call outside seeded blocks.
 
         Capturing runs warm-up steps, which draw random numbers: done before the first group,
         it leaves every cell's result independent of which cells ran before it in the worker.
         """
         if self._graphs is None:
-            graphs = _GraphedSteps(self)
+            graphs = GraphedSteps(self)
             t0 = time.perf_counter()
             for width in self.widths():
                 graphs.capture(width)
@@ -736,7 +727,7 @@ class StackedTrainer:
             if graphs is not None:
                 graphs.step(x, m, y, loss)
             else:
-                batch = _Batch(
+                batch = StepBatch(
                     torch.from_numpy(x).to(self.device),
                     torch.from_numpy(m).to(self.device),
                     y.to(self.device),
@@ -751,86 +742,6 @@ class StackedTrainer:
             run()
         _sync(self.device)
         return (time.perf_counter() - t0) / max(n_steps, 1)
-
-
-class _GraphedSteps:
-    """The stacked training step captured as one CUDA graph per batch width, replayed per step.
-
-    Every step of a width has the same shapes (rows filled up to ``batch_size`` with rows of zero
-    loss weight), the same parameter, gradient and optimiser-state addresses (the resident stack)
-    and reads its inputs from static buffers: a replay launches the whole step, forward, backward,
-    clipping and AdamW, at the cost of one launch. The graphs share one memory pool (they never run
-    at once). The warm-up steps before a capture change the weights and the optimiser's state;
-    both are restored after it.
-    """
-
-    def __init__(self, trainer: StackedTrainer) -> None:
-        import torch
-
-        self.trainer = trainer
-        self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[int, Any] = {}
-        self.static: dict[int, _Batch] = {}
-        self.loss = torch.zeros(trainer.k, device=trainer.device)
-
-    def capture(self, width: int) -> None:
-        import torch
-
-        t = self.trainer
-        rows, dev = t.train.batch_size, t.device
-        static = _Batch(
-            torch.full((rows, width), t.pad_id, dtype=torch.int64, device=dev),
-            torch.ones((rows, width), dtype=torch.int64, device=dev),
-            torch.zeros((t.k, rows), dtype=torch.int64, device=dev),
-            torch.full((rows,), 1.0 / rows, device=dev),
-        )
-        saved = t.weights.clone()
-        state = {
-            id(p): {key: v.clone() for key, v in s.items() if torch.is_tensor(v)}
-            for p, s in t.optimizer.state.items()
-        }
-        stream = torch.cuda.Stream(dev)
-        stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                t._step(static, self.loss)
-        torch.cuda.current_stream(dev).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            t._step(static, self.loss)
-        with torch.no_grad():
-            for group, tensor in t.weights.flat.items():
-                tensor.copy_(saved.flat[group])
-            for p, s in t.optimizer.state.items():
-                before = state.get(id(p), {})
-                for key, value in s.items():
-                    if not torch.is_tensor(value):
-                        continue
-                    if key in before:
-                        value.copy_(before[key])
-                    else:  # made by the warm-up: a fresh state is zeros
-                        value.zero_()
-        self.graphs[width] = graph
-        self.static[width] = static
-
-    def step(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
-        import torch
-
-        rows, width = x.shape
-        static = self.static[width]
-        static.input_ids.fill_(self.trainer.pad_id)
-        static.mask.zero_()
-        static.mask[:, 0] = 1  # filler rows attend to one position: no empty softmax
-        static.labels.zero_()
-        static.input_ids[:rows].copy_(torch.from_numpy(x), non_blocking=True)
-        static.mask[:rows].copy_(torch.from_numpy(m), non_blocking=True)
-        static.labels[:, :rows].copy_(y, non_blocking=True)
-        assert static.weights is not None
-        static.weights.zero_()
-        static.weights[:rows] = 1.0 / rows
-        self.loss.zero_()
-        self.graphs[width].replay()
-        loss_sum += self.loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -872,32 +783,6 @@ def predict_stacked(
                 logits = stacked_logits(surgery, x, m, training=False)
             out[:, batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
-
-
-COMPILE_BACKEND = "inductor"
-"""The ``torch.compile`` backend of compiled steps (the tests trace with ``aot_eager``)."""
-
-
-def _compile(fn: Any) -> Any:
-    """``torch.compile(fn)``, with room for one graph per batch width (:class:`StackedTrainer`)."""
-    import torch
-
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(config, name):
-            setattr(config, name, max(getattr(config, name), 64))
-    return torch.compile(fn, dynamic=False, backend=COMPILE_BACKEND)
-
-
-def compiled_step_cache(cache_dir: Any) -> None:
-    """Keep torch's compiled kernels under noisegrid's cache folder, so that a later run (and
-    every worker) reuses them instead of compiling again; the user's own setting wins."""
-    import os
-    from pathlib import Path
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir) / "torch-compile"))
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
 def _sync(device: torch.device) -> None:
