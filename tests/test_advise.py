@@ -145,34 +145,43 @@ def test_table_curve_and_intervals() -> None:
     assert (result.table["n_fixed"] <= 0.9 * result.table["n_reviews"] + 1e-9).all()
 
 
-def test_review_precision_from_an_audit_limits_what_reviews_fix() -> None:
-    """An audit whose list holds wrong labels only in its top 5%: deeper reviews fix nothing."""
+def fake_audit(
+    precision: np.ndarray | float, *, recall: np.ndarray, noise: float = 0.1, n_audited: int = 1000
+) -> AuditResult:
+    """An audit of 2,000 labels whose calibration (10% injected) found ``precision`` at each of
+    1,000 depths, and whose estimate is ``noise`` ± 0.01."""
     depth = np.arange(1, 1001)
-    precision = np.minimum(1.0, 50 / depth)  # 50 hits in the top 50 of 1,000, none after
     curves = pd.DataFrame(
         {
             "injected": 0.1,
             "depth": depth,
             "depth_fraction": depth / 1000,
             "precision": precision,
-            "recall": np.minimum(depth, 50) / 100,
+            "recall": recall,
         }
     )
-    fake = AuditResult(
-        noise_rate=noisegrid.analysis.Interval(0.1, 0.09, 0.11),
+    return AuditResult(
+        noise_rate=noisegrid.analysis.Interval(noise, noise - 0.01, noise + 0.01),
         per_class=pd.DataFrame(),
         noise_matrix=np.eye(2),
         suspects=pd.DataFrame(),
         calibration=pd.DataFrame(),
         precision_curves=curves,
         label_names=("a", "b"),
-        n_audited=1000,
+        n_audited=n_audited,
         n_total=2000,
         backend="tfidf",
         n_folds=5,
         n_bootstrap=0,
         seed=0,
     )
+
+
+def test_review_precision_from_an_audit_limits_what_reviews_fix() -> None:
+    """An audit whose list holds wrong labels only in its top 5%: deeper reviews fix nothing."""
+    depth = np.arange(1, 1001)
+    precision = np.minimum(1.0, 50 / depth)  # 50 hits in the top 50 of 1,000, none after
+    fake = fake_audit(precision, recall=np.minimum(depth, 50) / 100)
     result = advise(
         known_table(), audit=fake, label_cost=0.10, review_cost=0.01, budget=100, n_bootstrap=0
     )
@@ -194,31 +203,7 @@ def test_review_precision_from_an_audit_limits_what_reviews_fix() -> None:
 def test_advise_acts_on_the_audits_calibrated_estimate() -> None:
     from dataclasses import replace
 
-    depth = np.arange(1, 1001)
-    curves = pd.DataFrame(
-        {
-            "injected": 0.1,
-            "depth": depth,
-            "depth_fraction": depth / 1000,
-            "precision": np.full(1000, 0.5),
-            "recall": depth / 2000,
-        }
-    )
-    raw_only = AuditResult(
-        noise_rate=noisegrid.analysis.Interval(0.15, 0.14, 0.16),
-        per_class=pd.DataFrame(),
-        noise_matrix=np.eye(2),
-        suspects=pd.DataFrame(),
-        calibration=pd.DataFrame(),
-        precision_curves=curves,
-        label_names=("a", "b"),
-        n_audited=1000,
-        n_total=2000,
-        backend="tfidf",
-        n_folds=5,
-        n_bootstrap=0,
-        seed=0,
-    )
+    raw_only = fake_audit(0.5, recall=np.arange(1, 1001) / 2000, noise=0.15)
     calibrated = replace(
         raw_only, calibrated_noise_rate=noisegrid.analysis.Interval(0.1, 0.07, 0.13)
     )
@@ -598,31 +583,7 @@ def test_p_best_carries_the_review_precisions_own_error() -> None:
     table = pd.concat([known_table().assign(seed=s) for s in range(3)], ignore_index=True).assign(
         eval_accuracy=lambda t: t["eval_accuracy"] + rng.normal(0, 0.002, len(t))
     )
-    depth = np.arange(1, 1001)
-    curves = pd.DataFrame(
-        {
-            "injected": 0.1,
-            "depth": depth,
-            "depth_fraction": depth / 1000,
-            "precision": 0.3,
-            "recall": 0.3 * depth / 200,
-        }
-    )
-    audit = AuditResult(
-        noise_rate=noisegrid.analysis.Interval(0.1, 0.09, 0.11),
-        per_class=pd.DataFrame(),
-        noise_matrix=np.eye(2),
-        suspects=pd.DataFrame(),
-        calibration=pd.DataFrame(),
-        precision_curves=curves,
-        label_names=("a", "b"),
-        n_audited=10**7,
-        n_total=2000,
-        backend="tfidf",
-        n_folds=5,
-        n_bootstrap=0,
-        seed=0,
-    )
+    audit = fake_audit(0.3, recall=0.3 * np.arange(1, 1001) / 200, n_audited=10**7)
     kwargs = dict(
         size=2000, noise=0.1, label_cost=0.10, review_cost=0.02, budget=20, n_bootstrap=200
     )

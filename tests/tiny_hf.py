@@ -1,8 +1,9 @@
 """Tiny randomly initialised Hugging Face models for fast backend tests (no network, no weights).
 
-Two-layer BERT and DistilBERT encoders (and a one-layer RoBERTa) with 32 hidden units and a
-WordPiece tokenizer trained on a few synthetic texts, saved with ``save_pretrained`` into a
-folder, as a user's local model would be.
+Two-layer encoders with 32 hidden units — BERT, DistilBERT, and every family the stacked trainer
+is tested on (:func:`build_tiny`) — with a WordPiece tokenizer of a fixed vocabulary (the words of
+the synthetic texts), saved with ``save_pretrained`` into a folder, as a user's local model would
+be.
 """
 
 from __future__ import annotations
@@ -108,23 +109,6 @@ def build_tiny_distilbert(folder: Path, *, max_position_embeddings: int = 64) ->
         pad_token_id=tokenizer.pad_token_id,
     )
     return _save(DistilBertModel, config, tokenizer, folder)
-
-
-def build_tiny_roberta(folder: Path, *, max_position_embeddings: int = 66) -> Path:
-    """Save a random tiny RoBERTa encoder (an architecture that does not train stacked)."""
-    from transformers import RobertaConfig, RobertaModel
-
-    tokenizer = _tiny_tokenizer(max_position_embeddings - 2)
-    config = RobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return _save(RobertaModel, config, tokenizer, folder)
 
 
 def build_tiny(folder: Path, model_type: str, *, max_length: int = 64) -> Path:

@@ -45,7 +45,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -432,7 +432,6 @@ class StackedTrainer:
         self.group_by_length = group_by_length
         self.cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
         self.arch = arch_of(model.config, model)
-        self.fused_attention = self.arch.fused_attention(device)
         # A CPU computes member by member with the kernels of the model alone (exact); a GPU
         # batches every operation over the members.
         if per_member is None:
@@ -790,11 +789,3 @@ def _sync(device: torch.device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def iter_chunks(items: Sequence[Any], sizes: Sequence[int]) -> Iterator[Sequence[Any]]:
-    """Consecutive slices of ``items`` of the given sizes."""
-    start = 0
-    for size in sizes:
-        yield items[start : start + size]
-        start += size

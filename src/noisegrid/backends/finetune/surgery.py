@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import functools
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -90,8 +90,6 @@ class Surgery:
     context: StackContext
     functional_dropout: bool = False
     """Share the functional (attention) dropout masks while training (CPU, eager attention)."""
-    adapted: list[str] = field(default_factory=list)
-    """Model-specific code given a stacked form (e.g. DeBERTa's relative attention)."""
 
 
 class NotStackable(Exception):
@@ -340,7 +338,7 @@ def stack_model(model: Any, k: int, *, per_member: bool = False) -> Surgery:
             _set_attention(meta, MEMBER_ATTENTION)
         else:  # the model's own attention; share its functional dropout masks
             surgery.functional_dropout = True
-    surgery.adapted += _stack_deberta_attention(meta, context)
+    _stack_deberta_attention(meta, context)
     return surgery
 
 
@@ -424,19 +422,16 @@ def stacked_logits(
 # Model-specific code that reads weights directly
 
 
-def _stack_deberta_attention(model: Any, context: StackContext) -> list[str]:
+def _stack_deberta_attention(model: Any, context: StackContext) -> None:
     """DeBERTa-v2/v3: the relative-position table is read as ``.weight`` (K, 2S, H) and shared by
     the batch; its attention bias projects each member's table and repeats it over its rows."""
-    adapted = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         if type(module).__name__ == "DisentangledSelfAttention" and hasattr(
             module, "disentangled_attention_bias"
         ):
             module.disentangled_attention_bias = types.MethodType(
                 functools.partial(_deberta_bias, context=context), module
             )
-            adapted.append(name)
-    return [f"DeBERTa relative attention ({len(adapted)} layers)"] if adapted else []
 
 
 def _deberta_bias(
