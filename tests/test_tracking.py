@@ -72,20 +72,21 @@ def tracked_config(
     return write
 
 
-def cell_runs(uri: str, experiment: str) -> list[Any]:
+def runs_of_kind(uri: str, experiment: str, kind: str) -> list[Any]:
+    """The experiment's runs tagged ``noisegrid.kind = kind`` ("cell" or "experiment")."""
     client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None
     runs = client.search_runs([found.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get("noisegrid.kind") == "cell"]
+    return [r for r in runs if r.data.tags.get("noisegrid.kind") == kind]
+
+
+def cell_runs(uri: str, experiment: str) -> list[Any]:
+    return runs_of_kind(uri, experiment, "cell")
 
 
 def parent_runs(uri: str, experiment: str) -> list[Any]:
-    client = mlflow_client(uri)
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None
-    runs = client.search_runs([found.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get("noisegrid.kind") == "experiment"]
+    return runs_of_kind(uri, experiment, "experiment")
 
 
 def check_runs_match_store(cfg: Path, uri: str, experiment: str) -> None:
