@@ -39,8 +39,12 @@ least this many examples in all: starting a worker (a fresh interpreter that imp
 libraries and receives the corpus) takes a few seconds, which a tfidf grid of that size repays."""
 
 
-def n_local_workers(spec: ExperimentSpec, cells: Sequence[Cell]) -> int:
+def n_local_workers(
+    spec: ExperimentSpec, cells: Sequence[Cell], *, gpus: Sequence[str] | None = None
+) -> int:
     """How many local workers run ``cells``: ``[run] workers``, or what ``"auto"`` resolves to.
+
+    ``gpus`` are the worker GPUs (:func:`worker_gpus`), when the caller has them already.
 
     Examples
     --------
@@ -56,12 +60,10 @@ def n_local_workers(spec: ExperimentSpec, cells: Sequence[Cell]) -> int:
         return workers
     from ..backends import get_backend_class
 
-    backend = get_backend_class(spec.backend.name)
-    if backend.uses_gpu:
-        gpus = len(visible_gpus())
-        if gpus > 1:
-            return gpus
-    threads = backend.threads_per_worker
+    gpus = worker_gpus(spec) if gpus is None else gpus
+    if gpus:
+        return len(gpus)
+    threads = get_backend_class(spec.backend.name).threads_per_worker
     if threads is None or sum(cell.train_size for cell in cells) < AUTO_MIN_TRAIN_EXAMPLES:
         return 1
     return max(1, n_cores() // threads)
@@ -86,7 +88,8 @@ class LocalExecutor(Executor):
         self, spec: ExperimentSpec, cells: Sequence[Cell], *, corpus: Corpus
     ) -> Iterator[CellResult]:
         """Run ``cells``; yield results in completion order."""
-        n_workers = n_local_workers(spec, cells)
+        gpus = worker_gpus(spec)
+        n_workers = n_local_workers(spec, cells, gpus=gpus)
         if n_workers > 1:
             yield from run_in_processes(
                 spec,
@@ -94,7 +97,8 @@ class LocalExecutor(Executor):
                 corpus=corpus,
                 n_workers=n_workers,
                 max_retries=spec.run.max_retries,
-                gpus=_gpus_for(spec, n_workers),
+                # One GPU per worker, round robin.
+                gpus=[gpus[i % len(gpus)] for i in range(n_workers)] if gpus else None,
             )
             return
         from ..worker import Worker, plan_groups
@@ -104,14 +108,13 @@ class LocalExecutor(Executor):
             yield from worker.run_group(group)
 
 
-def _gpus_for(spec: ExperimentSpec, n_workers: int) -> list[str] | None:
-    """One GPU per worker, round robin, for a backend that trains on a GPU on a machine with
-    several; None otherwise (every worker sees what the driver sees)."""
+def worker_gpus(spec: ExperimentSpec) -> list[str]:
+    """The GPUs local workers pin themselves to, one each: the visible ones, for a backend that
+    trains on a GPU on a machine with several; empty otherwise (every worker sees what the
+    driver sees)."""
     from ..backends import get_backend_class
 
     if not get_backend_class(spec.backend.name).uses_gpu:
-        return None
+        return []
     gpus = visible_gpus()
-    if len(gpus) < 2:
-        return None
-    return [gpus[i % len(gpus)] for i in range(n_workers)]
+    return gpus if len(gpus) > 1 else []
