@@ -632,7 +632,7 @@ class StackedTrainer:
             elif self.compiled and len(rows) < self.train.batch_size:
                 # A short batch filled up to the full shape with rows of no weight: one compiled
                 # graph per width, not one per width and batch length.
-                self._step(self._filled(x, m, y), loss_sums[epoch])
+                self._step(self.filled(x, m, y), loss_sums[epoch])
             else:
                 batch = StepBatch(
                     torch.from_numpy(x).to(self.device, non_blocking=True),
@@ -660,8 +660,10 @@ class StackedTrainer:
         ]
         return StackStats(members=members, seconds=seconds, graphed=graphs is not None)
 
-    def _filled(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor) -> StepBatch:
-        """A batch of ``batch_size`` rows: the real ones, then filler rows of zero loss weight."""
+    def filled(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor) -> StepBatch:
+        """A batch of ``batch_size`` rows on the device: the real ones, then filler rows of zero
+        loss weight that attend to one position (no empty softmax): the one shape of a width
+        for compiled steps and CUDA graphs."""
         import torch
 
         rows, full = x.shape[0], self.train.batch_size

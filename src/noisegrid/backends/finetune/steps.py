@@ -91,22 +91,17 @@ class GraphedSteps:
         self.static[width] = static
 
     def step(self, x: np.ndarray, m: np.ndarray, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
-        import torch
-
-        rows, width = x.shape
-        static = self.static[width]
-        static.input_ids.fill_(self.trainer.pad_id)
-        static.mask.zero_()
-        static.mask[:, 0] = 1  # filler rows attend to one position: no empty softmax
-        static.labels.zero_()
-        static.input_ids[:rows].copy_(torch.from_numpy(x), non_blocking=True)
-        static.mask[:rows].copy_(torch.from_numpy(m), non_blocking=True)
-        static.labels[:, :rows].copy_(y, non_blocking=True)
-        assert static.weights is not None
-        static.weights.zero_()
-        static.weights[:rows] = 1.0 / rows
+        # The batch filled up to the captured shape, as a compiled step fills it, then copied
+        # into the graph's static inputs.
+        filled = self.trainer.filled(x, m, y)
+        static = self.static[x.shape[1]]
+        assert static.weights is not None and filled.weights is not None
+        static.input_ids.copy_(filled.input_ids)
+        static.mask.copy_(filled.mask)
+        static.labels.copy_(filled.labels)
+        static.weights.copy_(filled.weights)
         self.loss.zero_()
-        self.graphs[width].replay()
+        self.graphs[x.shape[1]].replay()
         loss_sum += self.loss
 
 
