@@ -283,7 +283,9 @@ def test_layout_round_trips_the_weights_and_keeps_each_table_contiguous(tiny_mod
     assert layout.slots[word].group == f"embed:{word}"
     assert weights.tensors()[word].is_contiguous()  # one (K·V, D) lookup, no copy
     assert layout.slots["bert.encoder.layer.0.output.LayerNorm.weight"].group == "nodecay"
-    assert layout.slots["classifier.weight"].group == "decay"
+    assert layout.slots["classifier.weight"].group == "decay:linear"
+    assert layout.slots["classifier.bias"].group == "nodecay:linear"
+    assert layout.low == {"decay:linear", "nodecay:linear"}
     assert f"embed:{word}" in layout.decayed
     n_params = sum(p.numel() for p in model.parameters())
     assert sum(layout.sizes.values()) == n_params == st.arch_of(model.config, model).n_params()
@@ -430,3 +432,76 @@ def test_a_compiled_step_equals_the_eager_step(
         probas[compiled] = trainer.predict(trainer.snapshot(), ids, batch_size=64)
     np.testing.assert_allclose(probas[True], probas[False], rtol=0, atol=1e-5)
     assert not np.allclose(probas[False][0], probas[False][2])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_stacked_matmul_has_autograds_gradients_in_the_weights_layout(bias: bool) -> None:
+    """StackedLinear's matrix product computes each weight's gradient as gyᵀ x, (K, out, in) like
+    the weight: the same values autograd derives for bmm(x, Wᵀ), in fp64 exactly up to rounding
+    and under bf16 autocast within bf16 rounding."""
+    matmul = surgery._classes().StackedMatmul.apply
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 10, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
+    b = torch.randn(3, 4, generator=gen, dtype=torch.float64) if bias else None
+    gy = torch.randn(3, 10, 4, generator=gen, dtype=torch.float64)
+
+    def grads(fn, dtype, autocast):
+        inputs = (x, w, b) if bias else (x, w)
+        leaves = [t.detach().to(dtype).clone().requires_grad_() for t in inputs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = fn(*leaves) if bias else fn(*leaves, None)
+        y.backward(gy.to(y.dtype))
+        assert all(t.grad.dtype == dtype for t in leaves)  # each gradient in its leaf's dtype
+        return [y.detach().double()] + [t.grad.double() for t in leaves]
+
+    def reference(xx, ww, bb):
+        if bb is None:
+            return torch.bmm(xx, ww.transpose(1, 2))
+        return torch.baddbmm(bb.unsqueeze(1), xx, ww.transpose(1, 2))
+
+    for dtype, autocast, tol in ((torch.float64, False, 1e-12), (torch.float32, True, 0.05)):
+        ours, theirs = grads(matmul, dtype, autocast), grads(reference, dtype, autocast)
+        for a, e in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, e, rtol=tol, atol=tol)
+
+
+def test_bf16_working_copies_train_bit_for_bit_as_autocast(tiny_model: Path, data) -> None:
+    """The linear layers' bf16 working copies (refreshed after each AdamW step, gradients cast
+    to the fp32 masters once per buffer) give exactly autocast's arithmetic: the same masters
+    after training."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from noisegrid.config import TrainSpec
+
+    texts, _, labelings = data
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = [np.asarray(tokenizer(t)["input_ids"]) for t in texts[:N_TRAIN]]
+    kwargs = {
+        "device": torch.device("cpu"),
+        "dtype": torch.bfloat16,
+        "train": TrainSpec(steps=6, learning_rate=1e-3, batch_size=8),
+        "max_grad_norm": 1.0,
+        "pad_id": 0,
+        "pad_multiple": 16,
+        "max_width": 64,
+        "group_by_length": True,
+        "per_member": False,  # the GPU's batched forward
+    }
+    masters = {}
+    for working in (False, True):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+            trainer = st.StackedTrainer(model, 3, working_copies=working, **kwargs)
+            start = trainer.snapshot()
+            trainer.fit(ids, np.stack(labelings), seed=SEED)
+        masters[working] = trainer.snapshot()
+        assert set(trainer.working) == (trainer.layout.low if working else set())
+    for group, tensor in masters[True].flat.items():
+        torch.testing.assert_close(tensor, masters[False].flat[group], rtol=0, atol=0)
+        assert tensor.dtype == torch.float32
+    for group, copy in trainer.working.items():
+        assert copy.dtype == torch.bfloat16
+        torch.testing.assert_close(copy, trainer.weights.flat[group].bfloat16(), rtol=0, atol=0)
+    assert not torch.equal(start.flat["decay:linear"], masters[True].flat["decay:linear"])

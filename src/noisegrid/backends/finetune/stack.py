@@ -27,8 +27,8 @@ directly — is handled where known (DeBERTa) and detected everywhere else by th
 :func:`~.surgery.self_check`.
 
 **Memory.** Each member costs its parameters, gradients and AdamW moments (16 bytes per parameter
-in fp32), a snapshot of its trained weights kept for prediction (4 bytes), autocast's
-low-precision weight copies, and the activations of one batch (:func:`member_bytes`);
+in fp32), a snapshot of its trained weights kept for prediction (4 bytes), the low-precision
+working copies of its linear layers and their gradients (4 bytes), and the activations of one batch (:func:`member_bytes`);
 :func:`choose_stack` fits K to the device's free memory.
 
 **One resident stack.** A worker keeps one :class:`StackedTrainer` and resets its weights in place
@@ -168,9 +168,11 @@ class _Slot:
 class Layout:
     """Where every stacked parameter lives in the stack's flat member-major buffers (K, n).
 
-    Groups: ``decay``, ``nodecay`` (the split of :func:`decay_parameter_groups`), ``frozen``
-    (weights that do not train) and one ``embed:<name>`` buffer per trainable embedding table, so
-    that a table's K copies are one contiguous (K·V, D) matrix (one lookup for every member).
+    Groups: ``decay``, ``nodecay`` (the split of :func:`decay_parameter_groups`), the same two
+    for the linear layers' weights and biases (``decay:linear``, ``nodecay:linear``: the weights a
+    low-precision step reads in bf16, :attr:`low`), ``frozen`` (weights that do not train) and one
+    ``embed:<name>`` buffer per trainable embedding table, so that a table's K copies are one
+    contiguous (K·V, D) matrix (one lookup for every member).
     """
 
     slots: dict[str, _Slot]
@@ -178,6 +180,9 @@ class Layout:
     sizes: dict[str, int]
     decayed: frozenset[str]
     """The groups trained with weight decay."""
+    low: frozenset[str] = frozenset()
+    """The trainable groups of linear layers: under bf16 autocast, every step reads them in bf16
+    (the matrix products), nothing else does (layer norms and embeddings run in fp32)."""
 
     @classmethod
     def of(cls, model: Any, surgery: Surgery) -> Layout:
@@ -187,6 +192,7 @@ class Layout:
         sizes: dict[str, int] = {"decay": 0, "nodecay": 0, "frozen": 0}
         slots: dict[str, _Slot] = {}
         decayed = {"decay"}
+        low = set()
         for leaf in surgery.leaves:
             param = named[leaf.name]
             decays = id(param) in decay_ids
@@ -194,14 +200,17 @@ class Layout:
                 group = "frozen"
             elif leaf.kind == "embedding":
                 group = f"embed:{leaf.name}"
-                sizes[group] = 0
-                if decays:
-                    decayed.add(group)
             else:
                 group = "decay" if decays else "nodecay"
+                if leaf.kind == "linear":
+                    group += ":linear"
+                    low.add(group)
+            sizes.setdefault(group, 0)
+            if decays and group != "frozen":
+                decayed.add(group)
             slots[leaf.name] = _Slot(group, sizes[group], leaf.shape)
             sizes[group] += math.prod(leaf.shape)
-        return cls(slots=slots, sizes=sizes, decayed=frozenset(decayed))
+        return cls(slots=slots, sizes=sizes, decayed=frozenset(decayed), low=frozenset(low))
 
     @property
     def trainable(self) -> list[str]:
@@ -224,7 +233,7 @@ class StackedWeights:
 
     @property
     def k(self) -> int:
-        return int(self.flat["decay"].shape[0])
+        return int(next(iter(self.flat.values())).shape[0])
 
     def view(self, slot: _Slot, source: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         buffer = (source or self.flat)[slot.group]
@@ -274,7 +283,8 @@ def member_bytes(
     """Device memory one stacked member needs to train a batch of ``batch_size`` × ``width``.
 
     Parameters, gradients and AdamW moments in fp32 (16 bytes per parameter), the snapshot kept
-    for prediction (4), autocast's bf16 weight copies (2), and per token and layer the tensors
+    for prediction (4), the bf16 working copies of the weights and their gradients (4), and per
+    token and layer the tensors
     autograd saves: the fp32 layer-norm inputs (8H bytes), the low-precision inputs of the four
     projections and two feed-forward matrices and the GELU (about 7H + 2I values), and with
     explicit attention the fp32 probabilities and their dropped copy (2 × heads × width values).
@@ -282,7 +292,7 @@ def member_bytes(
     """
     a = 2 if low_precision else 4
     n = arch.n_params()
-    weights = n * (16 + 4 + (2 if low_precision else 0))
+    weights = n * (16 + 4 + (4 if low_precision else 0))
     per_token = 8 * arch.hidden + a * (7 * arch.hidden + 2 * arch.intermediate)
     if not fused_attention:
         per_token += (4 + 4 + a) * arch.n_heads * width
@@ -400,6 +410,14 @@ class StackedTrainer:
     per_member : bool, optional
         Compute member by member with the solo kernels (:func:`~.surgery.stack_model`); default:
         on a CPU (exact), not on a GPU (batched).
+    working_copies : bool, optional
+        Under a low-precision ``dtype``, keep the linear layers' weights also in that dtype
+        (:attr:`Layout.low`): the forward reads them without autocast's cast of every weight on
+        every step, their gradients land in low-precision buffers, and each step casts those to
+        the fp32 master gradients and refreshes the copies from the fp32 master weights after
+        AdamW, one kernel per buffer. The arithmetic is autocast's: the same bf16 matrix products
+        on the same bf16 values, fp32 master weights, moments and clipping. Default: on with a
+        low-precision ``dtype``.
     """
 
     def __init__(
@@ -418,6 +436,7 @@ class StackedTrainer:
         cuda_graphs: bool = False,
         compile: bool = False,
         per_member: bool | None = None,
+        working_copies: bool | None = None,
     ) -> None:
         import torch
 
@@ -443,13 +462,26 @@ class StackedTrainer:
         self.layout = Layout.of(model, self.surgery)
         self.weights = StackedWeights.zeros(self.layout, k, device)
         self.grads = {g: torch.zeros_like(self.weights.flat[g]) for g in self.layout.trainable}
-        tensors = self.weights.tensors()
+        if working_copies is None:
+            working_copies = dtype is not None and dtype != torch.float32
+        low = sorted(self.layout.low) if working_copies and dtype is not None else []
+        # The low-precision copies of the linear layers and their gradients (see the class).
+        self.working = {g: self.weights.flat[g].to(dtype) for g in low}
+        self.working_grads = {g: torch.zeros_like(w) for g, w in self.working.items()}
+        bound = {**self.weights.flat, **self.working}
+        bound_grads = {**self.grads, **self.working_grads}
+        tensors = {n: self.weights.view(slot, bound) for n, slot in self.layout.slots.items()}
         grads = {
-            name: self.weights.view(slot, self.grads)
+            name: self.weights.view(slot, bound_grads)
             for name, slot in self.layout.slots.items()
             if slot.group != "frozen"
         }
         bind(self.surgery, tensors, grads)
+        # What backward accumulates into (zeroed before each step); a master gradient with a
+        # low-precision copy is written whole by its cast.
+        self._accumulated = list(self.working_grads.values()) + [
+            grad for group, grad in self.grads.items() if group not in self.working
+        ]
         # Rows of padding tokens get no gradient, as nn.Embedding(padding_idx=...) gives none.
         self._padding_grads = [
             (grads[leaf.name], leaf.padding_idx)
@@ -484,6 +516,7 @@ class StackedTrainer:
         import torch
 
         self.weights.load_state(dict(model.named_parameters()))
+        self.refresh_working()
         with torch.no_grad():
             for grad in self.grads.values():
                 grad.zero_()
@@ -491,6 +524,14 @@ class StackedTrainer:
                 for value in state.values():
                     if torch.is_tensor(value):
                         value.zero_()
+
+    def refresh_working(self) -> None:
+        """The low-precision copies from the fp32 master weights (after every change of those)."""
+        import torch
+
+        with torch.no_grad():
+            for group, copy in self.working.items():
+                copy.copy_(self.weights.flat[group])
 
     def snapshot(self, device: Any = None) -> StackedWeights:
         """A copy of the members' current weights, on ``device`` (default: the stack's).
@@ -537,7 +578,7 @@ class StackedTrainer:
         """Forward, backward, per-member clipping and one AdamW step of every member."""
         import torch
 
-        for grad in self.grads.values():
+        for grad in self._accumulated:
             grad.zero_()
         self.surgery.context.rows = int(batch.input_ids.shape[0])
         if not self.surgery.model.training:  # outside the compiled graph
@@ -547,6 +588,8 @@ class StackedTrainer:
             # The grads are strided views into flat buffers on purpose (see the class).
             warnings.filterwarnings("ignore", message="grad and param do not obey")
             losses.sum().backward()
+        for group, grad in self.working_grads.items():
+            self.grads[group].copy_(grad)  # the fp32 master gradients, one cast per buffer
         for grad, padding_idx in self._padding_grads:
             grad[:, padding_idx] = 0
         # clip_grad_norm_ per member: coefficient max_norm / (norm + 1e-6), at most 1.
@@ -556,6 +599,7 @@ class StackedTrainer:
         for grad in self.grads.values():
             grad.mul_(coef.unsqueeze(1))
         self.optimizer.step()
+        self.refresh_working()
         loss_sum += losses.detach().float()
 
     def _member_losses(
@@ -764,11 +808,18 @@ def predict_stacked(
 ) -> np.ndarray:
     """Class probabilities of every member, shape (K, n, n_classes), in length-sorted batches.
 
-    ``surgery`` (a stack of ``weights.k`` members, for evaluation) is bound to ``weights``.
+    ``surgery`` (a stack of ``weights.k`` members, for evaluation) is bound to ``weights``; under a
+    low-precision ``dtype`` its linear layers to copies in that dtype, cast once here rather than
+    by autocast in every batch (the same values).
     """
     import torch
 
-    bind(surgery, weights.tensors())
+    tensors = weights.tensors()
+    if dtype is not None and dtype != torch.float32:
+        for leaf in surgery.leaves:
+            if leaf.kind == "linear":
+                tensors[leaf.name] = tensors[leaf.name].to(dtype)
+    bind(surgery, tensors)
     out = np.zeros((weights.k, len(ids), n_classes), dtype=np.float64)
     batches = padded_inputs(
         ids,

@@ -78,6 +78,7 @@ class GraphedSteps:
         with torch.no_grad():
             for group, tensor in t.weights.flat.items():
                 tensor.copy_(saved.flat[group])
+            t.refresh_working()
             for p, s in t.optimizer.state.items():
                 before = state.get(id(p), {})
                 for key, value in s.items():

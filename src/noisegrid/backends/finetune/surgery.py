@@ -107,6 +107,41 @@ def _classes() -> types.SimpleNamespace:
     import torch.nn.functional as F
     from torch import nn
 
+    class StackedMatmul(torch.autograd.Function):
+        """``x Wᵀ + b`` for K members at once, (K, R, in) → (K, R, out), under autocast's rules
+        (the matrix product in the autocast dtype), with each weight's gradient computed in the
+        weight's own layout: ``gyᵀ x`` is (K, out, in) like the weight, so it accumulates into the
+        stack's member-major buffer as a plain elementwise add. Autograd's own derivative of
+        ``bmm(x, Wᵀ)`` is ``(xᵀ gy)ᵀ``, a transposed tensor whose accumulation (and cast) reads
+        memory across rows, for every weight on every step."""
+
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: Any) -> torch.Tensor:
+            kind = x.device.type
+            if torch.is_autocast_enabled(kind):
+                dt = torch.get_autocast_dtype(kind)
+            else:
+                dt = torch.promote_types(x.dtype, w.dtype)
+            xc, wc = x.to(dt), w.to(dt)
+            with torch.autocast(kind, enabled=False):
+                if b is None:
+                    y = torch.bmm(xc, wc.transpose(1, 2))
+                else:
+                    y = torch.baddbmm(b.to(dt).unsqueeze(1), xc, wc.transpose(1, 2))
+            ctx.save_for_backward(xc, wc)
+            ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+            return y
+
+        @staticmethod
+        def backward(ctx: Any, gy: torch.Tensor) -> tuple[Any, Any, Any]:
+            xc, wc = ctx.saved_tensors
+            x_dtype, w_dtype, b_dtype = ctx.dtypes
+            need_x, need_w, need_b = ctx.needs_input_grad
+            gx = torch.bmm(gy, wc).to(x_dtype) if need_x else None
+            gw = torch.bmm(gy.transpose(1, 2), xc).to(w_dtype) if need_w else None
+            gb = gy.sum(1).to(b_dtype) if b_dtype is not None and need_b else None
+            return gx, gw, gb
+
     class StackedLinear(nn.Module):
         """K linear layers: one batched matrix product over member-major rows."""
 
@@ -128,12 +163,7 @@ def _classes() -> types.SimpleNamespace:
                     ]
                 )
             lead = x.shape[:-1]
-            x3 = x.reshape(k, -1, x.shape[-1])
-            w = self.weight.transpose(1, 2)
-            if self.bias is None:
-                y = torch.bmm(x3, w)
-            else:
-                y = torch.baddbmm(self.bias.unsqueeze(1), x3, w)
+            y = StackedMatmul.apply(x.reshape(k, -1, x.shape[-1]), self.weight, self.bias)
             return y.view(*lead, y.shape[-1])
 
     class StackedLayerNorm(nn.Module):
@@ -214,6 +244,7 @@ def _classes() -> types.SimpleNamespace:
             return shared_dropout(x, self.p, self.context.k)
 
     return types.SimpleNamespace(
+        StackedMatmul=StackedMatmul,
         StackedLinear=StackedLinear,
         StackedLayerNorm=StackedLayerNorm,
         StackedEmbedding=StackedEmbedding,
