@@ -28,8 +28,8 @@ directly — is handled where known (DeBERTa) and detected everywhere else by th
 
 **Memory.** Each member costs its parameters, gradients and AdamW moments (16 bytes per parameter
 in fp32), a snapshot of its trained weights kept for prediction (4 bytes), the low-precision
-working copies of its linear layers and their gradients (4 bytes), and the activations of one batch (:func:`member_bytes`);
-:func:`choose_stack` fits K to the device's free memory.
+working copies of its linear layers and their gradients (4 bytes), and the activations of one
+batch (:func:`member_bytes`); :func:`choose_stack` fits K to the device's free memory.
 
 **One resident stack.** A worker keeps one :class:`StackedTrainer` and resets its weights in place
 for every group (:meth:`StackedTrainer.reset`: the freshly loaded model's state copied into every
