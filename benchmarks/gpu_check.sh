@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (525 s in all, plus
+# The GPU check of stacked fine-tuning: one prepared run, a time limit per step (500 s in all, plus
 # about half a minute for the kit's setup), under 9 minutes on one H100/H200. From the repository
 # root, with the GPU kit in .gpu-kit/ (built here by ../shared/gpu/make-kit.sh and carried along):
 #
@@ -11,16 +11,19 @@
 #   1. environment (torch, transformers, the GPU);
 #   2. benchmarks/gpu_finetune.py --check: stacked K=3 = each cell alone for every family (bert,
 #      distilbert's cousins roberta, xlm-roberta, electra, deberta-v3, modernbert) and CUDA graphs
-#      = eager on this device; DistilBERT at width 320, K=11: eager vs compiled steps, the
-#      compile's time and where a step's device time goes; DistilBERT at 512 tokens: stacked K=11
-#      (bf16) vs one model vs a plain transformers.Trainer:
-#      tokens/s, MFU, projected reference grid;
-#   3. the same for the *-base configs of bert, roberta, xlm-roberta, electra, deberta-v3 and
-#      modernbert at 512 tokens: stacked K=11 (bf16, grouped) against its plain Trainer;
-#   4. noisegrid run of 2 sizes × 11 noise rates with the pretrained MiniLM of the kit
-#      (benchmarks/gpu_check_minilm.toml, dataset .gpu-kit/imdb): wall time and accuracies.
-# Everything lands in $OUT: summary.txt (read it first), bench.log, bench.json, arch.log,
-# arch.json, run.log, results.csv.
+#      = eager on this device; DistilBERT at width 320, K=11: the step before bf16 working copies
+#      and weight-layout gradients, eager and compiled, the compile's time, where a step's device
+#      time goes and its heaviest kernels; DistilBERT at 512 tokens: stacked K=11 (bf16; and the
+#      same "before") vs one model vs a plain transformers.Trainer: tokens/s, MFU, projected
+#      reference grid;
+#   3. noisegrid run of 2 sizes × 11 noise rates with the pretrained MiniLM of the kit
+#      (benchmarks/gpu_check_minilm.toml, dataset .gpu-kit/imdb): wall time and accuracies;
+#   4. benchmarks/recipes.py: the exact recipe against the fast one on MiniLM, 1,000 examples,
+#      11 noise rates trained stacked per seed, 3 seeds: the paired accuracy differences;
+#   5. the *-base configs of bert, roberta, xlm-roberta, electra, deberta-v3 and modernbert at
+#      512 tokens: stacked K=11 (bf16, grouped) against its plain Trainer.
+# Everything lands in $OUT: summary.txt (read it first), bench.log, bench.json, run.log,
+# results.csv, recipes.log, arch.log, arch.json.
 set -uo pipefail
 
 MODE=gpu
@@ -45,7 +48,9 @@ if [ "$MODE" = gpu ]; then
   RUN_SET=()
   BENCH=(--check --data "$DATA" --out "$OUT/bench.json" --skip-exact --skip-graphs
     --compile-width 320 --profile)
-  ARCH=(--data "$DATA" --out "$OUT/arch.json" --arch-steps 10)
+  ARCH=(--data "$DATA" --out "$OUT/arch.json" --arch-steps 6)
+  RECIPES=(--data "$DATA" --sizes 1000 --seeds 3 --max-length 128 --test-size 1000
+    --recipes exact fast --by-noise)
   SCALE=1
 else
   PY=${PY:-python3}
@@ -58,6 +63,8 @@ else
   BENCH=(--smoke --check --skip-trainer --skip-exact --data "$DATA" --out "$OUT/bench.json"
     --compile-width 64 --profile)
   ARCH=(--smoke --skip-trainer --data "$DATA" --out "$OUT/arch.json")
+  RECIPES=(--data "$DATA" --model "$WORK/tiny-distilbert" --sizes 16 --seeds 2 --noise 0 0.1 0.2
+    --max-length 32 --test-size 40 --epochs 1 --stack 3 --recipes exact fast --by-noise)
   SCALE=3  # a shared CPU is slow even at tiny sizes: three times the GPU's limits
 fi
 export NOISEGRID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -92,9 +99,7 @@ if torch.cuda.is_available():
     print(f'GPU memory free {free / 2**30:.1f} of {total / 2**30:.1f} GiB')
 "
 
-step benchmark 220 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
-step "architectures" 170 "$OUT/arch.log" "$PY" benchmarks/gpu_finetune.py "${ARCH[@]}" \
-  --models deberta-v3,modernbert,roberta,electra,xlm-roberta,bert
+step benchmark 200 "$OUT/bench.log" "$PY" benchmarks/gpu_finetune.py "${BENCH[@]}"
 
 if [ "$MODE" = cpu ]; then
   step "save a tiny DistilBERT" 30 "$OUT/run.log" "$PY" benchmarks/gpu_finetune.py --smoke \
@@ -104,7 +109,7 @@ CONFIG=benchmarks/gpu_check_minilm.toml
 RUNSET=(--set "dataset.source=$DATA" --set "grid.sizes=$SIZES" "${RUN_SET[@]}")
 rm -f "$WORK/stacked.sqlite"
 t0=$(date +%s)
-step "run (2 sizes x 11 noise rates, stacked)" 100 "$OUT/run.log" \
+step "run (2 sizes x 11 noise rates, stacked)" 80 "$OUT/run.log" \
   "$PY" -m noisegrid run "$CONFIG" "${RUNSET[@]}" --store "$WORK/stacked.sqlite" --quiet
 note "  wall time of the stacked grid: $(($(date +%s) - t0))s"
 step "results" 15 "$OUT/summary.txt" "$PY" - "$CONFIG" "$WORK" "$OUT/results.csv" "${RUNSET[@]}" <<'PYEOF'
@@ -122,11 +127,18 @@ print(table.pivot_table(index="train_size", columns="noise_level", values="eval_
 print("fit seconds per cell, stacked:", table.groupby("train_size")["fit_seconds"].mean().round(2).to_dict())
 print("compiled:", table["info"].str.contains('"compiled": true').mean())
 PYEOF
+rm -rf "$WORK/recipes"
+step "recipes (exact vs fast, 11 noise rates stacked)" 95 "$OUT/recipes.log" \
+  "$PY" benchmarks/recipes.py "${RECIPES[@]}" --out "$WORK/recipes"
+step "architectures" 90 "$OUT/arch.log" "$PY" benchmarks/gpu_finetune.py "${ARCH[@]}" \
+  --models roberta,modernbert,deberta-v3,electra,xlm-roberta,bert
 
 note "total: $(($(date +%s) - START))s"
 echo
 echo "---- benchmark ----"
-grep -E "PASS|FAIL|tokens/s|stacked K|one model|plain Trainer|projected|failed|Error|eager|compiled|device time|==" "$OUT/bench.log" | head -60
+grep -E "PASS|FAIL|tokens/s|stacked K|one model|plain Trainer|projected|failed|Error|before|eager|compiled|device time|calls/step|==" "$OUT/bench.log" | head -90
+echo "---- recipes ----"
+grep -vE "Warning|warn" "$OUT/recipes.log" | tail -25
 echo "---- architectures ----"
 grep -E "tokens/s|stacked K|plain Trainer|failed|Error|==" "$OUT/arch.log" | head -40
 echo "---- summary ----"

@@ -210,6 +210,11 @@ def _rows(folder, ids, labels, tokenizer, texts, max_length, device, args):  # t
     rows: list[Row | None] = []
     low = "bf16" if device.type == "cuda" else "fp32"  # bf16 is emulated on most CPUs
     rows.append(_safe(_stacked, folder, ids, device, args, precision=low, grouped=True))
+    if device.type == "cuda" or args.smoke:
+        # The same step before bf16 working copies and weight-layout gradients (for comparison).
+        rows.append(
+            _safe(_stacked, folder, ids, device, args, precision=low, grouped=True, before=True)
+        )
     if device.type == "cuda" and not args.skip_graphs:
         rows.append(
             _safe(_stacked, folder, ids, device, args, precision=low, grouped=True, graphs=True)
@@ -254,6 +259,7 @@ def _stacked(
     steps=None,
     warmup=None,
     compile=False,
+    before=False,
     n_eval_default=2000,
 ):  # type: ignore[no-untyped-def]
     from noisegrid.backends import hf
@@ -281,11 +287,13 @@ def _stacked(
             group_by_length=grouped,
             cuda_graphs=graphs,
             compile=compile,
+            working_copies=not before,
         )
         t0 = time.perf_counter()
         trainer = StackedTrainer(
             model, k, train=_spec_train(warmup, precision, max_length), **kwargs
         )
+        trainer.surgery.context.layout_gradients = not before
         if graphs:
             trainer.capture_graphs()
         _sync(device)
@@ -307,6 +315,8 @@ def _stacked(
         label += " + graphs"
     if compile:
         label += " compiled"
+    if before:
+        label += " before"
     del trainer, weights, model
     _release(device)
     return Row(
@@ -564,13 +574,17 @@ def _family_model(
 
 
 def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type: ignore[no-untyped-def]
-    """Eager vs compiled stacked steps at one width (DistilBERT, K members, bf16), the compile's
-    time, and with ``--profile`` where each step's device time goes."""
+    """Stacked steps at one width (DistilBERT, K members, bf16): ``before`` (autocast casting every
+    weight each step, autograd's transposed weight gradients), ``eager`` (bf16 working copies,
+    weight-layout gradients), ``compiled`` and on a GPU ``compiled + graphs`` (the compiled step
+    captured as a CUDA graph); the compile's time, and with ``--profile`` where each step's device
+    time goes and its heaviest kernels."""
     import torch
 
     from noisegrid.backends import hf
     from noisegrid.backends.finetune.loop import _deterministic, width_multiple
     from noisegrid.backends.finetune.stack import StackedTrainer
+    from noisegrid.backends.finetune.steps import GraphedSteps
 
     width = 64 if args.smoke else args.compile_width
     if args.smoke:  # a CPU's C++ compile takes minutes: trace and run the graph uncompiled
@@ -583,7 +597,11 @@ def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type:
     params = _n_params(folder)
     n = 3 if args.smoke else 20
     print(f"\n== DistilBERT stacked K={args.k} at width {width}, {precision}: eager vs compiled ==")
-    for compiled in (False, True):
+    variants = [("before", False, True, False), ("eager", False, False, False)]
+    variants.append(("compiled", True, False, False))
+    if device.type == "cuda":
+        variants.append(("compiled + graphs", True, False, True))
+    for label, compiled, before, graphed in variants:
         with hf.seeded(0, device), _deterministic(device):
             trainer = StackedTrainer(
                 _load(folder),
@@ -597,20 +615,25 @@ def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type:
                 max_width=width,
                 group_by_length=True,
                 compile=compiled,
+                cuda_graphs=graphed,
                 per_member=False,  # the GPU's batched forward, also in a CPU smoke run
+                working_copies=not before,
             )
+            trainer.surgery.context.layout_gradients = not before
             t0 = time.perf_counter()
+            if graphed:  # this width only (the run captures every width)
+                trainer._graphs = GraphedSteps(trainer)
+                trainer._graphs.capture(width)
             trainer.timed_steps(width, 1, warmup=2)  # the compile happens here
             first = time.perf_counter() - t0
             seconds = trainer.timed_steps(width, n, warmup=1)
         tokens = args.k * args.train_rows * width / seconds
         mfu = 6 * params * tokens / peak
-        label = "compiled" if compiled else "eager"
         print(
-            f"{label:9} {seconds * 1e3:8.1f} ms/step  {tokens:10.0f} padded tokens/s  "
+            f"{label:17} {seconds * 1e3:8.1f} ms/step  {tokens:10.0f} padded tokens/s  "
             f"MFU {mfu * 100:5.1f}%  (first 3 steps {first:.1f} s: the compile)"
         )
-        if args.profile and device.type == "cuda":
+        if args.profile and device.type == "cuda" and not graphed:
             _profile_step(trainer, width)
         del trainer
         _release(device)
@@ -637,6 +660,7 @@ def _profile_step(trainer, width: int) -> None:  # type: ignore[no-untyped-def]
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         trainer.timed_steps(width, n, warmup=0)
     totals: dict[str, float] = {}
+    kernels: dict[str, list[float]] = {}
     for event in prof.events():
         if event.device_type != DeviceType.CUDA:
             continue
@@ -644,10 +668,17 @@ def _profile_step(trainer, width: int) -> None:  # type: ignore[no-untyped-def]
         name = str(event.name).lower()
         kind = next((k for k, keys in KINDS if any(x in name for x in keys)), "other")
         totals[kind] = totals.get(kind, 0.0) + us
+        kernels.setdefault(str(event.name), []).append(us)
     total = sum(totals.values()) or 1.0
     ranked = sorted(totals.items(), key=lambda item: -item[1])
     parts = ", ".join(f"{kind} {us / total:.0%}" for kind, us in ranked)
     print(f"  device time per step {total / n / 1e3:.1f} ms: {parts}")
+    heaviest = sorted(kernels.items(), key=lambda item: -sum(item[1]))[:10]
+    for name, times in heaviest:
+        print(
+            f"    {sum(times) / total:5.1%} {len(times) / n:6.0f} calls/step "
+            f"{sum(times) / len(times):8.1f} µs/call  {name[:110]}"
+        )
 
 
 # -- checks ----------------------------------------------------------------------------------

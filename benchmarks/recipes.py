@@ -10,11 +10,16 @@ The ``finetune`` backend offers two recipes that differ in two options:
 and, to tell the two options apart, **grouped**: fp32 with length-grouped batches.
 
 All recipes train the same cells (same subsamples, same test sample per seed, same seeds), so
-the differences of their accuracies are paired: per (size, seed) they remove the test-sample and
-subsample noise the recipes share. For each pair of recipes and each size the script prints the
-mean accuracy of each, the mean paired difference with its 95% Student-t interval over seeds,
-and the seed-to-seed standard deviation of the exact recipe's accuracy, the yardstick a recipe
-difference has to be judged against.
+the differences of their accuracies are paired: per (size, noise rate, seed) they remove the
+test-sample and subsample noise the recipes share. Each (size, seed) trains several noise rates
+(``--noise``, by default the reference grid's 11), which the backend trains *stacked* on a GPU:
+one stacked run gives 11 paired cells at about the cost of one. For each pair of recipes and
+each size the script prints the mean accuracy of each, the mean paired difference with its 95%
+Student-t interval, and the seed-to-seed standard deviation of the exact recipe's accuracy, the
+yardstick a recipe difference has to be judged against. The sibling cells of one (size, seed)
+share their subsample and training seed, so they are not independent replicates: the interval
+averages each seed's differences over the noise rates and takes the t interval over seeds
+(``--by-noise`` adds the mean difference per noise rate).
 
 It drives the backend through the public API (``ExperimentSpec.from_dict`` + ``run_experiment``)
 and keeps one SQLite store per recipe under ``--out``, so an interrupted run resumes and recipes
@@ -27,7 +32,7 @@ Usage::
 
     .venv/bin/python benchmarks/recipes.py                                   # GPU: minutes
     nice -n 10 .venv/bin/python benchmarks/recipes.py --sizes 200 500 --bf16-sizes 200 \\
-        --max-length 32 --test-size 500 --threads 1 --recipes exact fast grouped
+        --max-length 32 --test-size 500 --threads 1 --noise 0 --recipes exact fast grouped
                                    # a 2-core CPU: the table in docs/backends.md (hours there)
     .venv/bin/python benchmarks/recipes.py --no-run                          # the table only
 """
@@ -62,7 +67,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000])
     parser.add_argument("--bf16-sizes", type=int, nargs="+", default=None, help="default: sizes")
     parser.add_argument("--seeds", type=int, default=5, help="repeat seeds 0..N-1")
-    parser.add_argument("--noise", type=float, default=0.0, help="noise rate of every cell")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=[round(0.025 * i, 3) for i in range(11)],
+        help="noise rates, trained stacked per (size, seed) (default: the reference's 0..0.25)",
+    )
+    parser.add_argument("--stack", default="auto", help='[run] stack ("auto" or members)')
+    parser.add_argument("--by-noise", action="store_true", help="the difference per noise rate")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--test-size", type=int, default=2000)
@@ -90,8 +103,9 @@ def main() -> None:
     print(
         f"recipes: {args.model} at max_length {args.max_length}, {args.epochs:g} epochs, sizes "
         f"{args.sizes} (bf16: {args.bf16_sizes or args.sizes}), seeds 0..{args.seeds - 1}, "
-        f"noise {args.noise:g}, test {args.test_size}; device {device}, bf16 {bf16}, torch "
-        f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {load()}",
+        f"noise {args.noise}, stack {args.stack}, test {args.test_size}; device {device}, "
+        f"bf16 {bf16}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+        f"load {load()}",
         flush=True,
     )
     accuracy = {}
@@ -107,7 +121,7 @@ def main() -> None:
                 "dataset": {"source": args.data},
                 "grid": {
                     "sizes": sizes,
-                    "noise_rates": [args.noise],
+                    "noise_rates": args.noise,
                     "seeds": list(range(args.seeds)),
                 },
                 "backend": {
@@ -121,7 +135,10 @@ def main() -> None:
                     "precision": recipe["precision"],
                 },
                 "eval": {"test_size": args.test_size},
-                "run": {"store": str(out / f"{name}.sqlite")},
+                "run": {
+                    "store": str(out / f"{name}.sqlite"),
+                    "stack": args.stack if args.stack == "auto" else int(args.stack),
+                },
             }
         )
         if name in args.recipes and not args.no_run:
@@ -139,9 +156,14 @@ def main() -> None:
         done = load_results(spec, include_failed=False)
         if done.empty:
             continue
-        accuracy[name] = done.set_index(["train_size", "seed"])["eval_accuracy"] * 100
+        keys = ["train_size", "noise_level", "seed"]
+        accuracy[name] = done.set_index(keys)["eval_accuracy"] * 100
         fit_s = done["fit_seconds"].sum()
-        print(f"{name:7}: {recipe}, {len(done)} cells stored (fit {fit_s:.0f} s in all)")
+        stacked = done["info"].astype(str).str.contains('"stack_size"').mean()
+        print(
+            f"{name:7}: {recipe}, {len(done)} cells stored (fit {fit_s:.0f} s in all, "
+            f"{stacked:.0%} trained stacked)"
+        )
     table = _table(accuracy)
     if table.empty:
         print("no recipe pair has cells at the same (size, seed) yet")
@@ -149,20 +171,30 @@ def main() -> None:
     print()
     print(table.to_string(index=False))
     print(
-        "\nA − B: paired by (size, seed); acc: mean accuracy (%) over seeds; diff: mean of A − B "
-        "with its 95% t interval over seeds; sd diff: SD of the paired differences; seed sd: "
-        "SD over seeds of B's accuracy (accuracy points); |diff|/sd: the mean difference in "
-        f"units of that seed SD. load after: {load()}"
+        "\nA − B: paired by (size, noise rate, seed); acc: mean accuracy (%) over cells; diff: "
+        "mean of A − B with its 95% t interval over seeds (each seed's differences averaged over "
+        "the noise rates); sd diff: SD over seeds of those averages; seed sd: SD over seeds of "
+        "B's accuracy (accuracy points, averaged over the noise rates); |diff|/sd: the mean "
+        f"difference in units of that seed SD. load after: {load()}"
     )
+    if args.by_noise:
+        print()
+        print(_by_noise(accuracy).to_string())
+
+
+def _pairs(accuracy: dict[str, pd.Series]) -> Any:
+    """(A, B, their accuracies side by side on the cells both have) for each printed pair."""
+    for a, b in PAIRS:
+        if a in accuracy and b in accuracy:
+            yield a, b, pd.concat({"a": accuracy[a], "b": accuracy[b]}, axis=1).dropna()
 
 
 def _table(accuracy: dict[str, pd.Series]) -> pd.DataFrame:
     rows = []
-    for a, b in PAIRS:
-        if a not in accuracy or b not in accuracy:
-            continue
-        both = pd.concat({"a": accuracy[a], "b": accuracy[b]}, axis=1).dropna()
-        for size, group in both.groupby(level="train_size"):
+    for a, b, both in _pairs(accuracy):
+        for size, cells in both.groupby(level="train_size"):
+            # One value per seed: the sibling cells of a seed are not independent replicates.
+            group = cells.groupby(level="seed").mean()
             k = len(group)
             diff = group["a"] - group["b"]
             mean = float(diff.mean())
@@ -174,6 +206,7 @@ def _table(accuracy: dict[str, pd.Series]) -> pd.DataFrame:
                     "A − B": f"{a} − {b}",
                     "size": int(size),  # type: ignore[call-overload]
                     "seeds": k,
+                    "cells": len(cells),
                     "acc A": round(float(group["a"].mean()), 2),
                     "acc B": round(float(group["b"].mean()), 2),
                     "diff": round(mean, 2),
@@ -184,6 +217,15 @@ def _table(accuracy: dict[str, pd.Series]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _by_noise(accuracy: dict[str, pd.Series]) -> pd.DataFrame:
+    """Mean A − B per (pair, size) and noise rate (columns), over seeds."""
+    parts = {}
+    for a, b, both in _pairs(accuracy):
+        diff = (both["a"] - both["b"]).groupby(level=["train_size", "noise_level"]).mean()
+        parts[f"{a} − {b}"] = diff.unstack("noise_level").round(2)
+    return pd.concat(parts, names=["A − B", "size"]) if parts else pd.DataFrame()
 
 
 if __name__ == "__main__":

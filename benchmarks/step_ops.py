@@ -5,13 +5,16 @@ What a CPU can measure of what a GPU pays per step: every operator call is a ker
 stacked step (K members folded into the batch, the GPU's batched forward, bf16 autocast as the
 fast recipe trains) is profiled with ``torch.profiler`` after warm-up steps:
 
+- ``autocast``: the eager step with autocast casting every fp32 weight to bf16 on every step
+  (the stack before its bf16 working copies; ``working_copies=False``);
 - ``eager``: the step as the stacked trainer runs it without ``[backend] compile``;
 - ``compiled``: forward, loss and backward compiled by ``torch.compile`` (inductor), as on a GPU.
 
 Printed per row: operator calls (top-level ``aten::`` calls, what dispatches a kernel), of which
-copies and casts (``aten::copy_``, ``aten::to``/``_to_copy``, ``aten::clone``, ``contiguous``),
-then whether the compiled step equals the eager one (dropout on,
-inductor drawing its random numbers as eager does).
+copies and casts (``aten::copy_``, ``aten::to``/``_to_copy``, ``aten::clone``, ``contiguous``;
+an ``aten::to`` that returns its input is no call) and the millions of elements those move, then
+whether the compiled step equals the eager one (dropout on, inductor drawing its random numbers
+as eager does).
 
 Usage::
 
@@ -22,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections import Counter
 
@@ -78,30 +82,39 @@ def main() -> None:
         f"BERT {shape['num_hidden_layers']} × {shape['hidden_size']}, K = {k}, batch {rows} × "
         f"{args.width} tokens, {args.precision}; torch {torch.__version__}"
     )
-    print(f"{'':10} {'operator calls':>15} {'copies/casts':>13} {'s/step (CPU)':>13}")
+    print(
+        f"{'':10} {'operator calls':>15} {'copies/casts':>13} {'M elements copied':>18} "
+        f"{'s/step (CPU)':>13}"
+    )
     probas = {}
-    for compiled in (False, True):
+    rows_run = [("eager", False, True), ("compiled", True, True)]
+    if dtype is not None:
+        rows_run.insert(0, ("autocast", False, False))
+    for label, compiled, working in rows_run:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = BertForSequenceClassification(config)
-            trainer = StackedTrainer(model, k, compile=compiled, **kwargs)
+            trainer = StackedTrainer(model, k, compile=compiled, working_copies=working, **kwargs)
             t0 = time.perf_counter()
             trainer.fit(ids, labelings, seed=0)  # warm-up (and compile)
             warm = time.perf_counter() - t0
-            counts, seconds = _profile(trainer, args.width)
-        probas[compiled] = trainer.predict(trainer.snapshot(), ids[:32], batch_size=32)
+            counts, moved, seconds = _profile(trainer, args.width)
+        probas[label] = trainer.predict(trainer.snapshot(), ids[:32], batch_size=32)
         ops = sum(n for name, n in counts.items() if name.startswith("aten::"))
         copies = sum(counts[name] for name in COPY_OPS)
-        label = "compiled" if compiled else "eager"
-        print(f"{label:10} {ops:15d} {copies:13d} {seconds:13.3f}")
+        print(f"{label:10} {ops:15d} {copies:13d} {moved / 1e6:18.1f} {seconds:13.3f}")
         if compiled:
             print(f"  compile + first steps: {warm:.1f} s for one width")
-    diff = float(np.abs(probas[True] - probas[False]).max())
+    diff = float(np.abs(probas["compiled"] - probas["eager"]).max())
     print(f"compiled vs eager after 8 steps (dropout on): max |Δp| {diff:.1e}")
+    if "autocast" in probas:
+        diff = float(np.abs(probas["autocast"] - probas["eager"]).max())
+        print(f"working copies vs autocast's casts after 8 steps: max |Δp| {diff:.1e}")
 
 
 def _profile(trainer, width):  # type: ignore[no-untyped-def]
-    """Top-level operator counts of one step (the profiler's events without a parent)."""
+    """Top-level operator counts of one step (the profiler's events without a parent), and the
+    elements the copies and casts among them move."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -114,19 +127,24 @@ def _profile(trainer, width):  # type: ignore[no-untyped-def]
     trainer.train = TrainSpec(steps=1, batch_size=rows, learning_rate=2e-5)
     trainer.fit(ids, y, seed=1)
     t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         trainer.fit(ids, y, seed=2)
     seconds = time.perf_counter() - t0
     counts: Counter[str] = Counter()
+    moved = 0
     for event in prof.events():
         name = str(event.name)
         parent = event.cpu_parent
         if name.startswith("aten::") and (
             parent is None or not str(parent.name).startswith("aten::")
         ):
+            if name == "aten::to" and not event.cpu_children:
+                continue  # already of that dtype and device: returns its input, no kernel
             counts[name] += 1
+            if name in COPY_OPS and event.input_shapes and event.input_shapes[0]:
+                moved += math.prod(event.input_shapes[0])
     del torch
-    return counts, seconds
+    return counts, moved, seconds
 
 
 if __name__ == "__main__":

@@ -583,6 +583,11 @@ class StackedTrainer:
         self.surgery.context.rows = int(batch.input_ids.shape[0])
         if not self.surgery.model.training:  # outside the compiled graph
             self.surgery.model.train(True)
+        if self.compiled:  # one graph for every width (the width is a symbol in it)
+            import torch._dynamo
+
+            torch._dynamo.mark_dynamic(batch.input_ids, 1)
+            torch._dynamo.mark_dynamic(batch.mask, 1)
         losses = self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
         with warnings.catch_warnings():
             # The grads are strided views into flat buffers on purpose (see the class).
@@ -673,9 +678,9 @@ class StackedTrainer:
             y = labels[:, torch.from_numpy(rows)]
             if graphs is not None:
                 graphs.step(x, m, y, loss_sums[epoch])
-            elif self.compiled and len(rows) < self.train.batch_size:
-                # A short batch filled up to the full shape with rows of no weight: one compiled
-                # graph per width, not one per width and batch length.
+            elif self.compiled:
+                # Every batch weighted per row, a short one filled up to the full shape with rows
+                # of no weight: one compiled graph, whatever the batch's length and width.
                 self._step(self.filled(x, m, y), loss_sums[epoch])
             else:
                 batch = StepBatch(
@@ -771,6 +776,8 @@ class StackedTrainer:
         def run() -> None:
             if graphs is not None:
                 graphs.step(x, m, y, loss)
+            elif self.compiled:
+                self._step(self.filled(x, m, y), loss)
             else:
                 batch = StepBatch(
                     torch.from_numpy(x).to(self.device),

@@ -63,6 +63,9 @@ class StackContext:
     """Member by member, with the solo kernels (exact on a CPU), not batched over members."""
     rows: int = 0
     """Rows of the current forward pass per member (B); ``K·B`` rows in all."""
+    layout_gradients: bool = True
+    """Batched linear layers through ``StackedMatmul`` (weight gradients in the weights' layout);
+    False: autograd's own derivative of ``bmm`` (benchmarks compare the two)."""
 
 
 @dataclass
@@ -163,7 +166,13 @@ def _classes() -> types.SimpleNamespace:
                     ]
                 )
             lead = x.shape[:-1]
-            y = StackedMatmul.apply(x.reshape(k, -1, x.shape[-1]), self.weight, self.bias)
+            x3 = x.reshape(k, -1, x.shape[-1])
+            if self.context.layout_gradients:
+                y = StackedMatmul.apply(x3, self.weight, self.bias)
+            elif self.bias is None:
+                y = torch.bmm(x3, self.weight.transpose(1, 2))
+            else:
+                y = torch.baddbmm(self.bias.unsqueeze(1), x3, self.weight.transpose(1, 2))
             return y.view(*lead, y.shape[-1])
 
     class StackedLayerNorm(nn.Module):
