@@ -633,6 +633,10 @@ def _compiled_steps(tokenizer, texts, tmp, device, args, peak) -> None:  # type:
             f"{label:17} {seconds * 1e3:8.1f} ms/step  {tokens:10.0f} padded tokens/s  "
             f"MFU {mfu * 100:5.1f}%  (first 3 steps {first:.1f} s: the compile)"
         )
+        if compiled and not graphed:  # another width: the same graph, no compile
+            t0 = time.perf_counter()
+            trainer.timed_steps(width // 2, 1, warmup=0)
+            print(f"{'':17} a step at width {width // 2}: {time.perf_counter() - t0:.2f} s")
         if args.profile and device.type == "cuda" and not graphed:
             _profile_step(trainer, width)
         del trainer
