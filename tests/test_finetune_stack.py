@@ -420,8 +420,13 @@ def test_a_compiled_step_equals_the_eager_step(
         "group_by_length": True,
         "per_member": False,  # the GPU's batched forward
     }
+    from torch._dynamo.utils import counters
+
     probas = {}
+    widths = {len(x) // 16 for x in ids}
+    assert len(widths) >= 3  # batches of several widths
     for compiled in (False, True):
+        counters.clear()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED)
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -429,9 +434,89 @@ def test_a_compiled_step_equals_the_eager_step(
             )
             trainer = st.StackedTrainer(model, 3, compile=compiled, **kwargs)
             trainer.fit(ids, np.stack(labelings), seed=SEED)
-        probas[compiled] = trainer.predict(trainer.snapshot(), ids, batch_size=64)
+            # Evaluation in batches of 24: several widths and a short last batch.
+            probas[compiled] = trainer.predict(trainer.snapshot(), ids, batch_size=24)
+        # One graph for training and one for evaluation, whatever the width and batch length.
+        assert counters["stats"]["unique_graphs"] == (2 if compiled else 0)
+        assert trainer.compiled is compiled
     np.testing.assert_allclose(probas[True], probas[False], rtol=0, atol=1e-5)
     assert not np.allclose(probas[False][0], probas[False][2])
+
+
+def test_a_step_that_does_not_compile_trains_eagerly_with_a_warning(
+    tiny_model: Path, data, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model or torch build the compiler fails on trains and evaluates eagerly (one warning
+    each), with the eager step's results; an error of the model itself still stops the run."""
+    from torch._dynamo.exc import Unsupported
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from noisegrid.config import TrainSpec
+
+    def failing_compile(fn):
+        def compiled(*args, **kwargs):
+            raise Unsupported("a construct the compiler does not support")
+
+        return compiled
+
+    texts, _, labelings = data
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = [np.asarray(tokenizer(t)["input_ids"]) for t in texts[:N_TRAIN]]
+    kwargs = {
+        "device": torch.device("cpu"),
+        "dtype": None,
+        "train": TrainSpec(steps=4, learning_rate=1e-3, batch_size=8),
+        "max_grad_norm": 1.0,
+        "pad_id": 0,
+        "pad_multiple": 16,
+        "max_width": 64,
+        "group_by_length": True,
+        "per_member": False,
+    }
+    probas = {}
+    for compiled in (False, True):
+        monkeypatch.setattr(st, "compile_step", failing_compile)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+            trainer = st.StackedTrainer(model, 3, compile=compiled, **kwargs)
+            trainer.fit(ids, np.stack(labelings), seed=SEED)
+        probas[compiled] = trainer.predict(trainer.snapshot(), ids, batch_size=24)
+        assert not trainer.compiled
+    np.testing.assert_allclose(probas[True], probas[False], rtol=0, atol=1e-6)
+    # The evaluation of a stack that trained compiled falls back the same way.
+    weights = trainer.snapshot()
+    evaluated = st.predict_stacked(
+        trainer.eval_surgery,
+        weights,
+        ids,
+        device=torch.device("cpu"),
+        dtype=None,
+        pad_id=0,
+        batch_size=24,
+        n_classes=2,
+        pad_multiple=16,
+        max_width=64,
+        compiled=True,
+    )
+    np.testing.assert_allclose(evaluated, probas[True], rtol=0, atol=0)
+    assert trainer.eval_surgery.eager_only
+    warnings = [r.getMessage() for r in caplog.records if "does not compile" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "stacked step does not compile (Unsupported: a construct" in warnings[0]
+    assert "evaluation does not compile (Unsupported)" in warnings[1]
+
+    def broken_compile(fn):
+        def compiled(*args, **kwargs):
+            raise ValueError("the model's own error")
+
+        return compiled
+
+    monkeypatch.setattr(st, "compile_step", broken_compile)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    trainer = st.StackedTrainer(model, 3, compile=True, **kwargs)
+    with pytest.raises(ValueError, match="the model's own error"):
+        trainer.fit(ids, np.stack(labelings), seed=SEED)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -505,3 +590,11 @@ def test_bf16_working_copies_train_bit_for_bit_as_autocast(tiny_model: Path, dat
         assert copy.dtype == torch.bfloat16
         torch.testing.assert_close(copy, trainer.weights.flat[group].bfloat16(), rtol=0, atol=0)
     assert not torch.equal(start.flat["decay:linear"], masters[True].flat["decay:linear"])
+
+
+def test_compile_auto_is_off_on_a_cpu_and_true_compiles(tiny_model: Path, tmp_path: Path) -> None:
+    """``[backend] compile = "auto"`` compiles on a GPU under bf16 only: a CPU (minutes of C++
+    compiling) and the exact recipe (fp32) keep the eager step; ``true`` compiles anywhere."""
+    assert backend_for(tiny_model, tmp_path / "a").compiles is False
+    assert backend_for(tiny_model, tmp_path / "b", compile=True).compiles is True
+    assert backend_for(tiny_model, tmp_path / "c", compile=False).compiles is False

@@ -116,11 +116,12 @@ class FinetuneOptions(BackendOptions):
     """Stacked training on a GPU: capture the training step once per batch width as a CUDA graph
     and replay it, so a step costs one launch instead of hundreds. Ignored elsewhere."""
     compile: Literal["auto"] | bool = "auto"
-    """Stacked training: compile each step's forward, loss and backward with ``torch.compile``,
-    once per batch width per worker (the kernels are cached under the cache folder for later
-    runs). ``"auto"`` is off for now: on an H200 a compiled DistilBERT step (K = 11, width 320,
-    bf16) took 80.2 ms against 88.6 ms eager (1.10×) after 31.6 s of compiling per width, which
-    a grid's 8 widths do not repay within one reference grid (docs/backends.md)."""
+    """Stacked training and evaluation: compile each step's forward, loss and backward, and the
+    evaluation's forward, with ``torch.compile``, once per worker: the batch width is a symbol
+    of the graph, so every width reuses it (the kernels are cached under the cache folder for
+    later runs). ``"auto"``: on for a GPU under bf16 (the fast recipe), off elsewhere — the exact
+    recipe (fp32) keeps its eager arithmetic, and a CPU's compile takes minutes. A step that
+    fails to compile runs eagerly, with one warning (docs/backends.md)."""
 
 
 @dataclass
@@ -347,9 +348,12 @@ class FinetuneBackend(Backend):
 
     @property
     def compiles(self) -> bool:
-        """Whether stacked steps are compiled (``[backend] compile``; ``"auto"``: not yet, see
-        :class:`FinetuneOptions`)."""
-        on = self.options.compile is True
+        """Whether stacked steps are compiled (``[backend] compile``; ``"auto"``: on a GPU under
+        a low-precision dtype, see :class:`FinetuneOptions`)."""
+        on = self.options.compile
+        if on == "auto":
+            setup = self.setup()
+            on = setup.device.type == "cuda" and setup.dtype is not None
         if on:
             compiled_step_cache(self.context.cache_dir)
         return on
@@ -490,6 +494,7 @@ class FinetuneBackend(Backend):
             n_classes=arch.n_classes,
             pad_multiple=self.width_multiple,
             max_width=setup.info.max_length,
+            compiled=self.compiles,
         )
 
     # -- planning --------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from .loop import (
     step_budget,
     training_batches,
 )
-from .steps import GraphedSteps, StepBatch, compile_step
+from .steps import GraphedSteps, StepBatch, compile_step, is_compile_error, mark_width_dynamic
 from .surgery import Surgery, bind, stack_model, stacked_logits
 
 if TYPE_CHECKING:
@@ -494,6 +494,7 @@ class StackedTrainer:
         self._graphs: GraphedSteps | None = None
         self.compiled = bool(compile)
         self._losses = compile_step(self._member_losses) if self.compiled else self._member_losses
+        self._compile_tried = not self.compiled
         self.reset(model)
 
     # -- state ---------------------------------------------------------------------------------
@@ -562,6 +563,7 @@ class StackedTrainer:
             pad_multiple=self.pad_multiple,
             max_width=self.max_width,
             n_classes=self.arch.n_classes,
+            compiled=self.compiled,
         )
 
     # -- one step ------------------------------------------------------------------------------
@@ -584,11 +586,11 @@ class StackedTrainer:
         if not self.surgery.model.training:  # outside the compiled graph
             self.surgery.model.train(True)
         if self.compiled:  # one graph for every width (the width is a symbol in it)
-            import torch._dynamo
-
-            torch._dynamo.mark_dynamic(batch.input_ids, 1)
-            torch._dynamo.mark_dynamic(batch.mask, 1)
-        losses = self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
+            mark_width_dynamic(batch.input_ids, batch.mask)
+        if not self._compile_tried:
+            losses = self._first_compiled(batch)
+        else:
+            losses = self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
         with warnings.catch_warnings():
             # The grads are strided views into flat buffers on purpose (see the class).
             warnings.filterwarnings("ignore", message="grad and param do not obey")
@@ -606,6 +608,25 @@ class StackedTrainer:
         self.optimizer.step()
         self.refresh_working()
         loss_sum += losses.detach().float()
+
+    def _first_compiled(self, batch: StepBatch) -> torch.Tensor:
+        """The first compiled forward and loss: where the compile happens. A model or torch
+        build that does not compile trains eagerly from here on (the same arithmetic; dropout
+        masks then come from the eager generator), with one warning."""
+        self._compile_tried = True
+        try:
+            return self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
+        except Exception as exc:  # the compiler's errors have no common public base class
+            if not is_compile_error(exc):
+                raise
+            log.warning(
+                "finetune: the stacked step does not compile (%s: %s); training eagerly",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
+            self.compiled = False
+            self._losses = self._member_losses
+            return self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
 
     def _member_losses(
         self,
@@ -812,8 +833,13 @@ def predict_stacked(
     n_classes: int,
     pad_multiple: int = 1,
     max_width: int | None = None,
+    compiled: bool = False,
 ) -> np.ndarray:
     """Class probabilities of every member, shape (K, n, n_classes), in length-sorted batches.
+
+    ``compiled``: the forward compiled with ``torch.compile`` once per ``surgery`` (every width
+    and batch one graph: a short batch is filled up to ``batch_size`` with rows that attend to one
+    position, their outputs dropped); a forward that does not compile runs eagerly.
 
     ``surgery`` (a stack of ``weights.k`` members, for evaluation) is bound to ``weights``; under a
     low-precision ``dtype`` its linear layers to copies in that dtype, cast once here rather than
@@ -836,12 +862,57 @@ def predict_stacked(
         pad_multiple=pad_multiple,
         max_width=max_width,
     )
+    forward = _compiled_forward(surgery) if compiled else None
     with torch.inference_mode():
         for batch, x, m in batches:
             with autocast(device, dtype):
-                logits = stacked_logits(surgery, x, m, training=False)
+                logits = None
+                if forward is not None:
+                    xf, mf = _filled_rows(x, m, batch_size)
+                    mark_width_dynamic(xf, mf)
+                    try:
+                        logits = forward(xf, mf)[:, : len(batch)]
+                    except Exception as exc:
+                        if not is_compile_error(exc):
+                            raise
+                        log.warning(
+                            "finetune: the stacked evaluation does not compile (%s); "
+                            "evaluating eagerly",
+                            type(exc).__name__,
+                        )
+                        surgery.eager_only, forward = True, None
+                if logits is None:
+                    logits = stacked_logits(surgery, x, m, training=False)
             out[:, batch] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+def _compiled_forward(surgery: Surgery) -> Any:
+    """``surgery``'s evaluation forward compiled (once, kept on the surgery); None once it failed
+    to compile."""
+    if surgery.eager_only:
+        return None
+    if surgery.compiled_forward is None:
+
+        def forward(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            return stacked_logits(surgery, x, m, training=False)
+
+        surgery.compiled_forward = compile_step(forward)
+    return surgery.compiled_forward
+
+
+def _filled_rows(x: torch.Tensor, m: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``m`` with rows added up to ``rows``: padding that attends to its first position
+    (no empty softmax), so every evaluation batch has one shape but its width."""
+    import torch
+
+    if x.shape[0] >= rows:
+        return x, m
+    extra = rows - x.shape[0]
+    fx = torch.zeros((extra, x.shape[1]), dtype=x.dtype, device=x.device)
+    fm = torch.zeros((extra, m.shape[1]), dtype=m.dtype, device=m.device)
+    fm[:, 0] = 1
+    return torch.cat([x, fx]), torch.cat([m, fm])
 
 
 def _sync(device: torch.device) -> None:

@@ -111,7 +111,8 @@ COMPILE_BACKEND = "inductor"
 
 
 def compile_step(fn: Any) -> Any:
-    """``torch.compile(fn)``, with room for one graph per batch width (:class:`StackedTrainer`)."""
+    """``torch.compile(fn)``, static shapes but the ones :func:`mark_width_dynamic` marks (the
+    room for more graphs is for models whose code specialises on the width anyway)."""
     import torch
 
     config = torch._dynamo.config
@@ -119,6 +120,22 @@ def compile_step(fn: Any) -> Any:
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), 64))
     return torch.compile(fn, dynamic=False, backend=COMPILE_BACKEND)
+
+
+def mark_width_dynamic(*tensors: torch.Tensor) -> None:
+    """Mark dimension 1 (the batch width) of ``tensors`` as a symbol for ``torch.compile``: one
+    graph serves every width instead of one compile per width."""
+    import torch._dynamo
+
+    for tensor in tensors:
+        torch._dynamo.mark_dynamic(tensor, 1)
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from ``torch.compile`` (tracing, lowering or the backend's
+    compiler), not from the model's arithmetic (out of memory and the like)."""
+    module = type(exc).__module__ or ""
+    return module.startswith(("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses"))
 
 
 def compiled_step_cache(cache_dir: Any) -> None:

@@ -93,6 +93,10 @@ class Surgery:
     context: StackContext
     functional_dropout: bool = False
     """Share the functional (attention) dropout masks while training (CPU, eager attention)."""
+    compiled_forward: Any = None
+    """The evaluation forward compiled by ``torch.compile`` (kept for every later evaluation)."""
+    eager_only: bool = False
+    """The forward failed to compile once: evaluate eagerly from then on."""
 
 
 class NotStackable(Exception):
