@@ -75,6 +75,12 @@ def main() -> None:
         help="noise rates, trained stacked per (size, seed) (default: the reference's 0..0.25)",
     )
     parser.add_argument("--stack", default="auto", help='[run] stack ("auto" or members)')
+    parser.add_argument(
+        "--compile",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="[backend] compile (auto: the fast recipe compiles on a GPU)",
+    )
     parser.add_argument("--by-noise", action="store_true", help="the difference per noise rate")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=2.0)
@@ -128,6 +134,7 @@ def main() -> None:
                     "name": "finetune",
                     "model": args.model,
                     "group_by_length": recipe["group_by_length"],
+                    "compile": {"true": True, "false": False}.get(args.compile, "auto"),
                 },
                 "train": {
                     "epochs": args.epochs,
