@@ -390,8 +390,9 @@ def test_a_stack_that_runs_out_of_memory_retries_half_as_stacked(
     assert_same_as_alone(backend.predict_group(outputs, texts[64:]), bert_alone, labels[64:])
 
 
+@pytest.mark.parametrize("dtype", [None, "bf16"])
 def test_a_compiled_step_equals_the_eager_step(
-    tiny_model: Path, data, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, data, monkeypatch: pytest.MonkeyPatch, dtype: str | None
 ) -> None:
     """Forward, loss and backward traced and compiled as one graph per width (the ``aot_eager``
     backend here: the graph capture and its autograd, without a C++ compiler's minutes on a
@@ -411,7 +412,7 @@ def test_a_compiled_step_equals_the_eager_step(
     train = TrainSpec(steps=10, learning_rate=1e-3, batch_size=8)
     kwargs = {
         "device": torch.device("cpu"),
-        "dtype": None,
+        "dtype": torch.bfloat16 if dtype else None,  # bf16: with its working copies
         "train": train,
         "max_grad_norm": 1.0,
         "pad_id": 0,
@@ -436,8 +437,9 @@ def test_a_compiled_step_equals_the_eager_step(
             trainer.fit(ids, np.stack(labelings), seed=SEED)
             # Evaluation in batches of 24: several widths and a short last batch.
             probas[compiled] = trainer.predict(trainer.snapshot(), ids, batch_size=24)
-        # One graph for training and one for evaluation, whatever the width and batch length.
-        assert counters["stats"]["unique_graphs"] == (2 if compiled else 0)
+        # One graph for the forward and loss (its backward with it), one for the clipping, one
+        # for evaluation, whatever the width and batch length.
+        assert counters["stats"]["unique_graphs"] == (3 if compiled else 0)
         assert trainer.compiled is compiled
     np.testing.assert_allclose(probas[True], probas[False], rtol=0, atol=1e-5)
     assert not np.allclose(probas[False][0], probas[False][2])

@@ -624,7 +624,8 @@ class FinetuneBackend(Backend):
                     max_width=setup.info.max_length,
                     group_by_length=self.options.group_by_length,
                     cuda_graphs=self.options.cuda_graphs,
-                    compile=self.compiles,
+                    # Eager steps: a compile per probed stack size would eat the probe's budget.
+                    compile=False,
                 )
             return trainers[k].timed_steps(width, n_steps)
 
@@ -645,6 +646,11 @@ class FinetuneBackend(Backend):
             f"step time = {fitted.overhead * 1e3:.1f} ms + FLOPs / {cost.format_rate(fitted.rate)}"
             " (fitted to the probe)",
         ]
+        if stackable and self.compiles:
+            notes.append(
+                "the probe timed eager steps; the run compiles them ([backend] compile), which "
+                "costs one compile per worker and makes each step faster"
+            )
         return fitted, load_seconds, notes
 
 

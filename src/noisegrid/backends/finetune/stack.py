@@ -482,18 +482,22 @@ class StackedTrainer:
         self._accumulated = list(self.working_grads.values()) + [
             grad for group, grad in self.grads.items() if group not in self.working
         ]
-        # Rows of padding tokens get no gradient, as nn.Embedding(padding_idx=...) gives none.
-        self._padding_grads = [
-            (grads[leaf.name], leaf.padding_idx)
-            for leaf in self.surgery.leaves
-            if leaf.padding_idx is not None and leaf.name in grads
-        ]
+        # Rows of padding tokens get no gradient, as nn.Embedding(padding_idx=...) gives none:
+        # (group, first, last) columns of that row in the group's buffer.
+        self._padding_columns = []
+        for leaf in self.surgery.leaves:
+            if leaf.padding_idx is not None and leaf.name in grads:
+                slot = self.layout.slots[leaf.name]
+                dim = math.prod(slot.shape[1:])
+                first = slot.offset + (leaf.padding_idx % slot.shape[0]) * dim
+                self._padding_columns.append((slot.group, first, first + dim))
         for group, grad in self.grads.items():
             self.weights.flat[group].grad = grad
         self.optimizer = self._optimizer()
         self._graphs: GraphedSteps | None = None
         self.compiled = bool(compile)
         self._losses = compile_step(self._member_losses) if self.compiled else self._member_losses
+        self._clip = compile_step(self._clip_gradients) if self.compiled else self._clip_gradients
         self._compile_tried = not self.compiled
         self.reset(model)
 
@@ -578,8 +582,6 @@ class StackedTrainer:
 
     def _step(self, batch: StepBatch, loss_sum: torch.Tensor) -> None:
         """Forward, backward, per-member clipping and one AdamW step of every member."""
-        import torch
-
         for grad in self._accumulated:
             grad.zero_()
         self.surgery.context.rows = int(batch.input_ids.shape[0])
@@ -587,35 +589,29 @@ class StackedTrainer:
             self.surgery.model.train(True)
         if self.compiled:  # one graph for every width (the width is a symbol in it)
             mark_width_dynamic(batch.input_ids, batch.mask)
-        if not self._compile_tried:
-            losses = self._first_compiled(batch)
-        else:
-            losses = self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
+        first = not self._compile_tried
+        args = (batch.input_ids, batch.mask, batch.labels, batch.weights)
+        losses = self._compiled("_losses", *args) if first else self._losses(*args)
         with warnings.catch_warnings():
             # The grads are strided views into flat buffers on purpose (see the class).
             warnings.filterwarnings("ignore", message="grad and param do not obey")
             losses.sum().backward()
-        for group, grad in self.working_grads.items():
-            self.grads[group].copy_(grad)  # the fp32 master gradients, one cast per buffer
-        for grad, padding_idx in self._padding_grads:
-            grad[:, padding_idx] = 0
-        # clip_grad_norm_ per member: coefficient max_norm / (norm + 1e-6), at most 1.
-        norms = [torch.linalg.vector_norm(g, dim=1) for g in self.grads.values()]
-        norm = torch.linalg.vector_norm(torch.stack(norms), dim=0)
-        coef = (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
-        for grad in self.grads.values():
-            grad.mul_(coef.unsqueeze(1))
+        if first:
+            self._compiled("_clip")
+            self._compile_tried = True
+        else:
+            self._clip()
         self.optimizer.step()
         self.refresh_working()
         loss_sum += losses.detach().float()
 
-    def _first_compiled(self, batch: StepBatch) -> torch.Tensor:
-        """The first compiled forward and loss: where the compile happens. A model or torch
-        build that does not compile trains eagerly from here on (the same arithmetic; dropout
-        masks then come from the eager generator), with one warning."""
-        self._compile_tried = True
+    def _compiled(self, part: str, *args: Any) -> Any:
+        """The first call of a compiled part (``_losses`` or ``_clip``: where it compiles). A
+        model or torch build that does not compile trains eagerly from here on (the same
+        arithmetic; dropout masks then come from the eager generator), with one warning; the
+        compiler fails before it runs anything, so nothing was changed yet."""
         try:
-            return self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
+            return getattr(self, part)(*args)
         except Exception as exc:  # the compiler's errors have no common public base class
             if not is_compile_error(exc):
                 raise
@@ -625,8 +621,25 @@ class StackedTrainer:
                 str(exc).splitlines()[0][:200] if str(exc) else "",
             )
             self.compiled = False
-            self._losses = self._member_losses
-            return self._losses(batch.input_ids, batch.mask, batch.labels, batch.weights)
+            self._losses, self._clip = self._member_losses, self._clip_gradients
+            return getattr(self, part)(*args)
+
+    def _clip_gradients(self) -> None:
+        """The fp32 master gradients from the bf16 working ones, no gradient for padding tokens'
+        rows, and ``clip_grad_norm_`` per member (coefficient max_norm / (norm + 1e-6), at most
+        1). Compiled with the step: the cast, the norms and the scaling fuse into two passes over
+        the gradients."""
+        import torch
+
+        for group, grad in self.working_grads.items():
+            self.grads[group].copy_(grad)
+        for group, first, last in self._padding_columns:
+            self.grads[group][:, first:last] = 0
+        norms = [torch.linalg.vector_norm(g, dim=1) for g in self.grads.values()]
+        norm = torch.linalg.vector_norm(torch.stack(norms), dim=0)
+        coef = (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+        for grad in self.grads.values():
+            grad.mul_(coef.unsqueeze(1))
 
     def _member_losses(
         self,
