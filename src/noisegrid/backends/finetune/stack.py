@@ -284,10 +284,10 @@ def member_bytes(
 
     Parameters, gradients and AdamW moments in fp32 (16 bytes per parameter), the snapshot kept
     for prediction (4), the bf16 working copies of the weights and their gradients (4), and per
-    token and layer the tensors
-    autograd saves: the fp32 layer-norm inputs (8H bytes), the low-precision inputs of the four
-    projections and two feed-forward matrices and the GELU (about 7H + 2I values), and with
-    explicit attention the fp32 probabilities and their dropped copy (2 × heads × width values).
+    token and layer the tensors autograd saves: the fp32 layer-norm inputs (8H bytes), the
+    low-precision inputs of the four projections and two feed-forward matrices and the GELU
+    (about 7H + 2I values), and with explicit attention the fp32 probabilities and their dropped
+    copy (2 × heads × width values).
     An estimate: :func:`choose_stack` leaves a margin.
     """
     a = 2 if low_precision else 4
