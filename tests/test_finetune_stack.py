@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 from noisegrid.backends import make_backend  # noqa: E402
 from noisegrid.backends.finetune import (  # noqa: E402
     FinetuneBackend,
+    evaluation,
     steps,
     surgery,
 )
@@ -478,6 +479,7 @@ def test_a_step_that_does_not_compile_trains_eagerly_with_a_warning(
     probas = {}
     for compiled in (False, True):
         monkeypatch.setattr(st, "compile_step", failing_compile)
+        monkeypatch.setattr(evaluation, "compile_step", failing_compile)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED)
             model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
@@ -488,7 +490,7 @@ def test_a_step_that_does_not_compile_trains_eagerly_with_a_warning(
     np.testing.assert_allclose(probas[True], probas[False], rtol=0, atol=1e-6)
     # The evaluation of a stack that trained compiled falls back the same way.
     weights = trainer.snapshot()
-    evaluated = st.predict_stacked(
+    evaluated = evaluation.predict_stacked(
         trainer.eval_surgery,
         weights,
         ids,

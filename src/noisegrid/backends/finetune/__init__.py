@@ -56,7 +56,7 @@ from ..base import (
     Predictor,
 )
 from . import cost
-from .evaluation import _FinetunedPredictor, predict_probabilities
+from .evaluation import _FinetunedPredictor, predict_probabilities, predict_stacked
 from .loop import (
     TrainStats,
     _deterministic,
@@ -73,7 +73,6 @@ from .stack import (
     choose_stack,
     chunk_sizes,
     member_bytes,
-    predict_stacked,
 )
 from .steps import compiled_step_cache
 from .surgery import Surgery, self_check
