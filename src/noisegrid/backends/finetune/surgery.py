@@ -34,6 +34,8 @@ import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..hf.device import active_autocast_dtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -125,7 +127,7 @@ def _classes() -> types.SimpleNamespace:
         @staticmethod
         def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: Any) -> torch.Tensor:
             kind = x.device.type
-            dt = _autocast_dtype(kind) or torch.promote_types(x.dtype, w.dtype)
+            dt = active_autocast_dtype(kind) or torch.promote_types(x.dtype, w.dtype)
             xc, wc = x.to(dt), w.to(dt)
             with torch.autocast(kind, enabled=False):
                 if b is None:
@@ -260,21 +262,6 @@ def _classes() -> types.SimpleNamespace:
         StackedEmbedding=StackedEmbedding,
         SharedDropout=SharedDropout,
     )
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast computes matrix products in on ``device_type``, None when it is off
-    (torch 2.4's per-device functions, or the older CUDA- and CPU-specific ones)."""
-    import torch
-
-    if hasattr(torch, "get_autocast_dtype"):
-        on = torch.is_autocast_enabled(device_type)
-        return torch.get_autocast_dtype(device_type) if on else None
-    if device_type == "cpu":  # pragma: no cover - torch before 2.4
-        on = torch.is_autocast_cpu_enabled()
-        return torch.get_autocast_cpu_dtype() if on else None
-    on = torch.is_autocast_enabled()  # pragma: no cover - torch before 2.4
-    return torch.get_autocast_gpu_dtype() if on else None  # pragma: no cover
 
 
 def shared_dropout(x: torch.Tensor, p: float, k: int) -> torch.Tensor:

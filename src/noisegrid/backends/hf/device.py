@@ -1,7 +1,8 @@
 """Where the Hugging Face backends compute, in which precision, and seeding torch per cell.
 
 :func:`choose_device` (cuda, else mps, else cpu), :func:`autocast_dtype` for ``[train]
-precision`` (bf16 where the hardware has it natively), :func:`autocast` and :func:`seeded`.
+precision`` (bf16 where the hardware has it natively), :func:`autocast` (and
+:func:`active_autocast_dtype`, what the enclosing one computes in) and :func:`seeded`.
 torch is imported only inside functions.
 """
 
@@ -87,6 +88,22 @@ def autocast(
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def active_autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype the enclosing autocast context computes matrix products in on ``device_type``,
+    None when autocast is off (torch 2.4's per-device functions, or the older CUDA- and
+    CPU-specific ones)."""
+    import torch
+
+    if hasattr(torch, "get_autocast_dtype"):
+        on = torch.is_autocast_enabled(device_type)
+        return torch.get_autocast_dtype(device_type) if on else None
+    if device_type == "cpu":  # pragma: no cover - torch before 2.4
+        on = torch.is_autocast_cpu_enabled()
+        return torch.get_autocast_cpu_dtype() if on else None
+    on = torch.is_autocast_enabled()  # pragma: no cover - torch before 2.4
+    return torch.get_autocast_gpu_dtype() if on else None  # pragma: no cover
 
 
 @contextlib.contextmanager
